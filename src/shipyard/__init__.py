@@ -1,0 +1,34 @@
+"""Shipyard: take a trained model to a fast, measured Open Inference Protocol service.
+
+The public API is listed in ``__all__``; importing the package starts nothing.
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from shipyard.config import ModelConfig, ServerConfig  # noqa: E402
+from shipyard.errors import ShipyardError  # noqa: E402
+from shipyard.types import (  # noqa: E402
+    DataType,
+    InferRequest,
+    InferResponse,
+    ModelMetadata,
+    RequestedOutput,
+    Tensor,
+    TensorSpec,
+)
+
+__all__ = [
+    "DataType",
+    "InferRequest",
+    "InferResponse",
+    "ModelConfig",
+    "ModelMetadata",
+    "RequestedOutput",
+    "ServerConfig",
+    "ShipyardError",
+    "Tensor",
+    "TensorSpec",
+    "__version__",
+]

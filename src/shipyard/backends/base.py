@@ -1,0 +1,56 @@
+"""The backend contract: a loaded model instance that runs a batch of NumPy inputs."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy.typing as npt
+
+from shipyard.config import ModelConfig
+from shipyard.errors import ModelLoadError
+from shipyard.types import TensorSpec
+
+__all__ = ["MODEL_FILENAMES", "Backend", "load_backend"]
+
+#: The file each backend looks for inside a version folder.
+MODEL_FILENAMES = {"onnxruntime": "model.onnx"}
+
+
+class Backend(Protocol):
+    """One loaded instance of a model version. ``run`` is called from worker threads."""
+
+    #: V2 platform string, e.g. ``onnx_onnxv1``.
+    platform: str
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+
+    def run(
+        self, inputs: Mapping[str, npt.NDArray[Any]], outputs: Sequence[str]
+    ) -> list[npt.NDArray[Any]]:
+        """Run the model; return the named ``outputs`` in the order asked."""
+        ...
+
+    def close(self) -> None:
+        """Release the model's resources."""
+        ...
+
+
+def load_backend(version_dir: Path, config: ModelConfig) -> Backend:
+    """Load the model file in ``version_dir`` with the backend named by ``config``.
+
+    Blocking (reads and compiles the model): call it off the event loop.
+    """
+    filename = MODEL_FILENAMES.get(config.backend)
+    if filename is None:
+        raise ModelLoadError(f"unknown backend {config.backend!r}")
+    path = version_dir / filename
+    if not path.is_file():
+        raise ModelLoadError(
+            f"no {filename} in {version_dir} "
+            f"(the {config.backend} backend expects <repo>/<name>/<version>/{filename})"
+        )
+    from shipyard.backends.onnxruntime import OnnxRuntimeBackend
+
+    return OnnxRuntimeBackend(path, config)

@@ -1,0 +1,131 @@
+"""The ONNX Runtime backend."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from shipyard.config import ModelConfig
+from shipyard.errors import InternalError, InvalidInputError, ModelLoadError
+from shipyard.types import DataType, TensorSpec
+
+__all__ = ["OnnxRuntimeBackend"]
+
+_ORT_TYPES = {
+    "tensor(bool)": DataType.BOOL,
+    "tensor(uint8)": DataType.UINT8,
+    "tensor(uint16)": DataType.UINT16,
+    "tensor(uint32)": DataType.UINT32,
+    "tensor(uint64)": DataType.UINT64,
+    "tensor(int8)": DataType.INT8,
+    "tensor(int16)": DataType.INT16,
+    "tensor(int32)": DataType.INT32,
+    "tensor(int64)": DataType.INT64,
+    "tensor(float16)": DataType.FP16,
+    "tensor(float)": DataType.FP32,
+    "tensor(double)": DataType.FP64,
+    "tensor(string)": DataType.BYTES,
+}
+_LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC",
+           "extended": "ORT_ENABLE_EXTENDED", "all": "ORT_ENABLE_ALL"}
+
+
+def _spec(arg: Any, model: str) -> TensorSpec:
+    datatype = _ORT_TYPES.get(arg.type)
+    if datatype is None:
+        raise ModelLoadError(
+            f"tensor {arg.name!r} has type {arg.type}, which Shipyard cannot serve"
+        )
+    shape = tuple(d if isinstance(d, int) and d >= 0 else -1 for d in (arg.shape or ()))
+    return TensorSpec(arg.name, datatype, shape)
+
+
+class OnnxRuntimeBackend:
+    """An ``onnxruntime.InferenceSession`` with Shipyard's session options."""
+
+    platform = "onnx_onnxv1"
+
+    def __init__(self, path: Path, config: ModelConfig) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        opts = config.onnxruntime
+        options.intra_op_num_threads = opts.intra_op_threads
+        options.inter_op_num_threads = opts.inter_op_threads
+        options.graph_optimization_level = getattr(
+            ort.GraphOptimizationLevel, _LEVELS[opts.graph_optimization_level]
+        )
+        spin = "1" if opts.allow_spinning else "0"
+        options.add_session_config_entry("session.intra_op.allow_spinning", spin)
+        options.add_session_config_entry("session.inter_op.allow_spinning", spin)
+        options.log_severity_level = 3
+        available = ort.get_available_providers()
+        providers = list(opts.providers) or [p for p in available if p != "AzureExecutionProvider"]
+        missing = [p for p in providers if p not in available]
+        if missing:
+            raise ModelLoadError(
+                f"execution provider(s) {', '.join(missing)} are not in "
+                f"this ONNX Runtime build (available: {', '.join(available)})"
+            )
+        try:
+            self._session = ort.InferenceSession(str(path), options, providers=providers)
+        except Exception as exc:  # ORT raises its own Fail/InvalidGraph/... types
+            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ModelLoadError(
+                f"ONNX Runtime cannot load {path.name}: {first_line}"
+            ) from exc
+        self.inputs = tuple(_spec(a, config.name) for a in self._session.get_inputs())
+        self.outputs = tuple(_spec(a, config.name) for a in self._session.get_outputs())
+        self._strings_in = {s.name for s in self.inputs if s.datatype is DataType.BYTES}
+        self._strings_out = {s.name for s in self.outputs if s.datatype is DataType.BYTES}
+
+    def run(
+        self, inputs: Mapping[str, npt.NDArray[Any]], outputs: Sequence[str]
+    ) -> list[npt.NDArray[Any]]:
+        """Run the session (releases the GIL while ONNX Runtime computes)."""
+        feed: Mapping[str, npt.NDArray[Any]] = inputs
+        if self._strings_in:
+            feed = dict(inputs)
+            for name in self._strings_in:
+                feed[name] = _bytes_to_str(name, inputs[name])
+        try:
+            results: list[npt.NDArray[Any]] = self._session.run(list(outputs), feed)
+        except Exception as exc:
+            message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            if "INVALID_ARGUMENT" in message or "Invalid" in message:
+                raise InvalidInputError(f"the model rejected the input: {message}") from exc
+            raise InternalError(f"ONNX Runtime failed: {message}") from exc
+        if self._strings_out:
+            for i, name in enumerate(outputs):
+                if name in self._strings_out:
+                    results[i] = _str_to_bytes(results[i])
+        return results
+
+    def close(self) -> None:
+        """Drop the session; ONNX Runtime frees it when the last reference goes."""
+        del self._session
+
+
+def _bytes_to_str(name: str, array: npt.NDArray[Any]) -> npt.NDArray[Any]:
+    out = np.empty(array.shape, dtype=object)
+    flat_in, flat_out = array.reshape(-1), out.reshape(-1)
+    try:
+        for i, item in enumerate(flat_in):
+            flat_out[i] = item.decode("utf-8") if isinstance(item, bytes) else str(item)
+    except UnicodeDecodeError as exc:
+        raise InvalidInputError(
+            f"input {name!r}: the model takes text; element {i} is not valid UTF-8"
+        ) from exc
+    return out
+
+
+def _str_to_bytes(array: npt.NDArray[Any]) -> npt.NDArray[Any]:
+    out = np.empty(array.shape, dtype=object)
+    flat_in, flat_out = array.reshape(-1), out.reshape(-1)
+    for i, item in enumerate(flat_in):
+        flat_out[i] = item.encode("utf-8") if isinstance(item, str) else bytes(item)
+    return out

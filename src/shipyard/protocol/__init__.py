@@ -1,0 +1,1 @@
+"""Open Inference Protocol wire formats ↔ core types. Pure functions, no I/O."""

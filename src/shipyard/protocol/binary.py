@@ -1,0 +1,98 @@
+"""Raw tensor bytes as the binary extension (HTTP) and ``raw_*_contents`` (gRPC) carry them.
+
+Little-endian, row-major, no padding; BOOL is one byte; a BYTES element is a 4-byte
+little-endian length followed by its bytes.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from shipyard.errors import InvalidInputError
+from shipyard.types import DataType
+
+__all__ = ["array_from_raw", "array_to_raw", "element_count"]
+
+_LENGTH = struct.Struct("<I")
+
+
+def element_count(name: str, shape: Any, limit: int) -> int:
+    """Validate a wire shape (non-negative integers) and return its element count."""
+    if not isinstance(shape, list | tuple) or not all(
+        isinstance(d, int) and not isinstance(d, bool) for d in shape
+    ):
+        raise InvalidInputError(f"input {name!r}: shape must be a list of integers, got {shape!r}")
+    count = 1
+    for dim in shape:
+        if dim < 0:
+            raise InvalidInputError(
+                f"input {name!r}: shape {list(shape)} has a negative dimension"
+            )
+        count *= dim
+    if count > limit:
+        raise InvalidInputError(
+            f"input {name!r}: shape {list(shape)} has {count} elements, over the server's "
+            f"limit of {limit} (max_tensor_elements)"
+        )
+    return count
+
+
+def array_from_raw(
+    name: str, datatype: DataType, shape: list[int], raw: bytes | memoryview, count: int
+) -> npt.NDArray[Any]:
+    """Decode ``raw`` into an array of ``shape``; raise InvalidInputError on a size mismatch."""
+    if datatype is DataType.BYTES:
+        return _bytes_from_raw(name, shape, raw, count)
+    expected = count * datatype.itemsize
+    if len(raw) != expected:
+        raise InvalidInputError(
+            f"input {name!r}: {len(raw)} bytes of binary data, but shape {shape} of "
+            f"{datatype.value} needs {expected} ({count} x {datatype.itemsize})"
+        )
+    return np.frombuffer(raw, dtype=datatype.numpy).reshape(shape)
+
+
+def _bytes_from_raw(
+    name: str, shape: list[int], raw: bytes | memoryview, count: int
+) -> npt.NDArray[Any]:
+    out = np.empty(count, dtype=object)
+    view = memoryview(raw)
+    offset, end = 0, len(view)
+    for i in range(count):
+        if offset + 4 > end:
+            raise InvalidInputError(
+                f"input {name!r}: BYTES data ends after {i} of {count} elements"
+            )
+        (length,) = _LENGTH.unpack_from(view, offset)
+        offset += 4
+        if offset + length > end:
+            raise InvalidInputError(
+                f"input {name!r}: BYTES element {i} claims {length} bytes but only "
+                f"{end - offset} remain"
+            )
+        out[i] = bytes(view[offset : offset + length])
+        offset += length
+    if offset != end:
+        raise InvalidInputError(
+            f"input {name!r}: {end - offset} bytes left over after {count} BYTES elements"
+        )
+    return out.reshape(shape)
+
+
+def array_to_raw(datatype: DataType, array: npt.NDArray[Any]) -> bytes:
+    """Encode ``array`` in the wire's raw layout."""
+    if datatype is DataType.BYTES:
+        parts = []
+        for item in array.reshape(-1):
+            data = item if isinstance(item, bytes) else str(item).encode("utf-8")
+            parts.append(_LENGTH.pack(len(data)))
+            parts.append(data)
+        return b"".join(parts)
+    target = datatype.numpy
+    if array.dtype != target:
+        array = array.astype(target)
+    return np.ascontiguousarray(array).tobytes()

@@ -1,0 +1,58 @@
+"""Triton's JSON model configuration (the ``model_configuration`` extension).
+
+perf_analyzer and other Triton tooling read this before they send a request: ``dims`` leave out
+the batch dimension whenever ``max_batch_size`` > 0.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from shipyard.config import ModelConfig
+from shipyard.types import TensorSpec
+
+__all__ = ["triton_model_config"]
+
+_PLATFORMS = {"onnxruntime": "onnxruntime_onnx"}
+
+
+def _tensor(spec: TensorSpec, batched: bool) -> dict[str, Any]:
+    dims = list(spec.shape[1:] if batched else spec.shape)
+    return {"name": spec.name, "data_type": spec.datatype.triton_name, "dims": dims}
+
+
+def triton_model_config(
+    config: ModelConfig, inputs: tuple[TensorSpec, ...], outputs: tuple[TensorSpec, ...]
+) -> dict[str, Any]:
+    """Describe a served model as Triton's ``ModelConfig`` JSON."""
+    max_batch = config.max_batch_size or 0
+    policy = config.version_policy
+    if policy.kind == "all":
+        version_policy: dict[str, Any] = {"all": {}}
+    elif policy.kind == "specific":
+        version_policy = {"specific": {"versions": [str(v) for v in policy.versions]}}
+    else:
+        version_policy = {"latest": {"num_versions": policy.latest}}
+    body: dict[str, Any] = {
+        "name": config.name,
+        "platform": _PLATFORMS.get(config.backend, config.backend),
+        "backend": config.backend,
+        "version_policy": version_policy,
+        "max_batch_size": max_batch,
+        "input": [{**_tensor(s, max_batch > 0), "format": "FORMAT_NONE"} for s in inputs],
+        "output": [_tensor(s, max_batch > 0) for s in outputs],
+        "instance_group": [
+            {"name": config.name, "kind": "KIND_CPU", "count": config.instance_count}
+        ],
+    }
+    batching = config.dynamic_batching
+    if max_batch > 0 and batching is not None:
+        body["dynamic_batching"] = {
+            "preferred_batch_size": list(batching.preferred_batch_sizes),
+            "max_queue_delay_microseconds": batching.max_queue_delay_us,
+            "default_queue_policy": {
+                "max_queue_size": batching.max_queue_size,
+                "default_timeout_microseconds": batching.default_timeout_us,
+            },
+        }
+    return body

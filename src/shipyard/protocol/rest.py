@@ -1,0 +1,283 @@
+"""The V2 REST codec: JSON bodies and the binary tensor data extension ↔ core types. No I/O.
+
+A request body is a JSON header, optionally followed by binary blobs in input order; the
+``Inference-Header-Content-Length`` header gives the JSON length. Responses put an output in
+binary when the client asked (``binary_data`` per output, ``binary_data_output`` for all) and
+always for FP16, which JSON cannot carry.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import orjson
+
+from shipyard.errors import InvalidInputError
+from shipyard.protocol.binary import array_from_raw, array_to_raw, element_count
+from shipyard.types import DataType, InferRequest, InferResponse, RequestedOutput, Tensor
+
+__all__ = ["decode_infer_request", "decode_json", "encode_infer_response", "encode_json"]
+
+_FLOAT_LIMITS = {DataType.FP32: np.finfo(np.float32).max, DataType.FP64: np.finfo(np.float64).max}
+
+
+def encode_json(value: Any) -> bytes:
+    """Serialize a JSON-able value (NumPy arrays included)."""
+    return orjson.dumps(value, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def decode_json(body: bytes | memoryview, what: str = "request body") -> Any:
+    """Parse JSON or raise InvalidInputError naming ``what``."""
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidInputError(f"{what} is not valid JSON: {exc}") from exc
+
+
+def _parameters(value: Any, where: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise InvalidInputError(f"{where}: 'parameters' must be a JSON object")
+    return value
+
+
+def decode_infer_request(
+    body: bytes,
+    header_length: int | None,
+    model_name: str,
+    model_version: str | None,
+    max_tensor_elements: int,
+) -> InferRequest:
+    """Decode an ``/infer`` body (JSON, or JSON + binary blobs) into an InferRequest."""
+    where = f"model {model_name!r}"
+    if header_length is None:
+        header_bytes: bytes | memoryview = body
+        blobs = memoryview(b"")
+    else:
+        if header_length < 0 or header_length > len(body):
+            raise InvalidInputError(
+                f"{where}: Inference-Header-Content-Length is {header_length} but the body has "
+                f"only {len(body)} bytes"
+            )
+        view = memoryview(body)
+        header_bytes, blobs = view[:header_length], view[header_length:]
+    header = decode_json(header_bytes, "inference request")
+    if not isinstance(header, dict):
+        raise InvalidInputError(f"{where}: the inference request must be a JSON object")
+    raw_inputs = header.get("inputs")
+    if not isinstance(raw_inputs, list) or not raw_inputs:
+        raise InvalidInputError(f"{where}: the request needs a non-empty 'inputs' list")
+    request_id = header.get("id")
+    if request_id is not None and not isinstance(request_id, str):
+        raise InvalidInputError(f"{where}: 'id' must be a string")
+    inputs: list[Tensor] = []
+    offset = 0
+    for item in raw_inputs:
+        tensor, used = _decode_input(item, blobs, offset, where, max_tensor_elements)
+        inputs.append(tensor)
+        offset += used
+    if offset != len(blobs):
+        raise InvalidInputError(
+            f"{where}: {len(blobs) - offset} bytes of binary data follow the JSON header but no "
+            "input claims them (check binary_data_size and Inference-Header-Content-Length)"
+        )
+    outputs = None
+    raw_outputs = header.get("outputs")
+    if raw_outputs is not None:
+        if not isinstance(raw_outputs, list):
+            raise InvalidInputError(f"{where}: 'outputs' must be a list")
+        outputs = []
+        for out in raw_outputs:
+            if not isinstance(out, dict) or not isinstance(out.get("name"), str):
+                raise InvalidInputError(f"{where}: each requested output needs a 'name' string")
+            outputs.append(
+                RequestedOutput(out["name"], _parameters(out.get("parameters"), out["name"]))
+            )
+    return InferRequest(
+        model_name=model_name,
+        model_version=model_version,
+        id=request_id,
+        parameters=_parameters(header.get("parameters"), where),
+        inputs=inputs,
+        outputs=outputs,
+    )
+
+
+def _decode_input(
+    item: Any, blobs: memoryview, offset: int, where: str, limit: int
+) -> tuple[Tensor, int]:
+    if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+        raise InvalidInputError(f"{where}: each input needs a 'name' string")
+    name = item["name"]
+    if not isinstance(item.get("datatype"), str):
+        raise InvalidInputError(f"{where}, input {name!r}: 'datatype' must be a string")
+    try:
+        datatype = DataType.parse(item["datatype"])
+    except ValueError as exc:
+        raise InvalidInputError(f"{where}, input {name!r}: {exc}") from None
+    shape = item.get("shape")
+    count = element_count(name, shape, limit)
+    params = _parameters(item.get("parameters"), f"input {name!r}")
+    size = params.get("binary_data_size")
+    if size is not None:
+        if "data" in item:
+            raise InvalidInputError(
+                f"{where}, input {name!r}: has both 'data' and binary_data_size; send one"
+            )
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            raise InvalidInputError(
+                f"{where}, input {name!r}: binary_data_size must be a non-negative integer"
+            )
+        if offset + size > len(blobs):
+            raise InvalidInputError(
+                f"{where}, input {name!r}: binary_data_size {size} runs past the end of the "
+                f"body ({len(blobs) - offset} bytes of binary data left)"
+            )
+        data = array_from_raw(name, datatype, shape, blobs[offset : offset + size], count)
+        return Tensor(name, datatype, data), size
+    if "data" not in item:
+        raise InvalidInputError(
+            f"{where}, input {name!r}: no 'data' and no binary_data_size parameter"
+        )
+    return Tensor(name, datatype, _json_data(name, datatype, shape, item["data"], count)), 0
+
+
+def _json_data(
+    name: str, datatype: DataType, shape: list[int], data: Any, count: int
+) -> npt.NDArray[Any]:
+    """Turn JSON ``data`` (flat or nested) into an array of ``shape``, strictly typed."""
+    if not isinstance(data, list):
+        data = [data]
+    if datatype is DataType.BYTES:
+        flat = _flatten(data)
+        if len(flat) != count:
+            raise _count_error(name, shape, count, len(flat))
+        out = np.empty(count, dtype=object)
+        for i, value in enumerate(flat):
+            if not isinstance(value, str):
+                raise InvalidInputError(
+                    f"input {name!r}: BYTES data in JSON must be strings; element {i} is "
+                    f"{type(value).__name__}"
+                )
+            out[i] = value.encode("utf-8")
+        return out.reshape(shape)
+    if datatype is DataType.FP16:
+        raise InvalidInputError(
+            f"input {name!r}: FP16 cannot be sent as JSON numbers; use the binary tensor "
+            "data extension (binary_data_size)"
+        )
+    try:
+        array = np.asarray(data)
+    except (ValueError, OverflowError) as exc:
+        raise InvalidInputError(
+            f"input {name!r}: data is ragged or not numeric ({exc})"
+        ) from None
+    if array.size != count:
+        raise _count_error(name, shape, count, array.size)
+    if count == 0:
+        return np.empty(shape, dtype=datatype.numpy)
+    kind = array.dtype.kind
+    if datatype is DataType.BOOL:
+        if kind != "b":
+            raise _type_error(name, datatype, "true/false values")
+    elif datatype in _FLOAT_LIMITS:
+        if kind not in "iuf":
+            raise _type_error(name, datatype, "numbers")
+        if kind == "f" and np.abs(array).max() > _FLOAT_LIMITS[datatype]:
+            raise InvalidInputError(f"input {name!r}: a value is out of range for {datatype}")
+    else:
+        if kind not in "iu":
+            raise _type_error(name, datatype, "integers")
+        info = np.iinfo(datatype.numpy)
+        if int(array.min()) < info.min or int(array.max()) > info.max:
+            raise InvalidInputError(
+                f"input {name!r}: a value is out of range for {datatype} "
+                f"({info.min}..{info.max})"
+            )
+    return array.astype(datatype.numpy, copy=False).reshape(shape)
+
+
+def _flatten(data: list[Any]) -> list[Any]:
+    if not any(isinstance(v, list) for v in data):
+        return data
+    flat: list[Any] = []
+    for value in data:
+        if isinstance(value, list):
+            flat.extend(_flatten(value))
+        else:
+            flat.append(value)
+    return flat
+
+
+def _count_error(name: str, shape: list[int], expected: int, got: int) -> InvalidInputError:
+    return InvalidInputError(
+        f"input {name!r}: shape {shape} needs {expected} elements but data has {got}"
+    )
+
+
+def _type_error(name: str, datatype: DataType, expected: str) -> InvalidInputError:
+    return InvalidInputError(
+        f"input {name!r}: datatype {datatype} expects {expected} in 'data'"
+    )
+
+
+def _wants_binary(output: Tensor, requested: dict[str, RequestedOutput], all_binary: bool) -> bool:
+    if output.datatype is DataType.FP16:
+        return True
+    spec = requested.get(output.name)
+    if spec is not None and "binary_data" in spec.parameters:
+        return bool(spec.parameters["binary_data"])
+    return all_binary
+
+
+def encode_infer_response(
+    response: InferResponse, request: InferRequest
+) -> tuple[bytes, int | None]:
+    """Encode a response; return the body and the JSON header length if blobs follow."""
+    requested = {out.name: out for out in request.outputs or ()}
+    all_binary = bool(request.parameters.get("binary_data_output", False))
+    blobs: list[bytes] = []
+    outputs = []
+    for tensor in response.outputs:
+        entry: dict[str, Any] = {
+            "name": tensor.name,
+            "datatype": tensor.datatype.value,
+            "shape": tensor.shape,
+        }
+        if tensor.parameters:
+            entry["parameters"] = dict(tensor.parameters)
+        if _wants_binary(tensor, requested, all_binary):
+            blob = array_to_raw(tensor.datatype, tensor.data)
+            entry.setdefault("parameters", {})["binary_data_size"] = len(blob)
+            blobs.append(blob)
+        elif tensor.datatype is DataType.BYTES:
+            entry["data"] = [_text(tensor.name, v) for v in tensor.data.reshape(-1)]
+        else:
+            entry["data"] = np.ascontiguousarray(tensor.data).reshape(-1)
+        outputs.append(entry)
+    body: dict[str, Any] = {"model_name": response.model_name,
+                            "model_version": response.model_version}
+    if response.id is not None:
+        body["id"] = response.id
+    if response.parameters:
+        body["parameters"] = response.parameters
+    body["outputs"] = outputs
+    header = encode_json(body)
+    if not blobs:
+        return header, None
+    return b"".join([header, *blobs]), len(header)
+
+
+def _text(name: str, value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    try:
+        return bytes(value).decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidInputError(
+            f"output {name!r} holds bytes that are not UTF-8 text; request it with "
+            '"binary_data": true'
+        ) from None

@@ -1,0 +1,76 @@
+"""The on-disk layout: ``<repo>/<name>/model.toml`` and ``<repo>/<name>/<version>/model.*``.
+
+Names are ``[A-Za-z0-9_.-]+`` and never a path; versions are positive integers. Folders whose
+name starts with a dot are ignored: that is where a version is written before it is published
+by an atomic rename.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from shipyard.config import ModelConfig, load_model_config
+from shipyard.errors import ConfigError, InvalidInputError, NotFoundError
+
+__all__ = ["CONFIG_FILENAME", "ModelSource", "check_model_name", "scan_repository"]
+
+CONFIG_FILENAME = "model.toml"
+_NAME = re.compile(r"[A-Za-z0-9_.\-]+")
+
+
+def check_model_name(name: str) -> str:
+    """Return ``name`` if it is a valid model name, else raise InvalidInputError."""
+    if not _NAME.fullmatch(name) or name in (".", ".."):
+        raise InvalidInputError(
+            f"invalid model name {name!r}: use letters, digits, '_', '.' and '-' only"
+        )
+    return name
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSource:
+    """A model folder in the repository."""
+
+    name: str
+    path: Path
+
+    def versions(self) -> list[int]:
+        """The published versions on disk, ascending."""
+        found = []
+        for child in self.path.iterdir():
+            if child.is_dir() and child.name.isdigit() and int(child.name) > 0:
+                found.append(int(child.name))
+        return sorted(found)
+
+    def version_dir(self, version: int) -> Path:
+        """The folder of ``version``."""
+        return self.path / str(version)
+
+    def config(self) -> ModelConfig:
+        """The model's configuration (defaults when there is no model.toml)."""
+        return load_model_config(self.name, self.path / CONFIG_FILENAME)
+
+
+def scan_repository(root: Path) -> dict[str, ModelSource]:
+    """Return every model folder under ``root`` by name; raise ConfigError if root is unusable."""
+    if not root.is_dir():
+        raise ConfigError(
+            f"model repository {root} does not exist or is not a folder; "
+            "create it with <repo>/<model-name>/<version>/model.onnx inside"
+        )
+    models = {}
+    for child in sorted(root.iterdir()):
+        if child.is_dir() and not child.name.startswith(".") and _NAME.fullmatch(child.name):
+            models[child.name] = ModelSource(child.name, child)
+    return models
+
+
+def find_model(root: Path, name: str) -> ModelSource:
+    """Return the model folder ``name`` under ``root`` or raise NotFoundError."""
+    check_model_name(name)
+    path = root / name
+    if not path.is_dir():
+        raise NotFoundError(f"model {name!r} is not in the repository {root}")
+    return ModelSource(name, path)

@@ -1,0 +1,1 @@
+"""The online half: the transport-neutral service, its transports, and process wiring."""

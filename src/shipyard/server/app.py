@@ -1,0 +1,177 @@
+"""Process wiring: build the registry, service and transports; start, stop and drain.
+
+This is the only place that opens sockets and handles SIGINT/SIGTERM. On a signal the server
+stops being ready, stops accepting connections, lets in-flight requests finish within
+``drain_timeout_s``, releases the models and returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from types import FrameType
+from typing import Any
+
+from shipyard.config import ServerConfig
+from shipyard.errors import ConfigError, NotFoundError
+from shipyard.metrics import build_metrics_registry
+from shipyard.repository.layout import find_model, scan_repository
+from shipyard.repository.registry import ModelRegistry
+from shipyard.server.http import create_http_app
+from shipyard.server.service import InferenceService
+
+__all__ = ["ServerInfo", "ShipyardServer", "bind_socket", "describe_repository"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class ServerInfo:
+    """What a started server tells its caller: where it listens and what it serves."""
+
+    http_url: str
+    http_port: int
+    models: list[dict[str, Any]] = field(default_factory=list)
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """Bind a listening TCP socket, turning 'address in use' into a clear ConfigError."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(
+            f"cannot listen on {host}:{port}: {exc.strerror or exc}; "
+            "choose another port with --http-port (0 picks a free one)"
+        ) from exc
+    sock.listen(2048)
+    sock.setblocking(False)
+    return sock
+
+
+class ShipyardServer:
+    """One server process: the model registry, the service and the HTTP transport."""
+
+    def __init__(self, config: ServerConfig) -> None:
+        self.config = config
+        self.service: InferenceService | None = None
+        self._uvicorn: Any = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def serve(
+        self,
+        http_socket: socket.socket | None = None,
+        on_ready: Callable[[ServerInfo], None] | None = None,
+    ) -> None:
+        """Load the models, serve until stopped, then drain and release everything."""
+        import uvicorn
+
+        config = self.config
+        scan_repository(config.repository)  # a missing repository is a clear error up front
+        for name in config.models:
+            try:
+                find_model(config.repository, name)
+            except NotFoundError as exc:
+                raise ConfigError(f"--model {name}: {exc.message}") from exc
+        sock = http_socket or bind_socket(config.host, config.http_port)
+        self._loop = asyncio.get_running_loop()
+        registry = ModelRegistry(config.repository, config.drain_timeout_s)
+        service = self.service = InferenceService(registry, config.max_tensor_elements)
+        metrics = build_metrics_registry(
+            lambda: [(v.stats, v.batcher.queued) for v in registry.served()]
+        )
+        app = create_http_app(service, config.max_request_bytes, metrics)
+        await registry.load_all(config.models)
+
+        host, port = sock.getsockname()[:2]
+        url_host = f"[{host}]" if ":" in host else host
+        info = ServerInfo(f"http://{url_host}:{port}", port, _model_rows(service))
+
+        outer = self
+
+        class _Server(uvicorn.Server):  # type: ignore[misc]
+            async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+                await super().startup(sockets=sockets)
+                if on_ready is not None and not self.should_exit:
+                    on_ready(info)
+
+            def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+                outer._begin_shutdown()
+                super().handle_exit(sig, frame)
+
+        self._uvicorn = _Server(
+            uvicorn.Config(
+                app,
+                loop="none",
+                http="httptools",
+                lifespan="off",
+                access_log=False,
+                log_config=None,
+                server_header=False,
+                date_header=False,
+                timeout_graceful_shutdown=max(1, round(config.drain_timeout_s)),
+                timeout_keep_alive=30,
+            )
+        )
+        try:
+            await self._uvicorn.serve(sockets=[sock])
+        finally:
+            service.start_draining()
+            await registry.close()
+            sock.close()
+            log.info("server stopped")
+
+    def _begin_shutdown(self) -> None:
+        if self.service is not None:
+            self.service.start_draining()
+        log.info("shutting down: draining in-flight requests")
+
+    def stop(self) -> None:
+        """Ask a running server to shut down gracefully; safe from any thread."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+
+        def _stop() -> None:
+            self._begin_shutdown()
+            if self._uvicorn is not None:
+                self._uvicorn.should_exit = True
+
+        loop.call_soon_threadsafe(_stop)
+
+
+async def describe_repository(config: ServerConfig) -> list[dict[str, Any]]:
+    """Load the repository's models without serving and return the startup table's rows."""
+    scan_repository(config.repository)
+    registry = ModelRegistry(config.repository, config.drain_timeout_s)
+    service = InferenceService(registry, config.max_tensor_elements)
+    try:
+        await registry.load_all(config.models)
+        return _model_rows(service)
+    finally:
+        await registry.close()
+
+
+def _model_rows(service: InferenceService) -> list[dict[str, Any]]:
+    """One row per model for the startup table: name, versions, state, inputs, outputs."""
+    rows: dict[str, dict[str, Any]] = {}
+    for entry in service.repository_index():
+        row = rows.setdefault(
+            entry["name"],
+            {"name": entry["name"], "versions": [], "state": entry["state"],
+             "reason": entry.get("reason", ""), "inputs": [], "outputs": []},
+        )
+        if "version" in entry:
+            row["versions"].append(entry["version"])
+    for name, row in rows.items():
+        if row["versions"]:
+            metadata = service.model_metadata(name)
+            row["inputs"] = [spec.to_dict() for spec in metadata.inputs]
+            row["outputs"] = [spec.to_dict() for spec in metadata.outputs]
+    return list(rows.values())

@@ -1,0 +1,232 @@
+"""The HTTP/REST transport: decode the wire, call InferenceService, encode the answer.
+
+Errors become ``{"error": "..."}`` with the status from :data:`HTTP_STATUS`, the one table this
+transport has. Unexpected exceptions are logged with their traceback and answered with a 500
+whose body holds no traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from shipyard.errors import ErrorCode, InvalidInputError, PayloadTooLargeError, ShipyardError
+from shipyard.protocol.rest import (
+    decode_infer_request,
+    decode_json,
+    encode_infer_response,
+    encode_json,
+)
+from shipyard.server.service import InferenceService
+
+__all__ = ["HTTP_STATUS", "create_http_app"]
+
+log = logging.getLogger(__name__)
+
+#: The transport's one error table.
+HTTP_STATUS: dict[ErrorCode, int] = {
+    ErrorCode.INVALID_ARGUMENT: 400,
+    ErrorCode.PAYLOAD_TOO_LARGE: 413,
+    ErrorCode.NOT_FOUND: 404,
+    ErrorCode.UNAVAILABLE: 503,
+    ErrorCode.DEADLINE_EXCEEDED: 504,
+    ErrorCode.UNIMPLEMENTED: 501,
+    ErrorCode.INTERNAL: 500,
+}
+
+HEADER_LENGTH = "inference-header-content-length"
+_JSON = "application/json"
+
+
+def _json(value: Any, status: int = 200) -> Response:
+    return Response(encode_json(value), status_code=status, media_type=_JSON)
+
+
+def _flag(ok: bool, key: str) -> Response:
+    return _json({key: ok}, 200 if ok else 503)
+
+
+class _Endpoints:
+    """Route handlers bound to one service (kept apart from wiring for readability)."""
+
+    def __init__(self, service: InferenceService, max_body: int, metrics: CollectorRegistry):
+        self.service = service
+        self.max_body = max_body
+        self.metrics = metrics
+
+    async def body(self, request: Request) -> bytes:
+        """Read the body, refusing it with 413 as soon as it passes the limit."""
+        declared = request.headers.get("content-length")
+        if declared is not None:
+            if not declared.isdigit():
+                raise InvalidInputError(f"invalid Content-Length header {declared!r}")
+            if int(declared) > self.max_body:
+                raise PayloadTooLargeError(_too_large(int(declared), self.max_body))
+        chunks = []
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > self.max_body:
+                raise PayloadTooLargeError(_too_large(size, self.max_body))
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    async def json_body(self, request: Request) -> dict[str, Any]:
+        body = await self.body(request)
+        if not body.strip():
+            return {}
+        value = decode_json(body)
+        if not isinstance(value, dict):
+            raise InvalidInputError("request body must be a JSON object")
+        return value
+
+    async def live(self, request: Request) -> Response:
+        return _flag(self.service.live(), "live")
+
+    async def ready(self, request: Request) -> Response:
+        return _flag(self.service.ready(), "ready")
+
+    async def server_metadata(self, request: Request) -> Response:
+        return _json(self.service.server_metadata())
+
+    async def model_metadata(self, request: Request) -> Response:
+        name, version = _model(request)
+        return _json(self.service.model_metadata(name, version).to_dict())
+
+    async def model_ready(self, request: Request) -> Response:
+        name, version = _model(request)
+        ready = self.service.model_ready(name, version)
+        return Response(encode_json({"name": name, "ready": ready}),
+                        status_code=200 if ready else 503, media_type=_JSON)
+
+    async def model_config(self, request: Request) -> Response:
+        name, version = _model(request)
+        return _json(self.service.model_config(name, version))
+
+    async def infer(self, request: Request) -> Response:
+        name, version = _model(request)
+        body = await self.body(request)
+        header = request.headers.get(HEADER_LENGTH)
+        header_length = None
+        if header is not None:
+            if not header.isdigit():
+                raise InvalidInputError(f"invalid Inference-Header-Content-Length {header!r}")
+            header_length = int(header)
+        infer_request = decode_infer_request(
+            body, header_length, name, version, self.service.max_tensor_elements
+        )
+        response = await self.service.infer(infer_request)
+        payload, json_length = encode_infer_response(response, infer_request)
+        if json_length is None:
+            return Response(payload, media_type=_JSON)
+        return Response(
+            payload,
+            media_type="application/octet-stream",
+            headers={"Inference-Header-Content-Length": str(json_length)},
+        )
+
+    async def repository_index(self, request: Request) -> Response:
+        body = await self.json_body(request)
+        ready = body.get("ready", False)
+        if not isinstance(ready, bool):
+            raise InvalidInputError("repository index: 'ready' must be true or false")
+        return _json(self.service.repository_index(ready))
+
+    async def load(self, request: Request) -> Response:
+        body = await self.json_body(request)
+        await self.service.load_model(request.path_params["name"], _parameters(body))
+        return _json({})
+
+    async def unload(self, request: Request) -> Response:
+        body = await self.json_body(request)
+        await self.service.unload_model(request.path_params["name"], _parameters(body))
+        return _json({})
+
+    async def stats(self, request: Request) -> Response:
+        name = request.path_params.get("name")
+        version = request.path_params.get("version")
+        return _json(self.service.statistics(name, version))
+
+    async def prometheus(self, request: Request) -> Response:
+        return Response(generate_latest(self.metrics), media_type=CONTENT_TYPE_LATEST)
+
+
+def _model(request: Request) -> tuple[str, str | None]:
+    return request.path_params["name"], request.path_params.get("version")
+
+
+def _parameters(body: dict[str, Any]) -> dict[str, Any]:
+    params = body.get("parameters", {})
+    if not isinstance(params, dict):
+        raise InvalidInputError("'parameters' must be a JSON object")
+    return params
+
+
+def _too_large(size: int, limit: int) -> str:
+    return (
+        f"request body of {size} bytes is over the limit of {limit} bytes "
+        "(server setting max_request_bytes)"
+    )
+
+
+async def _shipyard_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ShipyardError)
+    return _json({"error": exc.message}, HTTP_STATUS[exc.code])
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    detail = exc.detail
+    if exc.status_code == 404:
+        detail = f"no route {request.method} {request.url.path}"
+    elif exc.status_code == 405:
+        detail = f"method {request.method} is not allowed on {request.url.path}"
+    return _json({"error": detail}, exc.status_code)
+
+
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    log.exception("unexpected error on %s %s", request.method, request.url.path)
+    return _json({"error": f"internal server error ({type(exc).__name__}); see server log"}, 500)
+
+
+def create_http_app(
+    service: InferenceService, max_request_bytes: int, metrics: CollectorRegistry
+) -> Starlette:
+    """Build the ASGI application serving the V2 REST API (plus ``/metrics``)."""
+    e = _Endpoints(service, max_request_bytes, metrics)
+    model = "/v2/models/{name}"
+    version = "/v2/models/{name}/versions/{version}"
+    routes = [
+        Route("/v2/health/live", e.live, methods=["GET"]),
+        Route("/v2/health/ready", e.ready, methods=["GET"]),
+        Route("/v2", e.server_metadata, methods=["GET"]),
+        Route("/v2/models/stats", e.stats, methods=["GET"]),
+        Route("/v2/repository/index", e.repository_index, methods=["POST"]),
+        Route("/v2/repository/models/{name}/load", e.load, methods=["POST"]),
+        Route("/v2/repository/models/{name}/unload", e.unload, methods=["POST"]),
+        Route("/metrics", e.prometheus, methods=["GET"]),
+    ]
+    for prefix in (model, version):
+        routes += [
+            Route(prefix, e.model_metadata, methods=["GET"]),
+            Route(f"{prefix}/ready", e.model_ready, methods=["GET"]),
+            Route(f"{prefix}/config", e.model_config, methods=["GET"]),
+            Route(f"{prefix}/stats", e.stats, methods=["GET"]),
+            Route(f"{prefix}/infer", e.infer, methods=["POST"]),
+        ]
+    return Starlette(
+        routes=routes,
+        exception_handlers={
+            ShipyardError: _shipyard_error,
+            HTTPException: _http_error,
+            Exception: _unexpected,
+        },
+    )

@@ -1,0 +1,227 @@
+"""InferenceService: the one transport-neutral implementation of the Open Inference Protocol.
+
+HTTP and gRPC adapters decode their wire format into core types, call a method here, and encode
+what it returns; errors are :mod:`shipyard.errors` exceptions that each transport maps to its
+own status by one table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy.typing as npt
+
+from shipyard import __version__
+from shipyard.errors import (
+    InvalidInputError,
+    ModelNotReadyError,
+    NotFoundError,
+    UnavailableError,
+    UnsupportedError,
+)
+from shipyard.protocol.model_config import triton_model_config
+from shipyard.repository.layout import check_model_name
+from shipyard.repository.registry import ModelRegistry, ServedVersion
+from shipyard.types import InferRequest, InferResponse, ModelMetadata, Tensor
+
+__all__ = ["EXTENSIONS", "InferenceService"]
+
+#: Extensions advertised in server metadata: exactly those implemented, on every transport.
+EXTENSIONS = (
+    "binary_tensor_data",
+    "model_repository",
+    "statistics",
+    "model_configuration",
+)
+
+
+class InferenceService:
+    """Health, metadata, inference, repository control and statistics."""
+
+    def __init__(self, registry: ModelRegistry, max_tensor_elements: int) -> None:
+        self.registry = registry
+        self.max_tensor_elements = max_tensor_elements
+        self._draining = False
+
+    # -- health and metadata --------------------------------------------------------------
+
+    def live(self) -> bool:
+        """The process can receive and answer requests."""
+        return True
+
+    def ready(self) -> bool:
+        """Every model that should serve is ready, and the server is not shutting down."""
+        return not self._draining and self.registry.all_ready()
+
+    def start_draining(self) -> None:
+        """Refuse new inference requests (shutdown has begun); in-flight ones finish."""
+        self._draining = True
+
+    def server_metadata(self) -> dict[str, Any]:
+        """The ``$metadata_server_response``."""
+        return {"name": "shipyard", "version": __version__, "extensions": list(EXTENSIONS)}
+
+    def model_ready(self, name: str, version: str | None = None) -> bool:
+        """Whether that model (version) can serve; unknown models raise NotFoundError."""
+        try:
+            self.registry.get(name, version)
+        except ModelNotReadyError:
+            return False
+        return True
+
+    def model_metadata(self, name: str, version: str | None = None) -> ModelMetadata:
+        """The ``$metadata_model_response`` of a loaded model (version)."""
+        served = self.registry.get(name, version)
+        versions = tuple(str(v.version) for v in self.registry.versions(name))
+        return ModelMetadata(name, versions, served.platform, served.inputs, served.outputs)
+
+    def model_config(self, name: str, version: str | None = None) -> dict[str, Any]:
+        """Triton's JSON model configuration of a loaded model (version)."""
+        served = self.registry.get(name, version)
+        return triton_model_config(served.config, served.inputs, served.outputs)
+
+    # -- inference ------------------------------------------------------------------------
+
+    async def infer(self, request: InferRequest) -> InferResponse:
+        """Validate ``request``, run it through the model's batcher, return the outputs."""
+        if self._draining:
+            raise UnavailableError("server is shutting down; send the request elsewhere")
+        served = self.registry.get(request.model_name, request.model_version)
+        arrays = self._validate_inputs(served, request.inputs)
+        wanted = self._validate_outputs(served, request)
+        timeout_us = _timeout_us(served, request.parameters)
+        results = await served.batcher.submit(arrays, wanted, timeout_us)
+        by_name = {spec.name: spec for spec in served.outputs}
+        return InferResponse(
+            model_name=served.name,
+            model_version=str(served.version),
+            id=request.id,
+            outputs=[Tensor(n, by_name[n].datatype, results[n]) for n in wanted],
+        )
+
+    def _validate_inputs(
+        self, served: ServedVersion, inputs: list[Tensor]
+    ) -> dict[str, npt.NDArray[Any]]:
+        where = f"model {served.name!r}"
+        specs = {spec.name: spec for spec in served.inputs}
+        arrays: dict[str, npt.NDArray[Any]] = {}
+        for tensor in inputs:
+            spec = specs.get(tensor.name)
+            if spec is None:
+                raise InvalidInputError(
+                    f"{where}: unknown input {tensor.name!r}; the model takes "
+                    f"{', '.join(repr(n) for n in specs)}"
+                )
+            if tensor.name in arrays:
+                raise InvalidInputError(f"{where}: input {tensor.name!r} is given twice")
+            if tensor.datatype is not spec.datatype:
+                raise InvalidInputError(
+                    f"{where}, input {tensor.name!r}: datatype {tensor.datatype} does not match "
+                    f"the model's {spec.datatype}"
+                )
+            shape = tensor.shape
+            if spec.shape and (
+                len(shape) != len(spec.shape)
+                or any(s != -1 and s != d for s, d in zip(spec.shape, shape, strict=True))
+            ):
+                raise InvalidInputError(
+                    f"{where}, input {tensor.name!r}: shape {list(shape)} does not match the "
+                    f"model's {list(spec.shape)} (-1 = any size)"
+                )
+            arrays[tensor.name] = tensor.data
+        missing = [name for name in specs if name not in arrays]
+        if missing:
+            raise InvalidInputError(
+                f"{where}: missing input(s) {', '.join(repr(n) for n in missing)}"
+            )
+        max_batch = served.max_batch_size
+        if max_batch > 0:
+            batch_sizes = {int(a.shape[0]) for a in arrays.values()}
+            if len(batch_sizes) != 1:
+                raise InvalidInputError(
+                    f"{where}: inputs disagree on the batch size (dim 0): {sorted(batch_sizes)}"
+                )
+            rows = batch_sizes.pop()
+            if not 1 <= rows <= max_batch:
+                raise InvalidInputError(
+                    f"{where}: batch size {rows} is outside 1..{max_batch} (max_batch_size)"
+                )
+        return arrays
+
+    def _validate_outputs(self, served: ServedVersion, request: InferRequest) -> list[str]:
+        names = [spec.name for spec in served.outputs]
+        if request.outputs is None:
+            return names
+        wanted: list[str] = []
+        for output in request.outputs:
+            if output.name not in names:
+                raise InvalidInputError(
+                    f"model {served.name!r}: unknown output {output.name!r}; the model has "
+                    f"{', '.join(repr(n) for n in names)}"
+                )
+            if output.name in wanted:
+                raise InvalidInputError(
+                    f"model {served.name!r}: output {output.name!r} is requested twice"
+                )
+            if "classification" in output.parameters:
+                raise UnsupportedError(
+                    f"model {served.name!r}, output {output.name!r}: the 'classification' "
+                    "parameter is not supported yet"
+                )
+            wanted.append(output.name)
+        return wanted
+
+    # -- repository and statistics --------------------------------------------------------
+
+    def repository_index(self, ready_only: bool = False) -> list[dict[str, Any]]:
+        """Every model in the repository with its state and reason."""
+        return self.registry.index(ready_only)
+
+    async def load_model(self, name: str, parameters: Mapping[str, Any] | None = None) -> None:
+        """Load or reload ``name`` from the repository."""
+        check_model_name(name)
+        _refuse_parameters(parameters, "load")
+        await self.registry.load(name)
+
+    async def unload_model(self, name: str, parameters: Mapping[str, Any] | None = None) -> None:
+        """Unload ``name`` after its in-flight requests finish."""
+        check_model_name(name)
+        _refuse_parameters(parameters, "unload", allowed=("unload_dependents",))
+        await self.registry.unload(name)
+
+    def statistics(self, name: str | None = None, version: str | None = None) -> dict[str, Any]:
+        """The statistics extension's ``{"model_stats": [...]}``."""
+        if name is None:
+            served = self.registry.served()
+        elif version:
+            served = [self.registry.get(name, version)]
+        else:
+            if not self.registry.known(name):
+                raise NotFoundError(f"unknown model {name!r}")
+            served = self.registry.versions(name)
+        return {"model_stats": [v.stats.to_dict() for v in served]}
+
+
+def _timeout_us(served: ServedVersion, parameters: Mapping[str, Any]) -> int:
+    value = parameters.get("timeout", 0)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise InvalidInputError(
+            f"model {served.name!r}: parameter 'timeout' must be a non-negative integer "
+            f"(microseconds), got {value!r}"
+        )
+    return value
+
+
+def _refuse_parameters(
+    parameters: Mapping[str, Any] | None, action: str, allowed: tuple[str, ...] = ()
+) -> None:
+    for key in parameters or {}:
+        if key in allowed:
+            continue
+        if key == "config" or key.startswith("file:"):
+            raise UnsupportedError(
+                f"{action}: the {key.split(':')[0]!r} parameter is not supported; Shipyard loads "
+                "models only from its repository on disk"
+            )
+        raise InvalidInputError(f"{action}: unknown parameter {key!r}")
