@@ -33,6 +33,8 @@ __all__ = [
 #: ``model.toml`` does not say otherwise.
 DEFAULT_MAX_BATCH_SIZE = 32
 
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
+
 GraphOptimizationLevel = Literal["disable", "basic", "extended", "all"]
 
 
@@ -154,7 +156,10 @@ def _batching(value: Any) -> DynamicBatchingConfig | None:
     table = _table(value, "dynamic_batching")
     fields = {f.name for f in dataclasses.fields(DynamicBatchingConfig)}
     _check_keys(table, fields | {"enabled"}, "dynamic_batching")
-    if table.get("enabled", True) is False:
+    enabled = table.get("enabled", True)
+    if not isinstance(enabled, bool):
+        raise ConfigError(f"dynamic_batching.enabled must be true or false, got {enabled!r}")
+    if not enabled:
         return None
     preferred = table.get("preferred_batch_sizes", [])
     if not isinstance(preferred, list):
@@ -284,6 +289,10 @@ class ServerConfig:
     repository: Path = Path("model-repository")
     host: str = "127.0.0.1"
     http_port: int = 8000
+    #: gRPC port (``inference.GRPCInferenceService``); 0 turns gRPC off.
+    grpc_port: int = 8001
+    #: Largest gRPC message received or sent (RESOURCE_EXHAUSTED above it).
+    grpc_max_message_bytes: int = 64 * 1024 * 1024
     #: Models to load at start; empty: every model in the repository.
     models: tuple[str, ...] = ()
     #: Largest request body accepted (413 above it).
@@ -330,7 +339,15 @@ class ServerConfig:
                 elif key == "models":
                     items = value.split(",") if isinstance(value, str) else value
                     out[key] = tuple(str(v).strip() for v in items if str(v).strip())
-                elif key in ("http_port", "max_request_bytes", "max_tensor_elements"):
+                elif key in (
+                    "http_port",
+                    "grpc_port",
+                    "grpc_max_message_bytes",
+                    "max_request_bytes",
+                    "max_tensor_elements",
+                ):
+                    if isinstance(value, bool | float):  # int() would truncate or accept true
+                        raise TypeError(f"{key} must be an integer")
                     out[key] = int(value)
                 elif key == "drain_timeout_s":
                     out[key] = float(value)
@@ -341,8 +358,19 @@ class ServerConfig:
         config = cls(**out)
         if not 0 <= config.http_port <= 65535:
             raise ConfigError(f"http_port must be in 0..65535, got {config.http_port}")
+        if not 0 <= config.grpc_port <= 65535:
+            raise ConfigError(f"grpc_port must be in 0..65535 (0: off), got {config.grpc_port}")
+        if not 1024 <= config.grpc_max_message_bytes <= 2**31 - 1:
+            raise ConfigError(
+                "grpc_max_message_bytes must be in 1024..2147483647 (gRPC's limit), got "
+                f"{config.grpc_max_message_bytes}"
+            )
         if config.max_request_bytes < 1024 or config.max_tensor_elements < 1:
             raise ConfigError("max_request_bytes must be >= 1024 and max_tensor_elements >= 1")
-        if config.drain_timeout_s < 0:
+        if not config.drain_timeout_s >= 0:  # also refuses NaN
             raise ConfigError("drain_timeout_s must be >= 0")
+        if config.log_level.lower() not in LOG_LEVELS:
+            raise ConfigError(
+                f"log_level must be one of {', '.join(LOG_LEVELS)}, got {config.log_level!r}"
+            )
         return config

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -35,6 +36,9 @@ class ServerInfo:
     http_url: str
     http_port: int
     models: list[dict[str, Any]] = field(default_factory=list)
+    #: ``grpc://host:port`` of the gRPC transport; None when gRPC is off.
+    grpc_url: str | None = None
+    grpc_port: int | None = None
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
@@ -62,14 +66,21 @@ class ShipyardServer:
         self.config = config
         self.service: InferenceService | None = None
         self._uvicorn: Any = None
+        self._grpc: Any = None
+        self._grpc_stopped: asyncio.Future[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
     async def serve(
         self,
         http_socket: socket.socket | None = None,
         on_ready: Callable[[ServerInfo], None] | None = None,
+        grpc_port: int | None = None,
     ) -> None:
-        """Load the models, serve until stopped, then drain and release everything."""
+        """Load the models, serve until stopped, then drain and release everything.
+
+        ``grpc_port`` overrides ``config.grpc_port`` (where 0 turns gRPC off): given here,
+        gRPC listens on that port and 0 picks a free one (what the test helper does).
+        """
         import uvicorn
 
         config = self.config
@@ -91,19 +102,40 @@ class ShipyardServer:
 
         host, port = sock.getsockname()[:2]
         url_host = f"[{host}]" if ":" in host else host
-        info = ServerInfo(f"http://{url_host}:{port}", port, _model_rows(service))
+        grpc_url = None
+        if grpc_port is not None or config.grpc_port:
+            grpc_host = f"[{config.host}]" if ":" in config.host else config.host
+            grpc_address = f"{grpc_host}:{config.grpc_port if grpc_port is None else grpc_port}"
+            try:
+                self._grpc, grpc_port = _grpc_server(service, grpc_address, config)
+            except BaseException:
+                await registry.close()
+                sock.close()
+                raise
+            grpc_url = f"grpc://{grpc_host}:{grpc_port}"
+        info = ServerInfo(
+            f"http://{url_host}:{port}",
+            port,
+            _model_rows(service),
+            grpc_url=grpc_url,
+            grpc_port=grpc_port if grpc_url else None,
+        )
 
         outer = self
 
-        class _Server(uvicorn.Server):  # type: ignore[misc]
+        class _Server(uvicorn.Server):
             async def startup(self, sockets: list[socket.socket] | None = None) -> None:
                 await super().startup(sockets=sockets)
                 if on_ready is not None and not self.should_exit:
                     on_ready(info)
 
             def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+                # Not super().handle_exit: uvicorn would re-raise the signal once serve()
+                # returns, killing the process (exit 143 on SIGTERM) before the models drain.
                 outer._begin_shutdown()
-                super().handle_exit(sig, frame)
+                if self.should_exit and sig == signal.SIGINT:
+                    self.force_exit = True  # a second Ctrl-C stops waiting for connections
+                self.should_exit = True
 
         self._uvicorn = _Server(
             uvicorn.Config(
@@ -120,9 +152,13 @@ class ShipyardServer:
             )
         )
         try:
+            if self._grpc is not None:
+                await self._grpc.start()
             await self._uvicorn.serve(sockets=[sock])
         finally:
             service.start_draining()
+            if self._grpc is not None:
+                await self._stop_grpc()
             await registry.close()
             sock.close()
             log.info("server stopped")
@@ -130,7 +166,15 @@ class ShipyardServer:
     def _begin_shutdown(self) -> None:
         if self.service is not None:
             self.service.start_draining()
+        if self._grpc is not None:
+            self._stop_grpc()  # stop accepting gRPC calls now, beside uvicorn
         log.info("shutting down: draining in-flight requests")
+
+    def _stop_grpc(self) -> asyncio.Future[None]:
+        """Stop accepting gRPC calls; in-flight ones get ``drain_timeout_s`` (once only)."""
+        if self._grpc_stopped is None:
+            self._grpc_stopped = asyncio.ensure_future(self._grpc.stop(self.config.drain_timeout_s))
+        return self._grpc_stopped
 
     def stop(self) -> None:
         """Ask a running server to shut down gracefully; safe from any thread."""
@@ -144,6 +188,15 @@ class ShipyardServer:
                 self._uvicorn.should_exit = True
 
         loop.call_soon_threadsafe(_stop)
+
+
+def _grpc_server(service: InferenceService, address: str, config: ServerConfig) -> tuple[Any, int]:
+    """Build the gRPC server (imported only now: grpc is an optional extra)."""
+    try:
+        from shipyard.server.grpc import create_grpc_server
+    except ImportError as exc:
+        raise ConfigError(str(exc)) from exc
+    return create_grpc_server(service, address, config.grpc_max_message_bytes)
 
 
 async def describe_repository(config: ServerConfig) -> list[dict[str, Any]]:
@@ -164,8 +217,14 @@ def _model_rows(service: InferenceService) -> list[dict[str, Any]]:
     for entry in service.repository_index():
         row = rows.setdefault(
             entry["name"],
-            {"name": entry["name"], "versions": [], "state": entry["state"],
-             "reason": entry.get("reason", ""), "inputs": [], "outputs": []},
+            {
+                "name": entry["name"],
+                "versions": [],
+                "state": entry["state"],
+                "reason": entry.get("reason", ""),
+                "inputs": [],
+                "outputs": [],
+            },
         )
         if "version" in entry:
             row["versions"].append(entry["version"])

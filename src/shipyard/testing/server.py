@@ -30,17 +30,29 @@ class RunningServer:
         """``host:port``, the form tritonclient takes."""
         return self.url.removeprefix("http://")
 
+    @property
+    def grpc_address(self) -> str:
+        """``host:port`` of the gRPC transport, the form tritonclient.grpc takes."""
+        if self.info.grpc_url is None:
+            raise RuntimeError("this server runs without gRPC (running_server(grpc=False))")
+        return self.info.grpc_url.removeprefix("grpc://")
+
 
 @contextlib.contextmanager
 def running_server(
-    repository: Path, startup_timeout_s: float = 60.0, **settings: Any
+    repository: Path, startup_timeout_s: float = 60.0, grpc: bool = True, **settings: Any
 ) -> Iterator[RunningServer]:
     """Start a server on 127.0.0.1 and a free port; stop it gracefully on exit.
+
+    gRPC listens on a free port of its own too (``grpc=False``: HTTP only, no grpc extra
+    needed), so one server answers both transports, as in production.
 
     Returns once the server listens and has tried to load every model (models that failed to
     load are reported by the repository index, as in production).
     """
-    config = ServerConfig(repository=repository, host="127.0.0.1", http_port=0, **settings)
+    config = ServerConfig(
+        repository=repository, host="127.0.0.1", http_port=0, grpc_port=0, **settings
+    )
     sock = bind_socket(config.host, 0)
     server = ShipyardServer(config)
     started = threading.Event()
@@ -55,7 +67,9 @@ def running_server(
             import uvloop
 
             with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-                runner.run(server.serve(http_socket=sock, on_ready=on_ready))
+                runner.run(
+                    server.serve(http_socket=sock, on_ready=on_ready, grpc_port=0 if grpc else None)
+                )
         except BaseException as exc:  # reported to the waiting test below
             holder["error"] = exc
             started.set()
