@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install test lint check demo bench clean
+.PHONY: install test lint check demo bench clean proto
 
 install: $(STAMP)
 
@@ -12,7 +12,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev,grpc]'
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev,grpc,torch,sklearn]'
 	touch $(STAMP)
 
 lint: install
@@ -32,6 +32,10 @@ demo: install
 	else \
 		$(VENV)/bin/shipyard serve demo-repo; \
 	fi
+
+# Regenerate the gRPC stubs from proto/grpc_service.proto (commit the result; a test checks it).
+proto: install
+	$(PY) proto/generate.py src/shipyard/protocol
 
 bench: install
 	$(PY) benchmarks/serve_overhead.py

@@ -14,6 +14,8 @@ the client: they name the model and the tensor concerned and never contain a tra
      ├── DeadlineExceededError        DEADLINE_EXCEEDED  request expired before it ran
      ├── ConfigError                  INVALID_ARGUMENT   a bad model.toml, server config or flag
      ├── ModelLoadError               INVALID_ARGUMENT   a model file that cannot be loaded
+     ├── ConversionError              INVALID_ARGUMENT   ``shipyard convert`` failed at a named step
+     │    └── ParityError                                converted outputs differ from the source's
      ├── UnsupportedError             UNIMPLEMENTED      a feature Shipyard does not implement
      └── InternalError                INTERNAL           a genuine server fault
 """
@@ -24,6 +26,7 @@ import enum
 
 __all__ = [
     "ConfigError",
+    "ConversionError",
     "DeadlineExceededError",
     "ErrorCode",
     "InternalError",
@@ -32,6 +35,7 @@ __all__ = [
     "ModelNotReadyError",
     "NotFoundError",
     "OverloadedError",
+    "ParityError",
     "PayloadTooLargeError",
     "ShipyardError",
     "UnavailableError",
@@ -109,6 +113,43 @@ class ModelLoadError(ShipyardError):
     """A model file could not be loaded by its backend."""
 
     code = ErrorCode.INVALID_ARGUMENT
+
+
+class ConversionError(ShipyardError):
+    """A model could not be converted; says which step, for which framework, and the likely fix.
+
+    ``message`` is one line for the user; ``detail`` holds the full converter error (shown only
+    with ``--verbose``).
+    """
+
+    code = ErrorCode.INVALID_ARGUMENT
+
+    def __init__(
+        self, message: str, *, step: str, framework: str = "", hint: str = "", detail: str = ""
+    ) -> None:
+        super().__init__(message)
+        self.step = step
+        self.framework = framework
+        self.hint = hint
+        self.detail = detail
+
+    def __str__(self) -> str:
+        where = f" ({self.framework})" if self.framework else ""
+        fix = f" -- likely fix: {self.hint}" if self.hint else ""
+        return f"{self.step} failed{where}: {self.message}{fix}"
+
+
+class ParityError(ConversionError):
+    """The converted model's outputs differ from the source model's beyond the tolerances."""
+
+    def __init__(self, message: str, *, framework: str, report: dict[str, object]) -> None:
+        super().__init__(
+            message,
+            step="parity check",
+            framework=framework,
+            hint="inspect the report; pass --allow-mismatch to publish anyway",
+        )
+        self.report = report
 
 
 class UnsupportedError(ShipyardError):
