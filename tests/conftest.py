@@ -7,7 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from shipyard.testing import RunningServer, add_sub_model, identity_model, running_server, write_model
+from shipyard.testing import (
+    RunningServer,
+    add_sub_model,
+    identity_model,
+    running_server,
+    write_model,
+)
 from shipyard.types import DataType
 
 

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from shipyard.config import ModelConfig, ServerConfig  # noqa: E402
-from shipyard.errors import ShipyardError  # noqa: E402
-from shipyard.types import (  # noqa: E402
+from shipyard.config import ModelConfig, ServerConfig
+from shipyard.errors import ShipyardError
+from shipyard.types import (
     DataType,
     InferRequest,
     InferResponse,

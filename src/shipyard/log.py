@@ -6,8 +6,6 @@ import logging
 
 __all__ = ["configure_logging"]
 
-LEVELS = ("critical", "error", "warning", "info", "debug")
-
 
 def configure_logging(level: str) -> None:
     """Send Shipyard's and uvicorn's logs to stderr at ``level``."""

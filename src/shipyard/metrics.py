@@ -42,14 +42,16 @@ class StatsCollector(Collector):
         )
         request_us = CounterMetricFamily(
             "shipyard_inference_request_duration_us",
-            "Cumulative end-to-end time of successful requests in the server", labels=labels,
+            "Cumulative end-to-end time of successful requests in the server",
+            labels=labels,
         )
         queue_us = CounterMetricFamily(
             "shipyard_inference_queue_duration_us", "Cumulative queue time", labels=labels
         )
         compute_us = CounterMetricFamily(
             "shipyard_inference_compute_infer_duration_us",
-            "Cumulative model execution time, per request", labels=labels,
+            "Cumulative model execution time, per request",
+            labels=labels,
         )
         queued = GaugeMetricFamily(
             "shipyard_inference_queue_size", "Requests waiting for an instance", labels=labels

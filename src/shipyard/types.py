@@ -62,7 +62,9 @@ class DataType(enum.StrEnum):
         try:
             return _FROM_NUMPY[np.dtype(dtype).newbyteorder("=")]
         except KeyError:
-            raise ValueError(f"NumPy dtype {dtype} has no Open Inference Protocol datatype") from None
+            raise ValueError(
+                f"NumPy dtype {dtype} has no Open Inference Protocol datatype"
+            ) from None
 
     @property
     def numpy(self) -> np.dtype[Any]:

@@ -30,8 +30,12 @@ _ORT_TYPES = {
     "tensor(double)": DataType.FP64,
     "tensor(string)": DataType.BYTES,
 }
-_LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC",
-           "extended": "ORT_ENABLE_EXTENDED", "all": "ORT_ENABLE_ALL"}
+_LEVELS = {
+    "disable": "ORT_DISABLE_ALL",
+    "basic": "ORT_ENABLE_BASIC",
+    "extended": "ORT_ENABLE_EXTENDED",
+    "all": "ORT_ENABLE_ALL",
+}
 
 
 def _spec(arg: Any, model: str) -> TensorSpec:
@@ -74,10 +78,10 @@ class OnnxRuntimeBackend:
         try:
             self._session = ort.InferenceSession(str(path), options, providers=providers)
         except Exception as exc:  # ORT raises its own Fail/InvalidGraph/... types
-            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ModelLoadError(
-                f"ONNX Runtime cannot load {path.name}: {first_line}"
-            ) from exc
+            first_line = (
+                str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            )
+            raise ModelLoadError(f"ONNX Runtime cannot load {path.name}: {first_line}") from exc
         self.inputs = tuple(_spec(a, config.name) for a in self._session.get_inputs())
         self.outputs = tuple(_spec(a, config.name) for a in self._session.get_outputs())
         self._strings_in = {s.name for s in self.inputs if s.datatype is DataType.BYTES}

@@ -24,6 +24,7 @@ from shipyard.config import DynamicBatchingConfig
 from shipyard.errors import (
     DeadlineExceededError,
     InternalError,
+    InvalidInputError,
     ModelNotReadyError,
     OverloadedError,
     ShipyardError,
@@ -92,9 +93,7 @@ class DynamicBatcher:
         """Executions in progress."""
         return len(self._instances) - len(self._free)
 
-    async def submit(
-        self, inputs: Arrays, outputs: Sequence[str], timeout_us: int = 0
-    ) -> Arrays:
+    async def submit(self, inputs: Arrays, outputs: Sequence[str], timeout_us: int = 0) -> Arrays:
         """Queue one request (all inputs share dim 0 when batching) and await its outputs.
 
         ``timeout_us`` > 0 drops the request with DeadlineExceededError if it has not
@@ -111,9 +110,14 @@ class DynamicBatcher:
         loop = asyncio.get_running_loop()
         rows = 1
         key: Any = None
+        if self.max_batch_size > 0:
+            rows = int(next(iter(inputs.values())).shape[0])
+            if rows > self.max_batch_size:  # it could never be taken off the queue
+                raise InvalidInputError(
+                    f"model {self.model!r}: batch size {rows} is over max_batch_size "
+                    f"{self.max_batch_size}"
+                )
         if self._batching is not None:
-            first = next(iter(inputs.values()))
-            rows = int(first.shape[0])
             key = tuple((name, a.shape[1:], a.dtype.str) for name, a in inputs.items())
         pending = _Pending(
             inputs, tuple(outputs), rows, key, loop.create_future(), time.perf_counter_ns()
@@ -156,6 +160,7 @@ class DynamicBatcher:
                 return
             if batch:
                 self._start(batch, self._free.pop())
+        self._notify_idle()  # the queue may have held only cancelled requests
 
     def _take_batch(self) -> list[_Pending] | None:
         """Take the next batch off the queue; None means wait for the delay timer."""
@@ -283,6 +288,7 @@ class DynamicBatcher:
         Returns True if everything finished in time.
         """
         self._closed = True
+        self._queue = deque(p for p in self._queue if not p.future.done())
         if not self._queue and self.busy == 0:
             return True
         self._idle = asyncio.Event()

@@ -29,9 +29,7 @@ def element_count(name: str, shape: Any, limit: int) -> int:
     count = 1
     for dim in shape:
         if dim < 0:
-            raise InvalidInputError(
-                f"input {name!r}: shape {list(shape)} has a negative dimension"
-            )
+            raise InvalidInputError(f"input {name!r}: shape {list(shape)} has a negative dimension")
         count *= dim
     if count > limit:
         raise InvalidInputError(
@@ -53,6 +51,8 @@ def array_from_raw(
             f"input {name!r}: {len(raw)} bytes of binary data, but shape {shape} of "
             f"{datatype.value} needs {expected} ({count} x {datatype.itemsize})"
         )
+    if datatype is DataType.BOOL and count and np.frombuffer(raw, dtype=np.uint8).max() > 1:
+        raise InvalidInputError(f"input {name!r}: BOOL bytes must be 0 (false) or 1 (true)")
     return np.frombuffer(raw, dtype=datatype.numpy).reshape(shape)
 
 

@@ -64,7 +64,7 @@ def decode_infer_request(
             )
         view = memoryview(body)
         header_bytes, blobs = view[:header_length], view[header_length:]
-    header = decode_json(header_bytes, "inference request")
+    header = decode_json(header_bytes, f"{where}: the inference request")
     if not isinstance(header, dict):
         raise InvalidInputError(f"{where}: the inference request must be a JSON object")
     raw_inputs = header.get("inputs")
@@ -118,7 +118,7 @@ def _decode_input(
         datatype = DataType.parse(item["datatype"])
     except ValueError as exc:
         raise InvalidInputError(f"{where}, input {name!r}: {exc}") from None
-    shape = item.get("shape")
+    shape: list[int] = item.get("shape", None)  # type: ignore[assignment]  # checked next
     count = element_count(name, shape, limit)
     params = _parameters(item.get("parameters"), f"input {name!r}")
     size = params.get("binary_data_size")
@@ -172,9 +172,7 @@ def _json_data(
     try:
         array = np.asarray(data)
     except (ValueError, OverflowError) as exc:
-        raise InvalidInputError(
-            f"input {name!r}: data is ragged or not numeric ({exc})"
-        ) from None
+        raise InvalidInputError(f"input {name!r}: data is ragged or not numeric ({exc})") from None
     if array.size != count:
         raise _count_error(name, shape, count, array.size)
     if count == 0:
@@ -189,15 +187,31 @@ def _json_data(
         if kind == "f" and np.abs(array).max() > _FLOAT_LIMITS[datatype]:
             raise InvalidInputError(f"input {name!r}: a value is out of range for {datatype}")
     else:
+        if kind in "fO":
+            # NumPy infers float64 (or object) for ints past int64 mixed with smaller ones,
+            # e.g. UINT64 [0, 2**64 - 1]: convert exact Python ints without that detour.
+            return _exact_ints(name, datatype, shape, _flatten(data))
         if kind not in "iu":
             raise _type_error(name, datatype, "integers")
         info = np.iinfo(datatype.numpy)
         if int(array.min()) < info.min or int(array.max()) > info.max:
             raise InvalidInputError(
-                f"input {name!r}: a value is out of range for {datatype} "
-                f"({info.min}..{info.max})"
+                f"input {name!r}: a value is out of range for {datatype} ({info.min}..{info.max})"
             )
     return array.astype(datatype.numpy, copy=False).reshape(shape)
+
+
+def _exact_ints(
+    name: str, datatype: DataType, shape: list[int], flat: list[Any]
+) -> npt.NDArray[Any]:
+    if not all(type(v) is int for v in flat):
+        raise _type_error(name, datatype, "integers")
+    info = np.iinfo(datatype.numpy)
+    if any(v < info.min or v > info.max for v in flat):
+        raise InvalidInputError(
+            f"input {name!r}: a value is out of range for {datatype} ({info.min}..{info.max})"
+        )
+    return np.array(flat, dtype=datatype.numpy).reshape(shape)
 
 
 def _flatten(data: list[Any]) -> list[Any]:
@@ -219,9 +233,7 @@ def _count_error(name: str, shape: list[int], expected: int, got: int) -> Invali
 
 
 def _type_error(name: str, datatype: DataType, expected: str) -> InvalidInputError:
-    return InvalidInputError(
-        f"input {name!r}: datatype {datatype} expects {expected} in 'data'"
-    )
+    return InvalidInputError(f"input {name!r}: datatype {datatype} expects {expected} in 'data'")
 
 
 def _wants_binary(output: Tensor, requested: dict[str, RequestedOutput], all_binary: bool) -> bool:
@@ -258,8 +270,10 @@ def encode_infer_response(
         else:
             entry["data"] = np.ascontiguousarray(tensor.data).reshape(-1)
         outputs.append(entry)
-    body: dict[str, Any] = {"model_name": response.model_name,
-                            "model_version": response.model_version}
+    body: dict[str, Any] = {
+        "model_name": response.model_name,
+        "model_version": response.model_version,
+    }
     if response.id is not None:
         body["id"] = response.id
     if response.parameters:

@@ -144,8 +144,12 @@ class ModelRegistry:
                 continue
             if entry.versions:
                 rows.extend(
-                    {"name": name, "version": str(v), "state": entry.state.value,
-                     "reason": entry.reason}
+                    {
+                        "name": name,
+                        "version": str(v),
+                        "state": entry.state.value,
+                        "reason": entry.reason,
+                    }
                     for v in sorted(entry.versions)
                 )
             elif not ready_only:
@@ -219,14 +223,14 @@ class ModelRegistry:
     async def _retire(self, versions: list[ServedVersion]) -> None:
         if not versions:
             return
-        results = await asyncio.gather(
-            *(v.batcher.drain(self.drain_timeout_s) for v in versions)
-        )
+        results = await asyncio.gather(*(v.batcher.drain(self.drain_timeout_s) for v in versions))
         for served, drained in zip(versions, results, strict=True):
             if not drained:
                 log.warning(
                     "model %s version %d: requests still running after %.0f s; closing anyway",
-                    served.name, served.version, self.drain_timeout_s,
+                    served.name,
+                    served.version,
+                    self.drain_timeout_s,
                 )
             served.batcher.close()
 
@@ -257,7 +261,9 @@ class ModelRegistry:
             raise
         return loaded
 
-    def _load_version(self, source: ModelSource, version: int, config: ModelConfig) -> ServedVersion:
+    def _load_version(
+        self, source: ModelSource, version: int, config: ModelConfig
+    ) -> ServedVersion:
         instances: list[Backend] = []
         try:
             for _ in range(config.instance_count):

@@ -104,8 +104,11 @@ class _Endpoints:
     async def model_ready(self, request: Request) -> Response:
         name, version = _model(request)
         ready = self.service.model_ready(name, version)
-        return Response(encode_json({"name": name, "ready": ready}),
-                        status_code=200 if ready else 503, media_type=_JSON)
+        return Response(
+            encode_json({"name": name, "ready": ready}),
+            status_code=200 if ready else 503,
+            media_type=_JSON,
+        )
 
     async def model_config(self, request: Request) -> Response:
         name, version = _model(request)
@@ -204,7 +207,9 @@ def create_http_app(
     e = _Endpoints(service, max_request_bytes, metrics)
     model = "/v2/models/{name}"
     version = "/v2/models/{name}/versions/{version}"
-    routes = [
+    # Starlette tries routes in order: the hot path first (no other route matches its paths).
+    routes = [Route(f"{prefix}/infer", e.infer, methods=["POST"]) for prefix in (model, version)]
+    routes += [
         Route("/v2/health/live", e.live, methods=["GET"]),
         Route("/v2/health/ready", e.ready, methods=["GET"]),
         Route("/v2", e.server_metadata, methods=["GET"]),
@@ -220,7 +225,6 @@ def create_http_app(
             Route(f"{prefix}/ready", e.model_ready, methods=["GET"]),
             Route(f"{prefix}/config", e.model_config, methods=["GET"]),
             Route(f"{prefix}/stats", e.stats, methods=["GET"]),
-            Route(f"{prefix}/infer", e.infer, methods=["POST"]),
         ]
     return Starlette(
         routes=routes,

@@ -46,7 +46,9 @@ def _model(graph: onnx.GraphProto, opset: int = 17) -> onnx.ModelProto:
     return model
 
 
-def identity_model(datatype: DataType = DataType.FP32, shape: Dims | None = None) -> onnx.ModelProto:
+def identity_model(
+    datatype: DataType = DataType.FP32, shape: Dims | None = None
+) -> onnx.ModelProto:
     """``OUTPUT0 = INPUT0`` for any datatype (strings included); dim 0 dynamic by default."""
     dims: Dims = shape if shape is not None else ["batch", 4]
     elem = ONNX_TYPES[datatype]
@@ -91,11 +93,16 @@ def cnn_model(seed: int = 0) -> onnx.ModelProto:
         return numpy_helper.from_array(np.zeros(size, np.float32), name)
 
     inits = [
-        weight("c1w", 32, 1, 3, 3), bias("c1b", 32),
-        weight("c2w", 64, 32, 3, 3), bias("c2b", 64),
-        weight("c3w", 64, 64, 3, 3), bias("c3b", 64),
-        weight("d1w", 576, 64), bias("d1b", 64),
-        weight("d2w", 64, 10), bias("d2b", 10),
+        weight("c1w", 32, 1, 3, 3),
+        bias("c1b", 32),
+        weight("c2w", 64, 32, 3, 3),
+        bias("c2b", 64),
+        weight("c3w", 64, 64, 3, 3),
+        bias("c3b", 64),
+        weight("d1w", 576, 64),
+        bias("d1b", 64),
+        weight("d2w", 64, 10),
+        bias("d2b", 10),
         numpy_helper.from_array(np.array([-1, 576], np.int64), "flat_shape"),
     ]
     # d1w/d2w are [in, out] for MatMul; the "fan_in" above uses shape[1:] which is fine for
