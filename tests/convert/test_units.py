@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from shipyard.convert.publish import next_version, publish, update_model_toml
 from shipyard.convert.signature import parse_input_spec, parse_input_specs
 from shipyard.convert.validate import Tolerances, check_parity
-from shipyard.errors import ConfigError, ConversionError
+from shipyard.errors import ConfigError
+from shipyard.repository.publish import next_version, publish, update_model_toml
 from shipyard.types import DataType, TensorSpec
 
 SPEC = TensorSpec("x", DataType.FP32, (-1, 3))
@@ -75,7 +75,7 @@ def test_publish_refuses_a_broken_model_toml(tmp_path: Path) -> None:
     """An existing model.toml that is not valid TOML stops publishing; no version appears."""
     (tmp_path / "m").mkdir()
     (tmp_path / "m" / "model.toml").write_text("this is = = not toml")
-    with pytest.raises(ConversionError, match="not valid TOML"):
+    with pytest.raises(ConfigError, match="not valid TOML"):
         publish(tmp_path, "m", {"model.onnx": b"x"}, [SPEC], [SPEC], {})
     assert next_version(tmp_path / "m") == 1
 

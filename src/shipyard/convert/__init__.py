@@ -18,12 +18,12 @@ from typing import Any, Literal
 from shipyard.convert.base import Converted
 from shipyard.convert.detect import FRAMEWORKS, Framework, detect_source
 from shipyard.convert.onnx_source import ort_runner
-from shipyard.convert.publish import publish
 from shipyard.convert.signature import parse_input_specs
 from shipyard.convert.torch_source import Exporter
 from shipyard.convert.validate import Tolerances, check_parity
 from shipyard.errors import ConfigError, ConversionError, ParityError, UnsupportedError
 from shipyard.repository.layout import check_model_name
+from shipyard.repository.publish import publish
 
 __all__ = ["FRAMEWORKS", "ConversionResult", "Framework", "Tolerances", "convert"]
 
@@ -138,7 +138,10 @@ def convert(
         )
     step("publishing")
     report["published_despite_mismatch"] = not parity["passed"]
-    version, path = publish(
-        repo, name, {"model.onnx": data}, converted.inputs, converted.outputs, report
-    )
+    try:
+        version, path = publish(
+            repo, name, {"model.onnx": data}, converted.inputs, converted.outputs, report
+        )
+    except ConfigError as exc:
+        raise ConversionError(exc.message, step="publish", framework=fw) from exc
     return ConversionResult(version, path, {**report, "model": name, "version": version})

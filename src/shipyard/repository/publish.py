@@ -1,4 +1,6 @@
-"""Publish a converted model as the next version of ``REPO/NAME``, atomically.
+"""Publish a model file as the next version of ``REPO/NAME``, atomically.
+
+Used by every offline step that writes a version (``shipyard convert``, ``shipyard optimize``).
 
 The version folder is written as ``REPO/NAME/.tmp-<random>/`` (which the repository scanner
 ignores) and renamed to ``REPO/NAME/<v>/``, so a server never sees half a model. ``model.toml``
@@ -20,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from shipyard.config import parse_model_config
-from shipyard.errors import ConfigError, ConversionError
+from shipyard.errors import ConfigError
 from shipyard.repository.layout import CONFIG_FILENAME, check_model_name
 from shipyard.types import TensorSpec
 
@@ -93,7 +95,10 @@ def publish(
     outputs: Sequence[TensorSpec],
     report: dict[str, Any],
 ) -> tuple[int, Path]:
-    """Write ``files`` and ``report.json`` as the next version; return (version, folder)."""
+    """Write ``files`` and ``report.json`` as the next version; return (version, folder).
+
+    Raises ConfigError when the existing model.toml cannot be updated; nothing is published.
+    """
     check_model_name(name)
     model_dir = repo / name
     config_path = model_dir / CONFIG_FILENAME
@@ -102,9 +107,7 @@ def publish(
         new_text = update_model_toml(old_text or "", name, inputs, outputs)
     except (ConfigError, OSError, UnicodeDecodeError) as exc:
         message = exc.message if isinstance(exc, ConfigError) else str(exc)
-        raise ConversionError(
-            f"{config_path}: {message}", step="publish", hint="fix or remove model.toml"
-        ) from exc
+        raise ConfigError(f"{config_path}: {message}; fix or remove model.toml") from exc
     created = not model_dir.exists()
     model_dir.mkdir(parents=True, exist_ok=True)
     tmp = model_dir / f".tmp-{secrets.token_hex(6)}"
