@@ -1,0 +1,701 @@
+"""How much a request through Shipyard costs over calling ONNX Runtime directly.
+
+Serves an MNIST-sized CNN (FP32 1x28x28 in, 10 out) with ``shipyard serve`` in a subprocess
+and drives it from a separate load-generator process (``loadgen.py``: closed loop, keep-alive
+connections, pre-encoded requests) at concurrency 1, 8 and 64 with JSON and binary tensors.
+The same run measures the comparison rows:
+
+* raw ONNX Runtime in this process at batch 1 and 32, with the server's session options (the
+  limit; its batch-32 throughput is the "x ORT32" column);
+* the floor: a plain FastAPI + uvicorn + ONNX Runtime endpoint (``floor_app.py``, JSON, no
+  batching, the same ONNX Runtime settings) in its own virtual environment, ``.bench-venv``,
+  created on first use ("x floor" column, same concurrency);
+* the server's ONNX Runtime settings at concurrency 64 with binary tensors: intra-op threads
+  1 vs 2 and instance_count 1 vs 2 (via ``model.toml``);
+* optionally Triton's perf_analyzer as a second load generator (``--perf-analyzer``; installed
+  by ``setup_perf_analyzer.sh``).
+
+Prints one table and writes it, with the machine's description, between the markers in
+``benchmarks/RESULTS.md`` (not for ``--quick`` runs unless ``--results`` is given).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import dataclasses
+import datetime
+import http.client
+import json
+import os
+import platform
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from shipyard.config import OnnxRuntimeConfig
+from shipyard.testing.models import cnn_model, write_model
+
+ROOT = Path(__file__).resolve().parent.parent
+HERE = ROOT / "benchmarks"
+RESULTS = HERE / "RESULTS.md"
+BEGIN = "<!-- serve_overhead: begin (written by benchmarks/serve_overhead.py) -->"
+END = "<!-- serve_overhead: end -->"
+MODEL = "cnn"
+INPUT, OUTPUT = "input", "probabilities"
+HOST = "127.0.0.1"
+FLOOR_VENV = ROOT / ".bench-venv"
+FLOOR_PACKAGES = ["fastapi", "uvicorn[standard]", "onnxruntime", "numpy"]
+#: The server's ONNX Runtime settings compared at concurrency 64, binary (model.toml text).
+TUNING = {
+    "intra=1 inst=1": "",
+    "intra=2 inst=1": "[onnxruntime]\nintra_op_threads = 2\n",
+    "intra=1 inst=2": "instance_count = 2\n",
+    "intra=2 inst=2": "instance_count = 2\n[onnxruntime]\nintra_op_threads = 2\n",
+}
+
+
+@dataclasses.dataclass
+class Row:
+    """One line of the table."""
+
+    target: str
+    encoding: str
+    concurrency: int
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    errors: int = 0
+    client_cpu: float = float("nan")
+    note: str = ""
+
+
+# -- the machine ---------------------------------------------------------------------------
+
+
+def machine() -> dict[str, str]:
+    """What ran the benchmark: CPU, cores, versions, date, load."""
+    cpu = platform.processor() or "unknown"
+    with contextlib.suppress(OSError), open("/proc/cpuinfo", encoding="utf-8") as f:
+        for line in f:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    import uvicorn
+
+    return {
+        "cpu": cpu,
+        "cores": str(os.cpu_count()),
+        "python": platform.python_version(),
+        "onnxruntime": ort.__version__,
+        "numpy": np.__version__,
+        "uvicorn": uvicorn.__version__,
+        "kernel": platform.release(),
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+    }
+
+
+def loadavg() -> str:
+    """The 1, 5 and 15 minute load averages."""
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "unknown"
+
+
+def wait_for_idle(limit_s: float, threshold: float = 1.0, every_s: float = 30.0) -> str:
+    """Wait (at most ``limit_s``) for the 1-minute load to drop below ``threshold``."""
+    deadline = time.monotonic() + limit_s
+    while True:
+        load = loadavg()
+        with contextlib.suppress(ValueError):
+            if float(load.split()[0]) < threshold:
+                return load
+        if time.monotonic() + every_s > deadline:
+            print(f"load still {load} after waiting {limit_s:.0f} s; measuring anyway", flush=True)
+            return load
+        print(f"load {load}; waiting for the 1-minute load to drop below {threshold}", flush=True)
+        time.sleep(every_s)
+
+
+# -- raw ONNX Runtime ----------------------------------------------------------------------
+
+
+def ort_session(path: Path, config: OnnxRuntimeConfig) -> ort.InferenceSession:
+    """A session with the options Shipyard's backend sets (see backends/onnxruntime.py)."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = config.intra_op_threads
+    options.inter_op_num_threads = config.inter_op_threads
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    spin = "1" if config.allow_spinning else "0"
+    options.add_session_config_entry("session.intra_op.allow_spinning", spin)
+    options.add_session_config_entry("session.inter_op.allow_spinning", spin)
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def raw_ort(path: Path, batch: int, warmup_s: float, duration_s: float) -> Row:
+    """Call ``session.run`` back to back; rps counts images (rows), latency is per call."""
+    session = ort_session(path, OnnxRuntimeConfig())
+    x = np.random.default_rng(1).random((batch, 1, 28, 28), dtype=np.float32)
+    feed = {INPUT: x}
+    run = session.run
+    end = time.perf_counter() + warmup_s
+    while time.perf_counter() < end:
+        run(None, feed)
+    times: list[int] = []
+    clock = time.perf_counter_ns
+    start = clock()
+    stop = start + int(duration_s * 1e9)
+    now = start
+    while now < stop:
+        run(None, feed)
+        done = clock()
+        times.append(done - now)
+        now = done
+    elapsed = (now - start) / 1e9
+    p50, p99 = np.percentile(np.array(times) / 1e6, [50, 99])
+    return Row("raw ONNX Runtime", f"batch {batch}", 1, batch * len(times) / elapsed, p50, p99)
+
+
+# -- processes -----------------------------------------------------------------------------
+
+
+class Process:
+    """A child process whose output is collected by a thread (so its pipe never fills)."""
+
+    def __init__(self, argv: list[str], env: dict[str, str] | None = None) -> None:
+        self.argv = argv
+        self.lines: list[str] = []
+        self.proc = subprocess.Popen(
+            argv,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=env,
+            cwd=ROOT,
+        )
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line.rstrip("\n"))
+
+    def output(self) -> str:
+        return "\n".join(self.lines[-30:])
+
+    def stop(self, timeout_s: float = 15.0) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self._reader.join(5)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def call(
+    port: int, method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None
+) -> tuple[int, dict[str, str], bytes]:
+    """One HTTP request to the local server (10 s timeout)."""
+    conn = http.client.HTTPConnection(HOST, port, timeout=10)
+    try:
+        conn.request(method, path, body=body or None, headers=headers or {})
+        response = conn.getresponse()
+        return response.status, dict(response.getheaders()), response.read()
+    finally:
+        conn.close()
+
+
+def wait_ready(process: Process, port: int, deadline_s: float = 60.0) -> None:
+    """Poll ``/v2/health/ready`` until 200, the process exits, or the deadline passes."""
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        if process.proc.poll() is not None:
+            raise RuntimeError(f"{process.argv[0]} exited early:\n{process.output()}")
+        with contextlib.suppress(OSError):
+            if call(port, "GET", "/v2/health/ready")[0] == 200:
+                return
+        time.sleep(0.1)
+    raise RuntimeError(f"not ready after {deadline_s:.0f} s:\n{process.output()}")
+
+
+@contextlib.contextmanager
+def shipyard_server(repository: Path) -> Iterator[int]:
+    """``shipyard serve REPO --http-port 0`` in a subprocess; yields its port once ready."""
+    shipyard = Path(sys.executable).parent / "shipyard"
+    argv = [str(shipyard), "serve", str(repository), "--http-port", "0"]
+    process = Process([*argv, "--log-level", "warning", "--drain-timeout", "2"])
+    try:
+        deadline = time.monotonic() + 60
+        port = 0
+        while not port:
+            if process.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"shipyard serve did not print its URL:\n{process.output()}")
+            for line in list(process.lines):
+                if "HTTP" in line and f"http://{HOST}:" in line:
+                    port = int(line.split(f"http://{HOST}:", 1)[1].split()[0].rstrip("/"))
+            time.sleep(0.05)
+        wait_ready(process, port)
+        yield port
+    finally:
+        process.stop()
+
+
+def floor_python(framework: str) -> Path:
+    """The interpreter that runs the floor: .bench-venv's (FastAPI) or this one (Starlette)."""
+    if framework == "starlette":
+        return Path(sys.executable)
+    python = FLOOR_VENV / "bin" / "python"
+    probe = [str(python), "-c", "import fastapi, uvicorn, onnxruntime, numpy"]
+    if python.exists() and subprocess.run(probe, capture_output=True).returncode == 0:
+        return python
+    print(f"creating {FLOOR_VENV.name} for the FastAPI floor ({' '.join(FLOOR_PACKAGES)})")
+    subprocess.run([sys.executable, "-m", "venv", str(FLOOR_VENV)], check=True)
+    subprocess.run(
+        [str(python), "-m", "pip", "install", "--quiet", *FLOOR_PACKAGES],
+        check=True,
+        timeout=600,
+    )
+    return python
+
+
+@contextlib.contextmanager
+def floor_server(model: Path, framework: str) -> Iterator[int]:
+    """The floor endpoint under uvicorn in a subprocess; yields its port once ready."""
+    port = free_port()
+    settings = dataclasses.asdict(OnnxRuntimeConfig())
+    env = {
+        **os.environ,
+        "FLOOR_MODEL": str(model),
+        "FLOOR_ORT": json.dumps(settings),
+        "FLOOR_FRAMEWORK": framework,
+    }
+    argv = [str(floor_python(framework)), "-m", "uvicorn", "floor_app:app"]
+    argv += ["--app-dir", str(HERE), "--host", HOST, "--port", str(port)]
+    process = Process([*argv, "--no-access-log", "--log-level", "warning"], env=env)
+    try:
+        wait_ready(process, port)
+        yield port
+    finally:
+        process.stop()
+
+
+# -- requests and load ---------------------------------------------------------------------
+
+
+def requests(pixels: np.ndarray) -> dict[str, tuple[bytes, dict[str, str]]]:
+    """The V2 request bodies (and headers) for one image, per encoding."""
+    shape = [1, 1, 28, 28]
+    values = pixels.astype(np.float32).reshape(-1).tolist()
+    as_json = {"inputs": [{"name": INPUT, "shape": shape, "datatype": "FP32", "data": values}]}
+    raw = pixels.astype("<f4").tobytes()
+    header = {
+        "inputs": [
+            {
+                "name": INPUT,
+                "shape": shape,
+                "datatype": "FP32",
+                "parameters": {"binary_data_size": len(raw)},
+            }
+        ],
+        "parameters": {"binary_data_output": True},
+    }
+    head = json.dumps(header, separators=(",", ":")).encode()
+    return {
+        "json": (json.dumps(as_json).encode(), {"Content-Type": "application/json"}),
+        "binary": (
+            head + raw,
+            {
+                "Content-Type": "application/octet-stream",
+                "Inference-Header-Content-Length": str(len(head)),
+            },
+        ),
+    }
+
+
+def raw_request(port: int, path: str, body: bytes, headers: dict[str, str]) -> bytes:
+    """The whole HTTP/1.1 request as bytes, built once and sent as is."""
+    lines = [f"POST {path} HTTP/1.1", f"Host: {HOST}:{port}", f"Content-Length: {len(body)}"]
+    lines += [f"{name}: {value}" for name, value in headers.items()]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+
+
+def check_answer(
+    port: int, path: str, body: bytes, headers: dict[str, str], expected: np.ndarray
+) -> None:
+    """Send one request and compare the probabilities with raw ONNX Runtime's."""
+    status, response_headers, payload = call(port, "POST", path, body, headers)
+    if status != 200:
+        raise RuntimeError(f"{path}: HTTP {status}: {payload[:300]!r}")
+    length = {k.lower(): v for k, v in response_headers.items()}.get(
+        "inference-header-content-length"
+    )
+    if length is None:
+        got = np.asarray(json.loads(payload)["outputs"][0]["data"], dtype=np.float32)
+    else:
+        got = np.frombuffer(payload[int(length) :], dtype="<f4")
+    if not np.allclose(got.reshape(-1), expected.reshape(-1), atol=1e-5):
+        raise RuntimeError(f"{path}: wrong answer {got} (expected {expected})")
+
+
+def load(
+    port: int,
+    request: bytes,
+    concurrency: int,
+    warmup_s: float,
+    duration_s: float,
+    scratch: Path,
+) -> dict[str, Any]:
+    """Run loadgen.py in its own process; return its JSON summary."""
+    path = scratch / "request.bin"
+    path.write_bytes(request)
+    argv = [sys.executable, str(HERE / "loadgen.py"), "--port", str(port), "--request", str(path)]
+    argv += ["--concurrency", str(concurrency), "--warmup", str(warmup_s)]
+    argv += ["--duration", str(duration_s)]
+    done = subprocess.run(
+        argv, capture_output=True, text=True, timeout=warmup_s + duration_s + 60, check=False
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"loadgen failed:\n{done.stderr[-2000:]}")
+    result: dict[str, Any] = json.loads(done.stdout)
+    if result["errors"]:
+        print(f"  {result['errors']} errors; first: {result['first_error'][:200]!r}")
+    return result
+
+
+def load_row(target: str, encoding: str, result: dict[str, Any], note: str = "") -> Row:
+    row = Row(
+        target,
+        encoding,
+        result["concurrency"],
+        result["rps"],
+        result["p50_ms"],
+        result["p99_ms"],
+        result["errors"],
+        result["client_cpu"],
+        note,
+    )
+    print(f"  {format_row(row)}", flush=True)
+    return row
+
+
+# -- perf_analyzer -------------------------------------------------------------------------
+
+
+def perf_analyzer_command() -> list[str]:
+    """Install perf_analyzer if needed; return the command that runs it."""
+    done = subprocess.run(
+        ["bash", str(HERE / "setup_perf_analyzer.sh")],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"setup_perf_analyzer.sh failed:\n{done.stderr[-2000:]}")
+    return done.stdout.strip().splitlines()[-1].split()
+
+
+def perf_analyzer(
+    command: list[str],
+    port: int,
+    encoding: str,
+    concurrency: int,
+    duration_s: float,
+    scratch: Path,
+    pixels: np.ndarray,
+) -> Row:
+    """One perf_analyzer measurement: three windows of duration/3 each."""
+    report = scratch / f"pa-{encoding}-{concurrency}.csv"
+    data = scratch / "pa-input.json"
+    content = pixels.astype(np.float32).reshape(-1).tolist()
+    data.write_text(json.dumps({"data": [{INPUT: {"content": content, "shape": [1, 28, 28]}}]}))
+    window_ms = max(500, int(duration_s * 1000 / 3))
+    argv = [*command, "-m", MODEL, "-u", f"{HOST}:{port}", "-i", "http"]
+    argv += ["--concurrency-range", f"{concurrency}:{concurrency}", "--shape", "input:1,28,28"]
+    # The same image as loadgen.py sends (perf_analyzer's own "random" data is not valid JSON
+    # for every FP32 bit pattern); lenient stability, as the machine is shared.
+    argv += ["--input-data", str(data), "-p", str(window_ms), "-r", "3", "-s", "100"]
+    argv += ["-f", str(report)]
+    argv += ["--input-tensor-format", encoding, "--output-tensor-format", encoding]
+    done = subprocess.run(
+        argv, capture_output=True, text=True, timeout=duration_s * 4 + 120, check=False
+    )
+    if done.returncode != 0 or not report.exists():
+        output = (done.stdout + done.stderr)[-1500:]
+        raise RuntimeError(f"perf_analyzer failed ({done.returncode}):\n{output}")
+    with report.open(newline="") as f:
+        (line,) = list(csv.DictReader(f))
+    row = Row(
+        "shipyard (perf_analyzer)",
+        encoding,
+        concurrency,
+        float(line["Inferences/Second"]),
+        float(line["p50 latency"]) / 1e3,
+        float(line["p99 latency"]) / 1e3,
+    )
+    print(f"  {format_row(row)}", flush=True)
+    return row
+
+
+# -- the table -----------------------------------------------------------------------------
+
+HEADER = (
+    "| target | encoding | conc. | req/s | p50 ms | p99 ms | errors | x ORT32 | x floor "
+    "| loadgen CPU |"
+)
+RULE = "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|"
+
+
+def format_row(row: Row, ort32: float = 0.0, floor: float = 0.0) -> str:
+    def ratio(base: float) -> str:
+        return f"{row.rps / base:.2f}" if base else "-"
+
+    cpu = "-" if row.client_cpu != row.client_cpu else f"{row.client_cpu:.0%}"
+    target = f"{row.target} ({row.note})" if row.note else row.target
+    return (
+        f"| {target} | {row.encoding} | {row.concurrency} | {row.rps:,.0f} | {row.p50_ms:.2f} "
+        f"| {row.p99_ms:.2f} | {row.errors} | {ratio(ort32)} | {ratio(floor)} | {cpu} |"
+    )
+
+
+def table(rows: list[Row]) -> list[str]:
+    ort32 = next((r.rps for r in rows if r.encoding == "batch 32"), 0.0)
+    floors = {r.concurrency: r.rps for r in rows if r.target.startswith("floor")}
+    lines = [HEADER, RULE]
+    for row in rows:
+        floor = 0.0 if row.target.startswith("raw") else floors.get(row.concurrency, 0.0)
+        lines.append(format_row(row, ort32, floor))
+    return lines
+
+
+def targets(rows: list[Row]) -> list[str]:
+    """The issue's first targets, checked against this run (reported, not asserted)."""
+
+    def find(target: str, encoding: str, concurrency: int) -> Row | None:
+        return next(
+            (
+                r
+                for r in rows
+                if r.target == target and r.encoding == encoding and r.concurrency == concurrency
+            ),
+            None,
+        )
+
+    ort1, ort32 = find("raw ONNX Runtime", "batch 1", 1), find("raw ONNX Runtime", "batch 32", 1)
+    floor = next((r for r in rows if r.target.startswith("floor") and r.concurrency == 64), None)
+    binary, as_json = find("shipyard", "binary", 64), find("shipyard", "json", 64)
+    c1 = find("shipyard", "binary", 1)
+    out = []
+
+    def line(ok: bool, text: str) -> None:
+        out.append(f"- {'met' if ok else 'NOT met'}: {text}")
+
+    if binary and floor:
+        ratio = binary.rps / floor.rps
+        line(ratio >= 3, f"c=64 binary >= 3x the floor: {ratio:.2f}x")
+    if binary and ort32:
+        share = binary.rps / ort32.rps
+        line(share >= 0.25, f"c=64 binary >= 25% of raw ORT batch 32: {share:.0%}")
+    if as_json and floor:
+        ratio = as_json.rps / floor.rps
+        line(ratio >= 1.5, f"c=64 JSON >= 1.5x the floor: {ratio:.2f}x")
+    if c1 and ort1:
+        gap = c1.p99_ms - ort1.p99_ms
+        line(
+            gap <= 0.5,
+            f"c=1 binary p99 within 0.5 ms of raw ORT batch 1: {c1.p99_ms:.2f} ms vs "
+            f"{ort1.p99_ms:.2f} ms p99 ({ort1.p50_ms:.2f} ms p50), +{gap:.2f} ms",
+        )
+    return out
+
+
+def report(
+    rows: list[Row], info: dict[str, str], load_before: str, load_after: str, args: Any
+) -> str:
+    floor_name = next((r.target for r in rows if r.target.startswith("floor")), "floor")
+    lines = [
+        f"Run of {info['date']}: `{' '.join(['benchmarks/serve_overhead.py', *args.argv])}`",
+        "",
+        f"- CPU: {info['cpu']}, {info['cores']} cores (server, load generator and everything"
+        " else share them)",
+        f"- Python {info['python']}, onnxruntime {info['onnxruntime']}, numpy {info['numpy']},"
+        f" uvicorn {info['uvicorn']}, Linux {info['kernel']}",
+        f"- load average (1/5/15 min) before: {load_before}; after: {load_after}",
+        f"- {args.duration:g} s measured per row after {args.warmup:g} s of warm-up; the"
+        f' floor row is "{floor_name}" (floor_app.py)',
+        "",
+        *table(rows),
+        "",
+        "req/s counts requests (images) per second; for raw ONNX Runtime, images per second and"
+        " latency per `session.run` call. x ORT32: req/s over raw ORT batch-32 images/s."
+        " x floor: req/s over the floor's at the same concurrency. loadgen CPU: the load"
+        " generator's CPU time over wall time (100% = one core).",
+        "",
+        "Targets (issue #2, reported, not asserted):",
+        "",
+        *targets(rows),
+    ]
+    return "\n".join(lines)
+
+
+def write_results(path: Path, text: str) -> None:
+    """Replace the section between the markers (create the file if needed)."""
+    section = f"{BEGIN}\n{text}\n{END}"
+    if path.exists():
+        old = path.read_text(encoding="utf-8")
+        if BEGIN in old and END in old:
+            before, rest = old.split(BEGIN, 1)
+            after = rest.split(END, 1)[1]
+            path.write_text(before + section + after, encoding="utf-8")
+            return
+        path.write_text(old.rstrip("\n") + "\n\n" + section + "\n", encoding="utf-8")
+        return
+    path.write_text(f"# Benchmark results\n\n## serve_overhead\n\n{section}\n", encoding="utf-8")
+
+
+# -- main ----------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per row [10]")
+    parser.add_argument("--warmup", type=float, default=1.0, help="warm-up seconds per row [1]")
+    parser.add_argument("--quick", action="store_true", help="2 s rows, 0.5 s warm-up")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 64])
+    parser.add_argument(
+        "--floor",
+        choices=["fastapi", "starlette"],
+        default="fastapi",
+        help="the floor's framework [fastapi, in .bench-venv]",
+    )
+    parser.add_argument("--no-tuning", action="store_true", help="skip the ORT settings rows")
+    parser.add_argument(
+        "--perf-analyzer", action="store_true", help="add rows measured by Triton's perf_analyzer"
+    )
+    parser.add_argument(
+        "--wait-for-idle",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="first wait up to this long for the 1-minute load average to drop below 1.0",
+    )
+    parser.add_argument("--results", type=Path, default=None, help="[benchmarks/RESULTS.md]")
+    args = parser.parse_args(argv)
+    # The command line as recorded in RESULTS.md; where the table went is left out.
+    given = sys.argv[1:] if argv is None else argv
+    args.argv = [
+        a
+        for i, a in enumerate(given)
+        if not a.startswith("--results") and (i == 0 or given[i - 1] != "--results")
+    ]
+    if args.quick:
+        args.duration, args.warmup = 2.0, 0.5
+    results = args.results or (None if args.quick else RESULTS)
+
+    started = time.monotonic()
+    load_before = wait_for_idle(args.wait_for_idle) if args.wait_for_idle else loadavg()
+    info = machine()
+    print(f"{info['cpu']}, {info['cores']} cores; load {load_before}")
+    rows: list[Row] = []
+    with tempfile.TemporaryDirectory(prefix="shipyard-bench-") as tmp:
+        scratch = Path(tmp)
+        repository = scratch / "repository"
+        model_path = write_model(repository, MODEL, cnn_model())
+        pixels = np.random.default_rng(0).random((1, 1, 28, 28), dtype=np.float32)
+        expected = ort_session(model_path, OnnxRuntimeConfig()).run(None, {INPUT: pixels})[0]
+        bodies = requests(pixels)
+        infer_path = f"/v2/models/{MODEL}/infer"
+
+        print("raw ONNX Runtime, in process")
+        for batch in (1, 32):
+            rows.append(raw_ort(model_path, batch, args.warmup, args.duration))
+            print(f"  {format_row(rows[-1])}", flush=True)
+
+        floor_label = f"floor: {'FastAPI' if args.floor == 'fastapi' else 'Starlette'}+uvicorn"
+        print(floor_label)
+        with floor_server(model_path, args.floor) as port:
+            body, headers = bodies["json"]
+            check_answer(port, infer_path, body, headers, expected)
+            request = raw_request(port, infer_path, body, headers)
+            for c in args.concurrency:
+                result = load(port, request, c, args.warmup, args.duration, scratch)
+                rows.append(load_row(floor_label, "json", result))
+
+        print("shipyard serve")
+        with shipyard_server(repository) as port:
+            for encoding in ("json", "binary"):
+                body, headers = bodies[encoding]
+                check_answer(port, infer_path, body, headers, expected)
+                request = raw_request(port, infer_path, body, headers)
+                for c in args.concurrency:
+                    result = load(port, request, c, args.warmup, args.duration, scratch)
+                    rows.append(load_row("shipyard", encoding, result))
+            if args.perf_analyzer:
+                rows += run_perf_analyzer(port, args, scratch, pixels)
+
+        if not args.no_tuning:
+            print("shipyard serve, ONNX Runtime settings, binary, concurrency 64")
+            body, headers = bodies["binary"]
+            for label, config in list(TUNING.items())[1:]:
+                (repository / MODEL / "model.toml").write_text(config, encoding="utf-8")
+                with shipyard_server(repository) as port:
+                    request = raw_request(port, infer_path, body, headers)
+                    result = load(port, request, 64, args.warmup, args.duration, scratch)
+                    rows.append(load_row("shipyard", "binary", result, note=label))
+
+    load_after = loadavg()
+    text = report(rows, info, load_before, load_after, args)
+    print()
+    print(text)
+    print(f"\n(took {time.monotonic() - started:.0f} s)")
+    if results is not None:
+        write_results(results, text)
+        print(f"written to {results}")
+    else:
+        print("quick run: RESULTS.md left alone (pass --results PATH to write)")
+
+
+def run_perf_analyzer(port: int, args: Any, scratch: Path, pixels: np.ndarray) -> list[Row]:
+    """perf_analyzer rows, or none with the reason printed (it is optional)."""
+    try:
+        command = perf_analyzer_command()
+    except (RuntimeError, subprocess.TimeoutExpired, OSError) as exc:
+        print(f"perf_analyzer unavailable: {exc}")
+        return []
+    print("shipyard serve, load from perf_analyzer")
+    rows = []
+    for encoding in ("json", "binary"):
+        for c in args.concurrency:
+            try:
+                rows.append(
+                    perf_analyzer(command, port, encoding, c, args.duration, scratch, pixels)
+                )
+            except (RuntimeError, subprocess.TimeoutExpired) as exc:
+                print(f"  perf_analyzer {encoding} c={c} failed: {exc}")
+    return rows
+
+
+if __name__ == "__main__":
+    main()
