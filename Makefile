@@ -3,17 +3,24 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
+TF_STAMP := $(VENV)/.installed-tf-stamp
 
-.PHONY: install test lint check demo bench clean proto
+.PHONY: install test test-fast test-tf lint check demo bench clean proto
 
-install: $(STAMP)
+install: $(STAMP) $(TF_STAMP)
 
 # Re-install whenever the project's dependencies or their pins change.
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev,grpc,torch,sklearn]'
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev,grpc,torch,sklearn,processing,examples]'
 	touch $(STAMP)
+
+# Keras, TensorFlow (CPU, ~1.3 GB) and LiteRT: `shipyard convert` from Keras/TensorFlow, --to
+# tflite, and the tflite backend. Their tests are the `tensorflow` pytest group (make test-tf).
+$(TF_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[keras,tensorflow,tflite]'
+	touch $(TF_STAMP)
 
 lint: install
 	$(VENV)/bin/ruff check src tests benchmarks examples
@@ -22,8 +29,17 @@ lint: install
 check: lint
 	$(VENV)/bin/mypy
 
-test: check
-	$(PY) -m pytest
+# Everything CI runs: the fast suite, then the TensorFlow group.
+test: test-fast
+	$(MAKE) test-tf
+
+# Every test but the `tensorflow` group.
+test-fast: check
+	$(PY) -m pytest -m "not tensorflow"
+
+# Keras / TensorFlow / TFLite conversion and serving tests (TensorFlow imports are slow).
+test-tf: install
+	$(PY) -m pytest -m tensorflow
 
 demo: install
 	$(PY) examples/build_example_repository.py demo-repo
@@ -37,8 +53,9 @@ demo: install
 proto: install
 	$(PY) proto/generate.py src/shipyard/protocol
 
+# `make bench BENCH_ARGS=--quick`: 2 s rows, prints only (RESULTS.md left alone).
 bench: install
-	$(PY) benchmarks/serve_overhead.py
+	$(PY) benchmarks/serve_overhead.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis demo-repo

@@ -1,9 +1,10 @@
 """How much a request through Shipyard costs over calling ONNX Runtime directly.
 
 Serves an MNIST-sized CNN (FP32 1x28x28 in, 10 out) with ``shipyard serve`` in a subprocess
-and drives it from a separate load-generator process (``loadgen.py``: closed loop, keep-alive
-connections, pre-encoded requests) at concurrency 1, 8 and 64 with JSON and binary tensors.
-The same run measures the comparison rows:
+and drives it from a separate load-generator process (``python -m shipyard.loadgen``: closed
+loop, keep-alive connections or a gRPC channel, pre-encoded requests) at concurrency 1, 8 and
+64 with JSON and binary tensors over HTTP and raw tensor contents over gRPC. The same run
+measures the comparison rows:
 
 * raw ONNX Runtime in this process at batch 1 and 32, with the server's session options (the
   limit; its batch-32 throughput is the "x ORT32" column);
@@ -45,7 +46,11 @@ import numpy as np
 import onnxruntime as ort
 
 from shipyard.config import OnnxRuntimeConfig
+from shipyard.loadgen.grpc import encode_request as grpc_request
+from shipyard.loadgen.http import raw_request as http_request
+from shipyard.protocol import grpc_service_pb2 as pb
 from shipyard.testing.models import cnn_model, write_model
+from shipyard.types import DataType
 
 ROOT = Path(__file__).resolve().parent.parent
 HERE = ROOT / "benchmarks"
@@ -240,24 +245,35 @@ def wait_ready(process: Process, port: int, deadline_s: float = 60.0) -> None:
     raise RuntimeError(f"not ready after {deadline_s:.0f} s:\n{process.output()}")
 
 
+def printed_port(process: Process, scheme: str) -> int:
+    """The port of the ``scheme://127.0.0.1:PORT`` URL ``shipyard serve`` printed, or 0."""
+    for line in list(process.lines):
+        if f"{scheme}://{HOST}:" in line:
+            return int(line.split(f"{scheme}://{HOST}:", 1)[1].split()[0].rstrip("/"))
+    return 0
+
+
 @contextlib.contextmanager
-def shipyard_server(repository: Path) -> Iterator[int]:
-    """``shipyard serve REPO --http-port 0`` in a subprocess; yields its port once ready."""
+def shipyard_server(repository: Path) -> Iterator[tuple[int, int]]:
+    """``shipyard serve REPO`` in a subprocess; yields its HTTP and gRPC ports once ready.
+
+    HTTP takes a free port (``--http-port 0``); gRPC one picked here by binding port 0 and
+    releasing it (``--grpc-port 0`` turns gRPC off). Both are read back from the startup output.
+    """
     shipyard = Path(sys.executable).parent / "shipyard"
     argv = [str(shipyard), "serve", str(repository), "--http-port", "0"]
+    argv += ["--grpc-port", str(free_port())]
     process = Process([*argv, "--log-level", "warning", "--drain-timeout", "2"])
     try:
         deadline = time.monotonic() + 60
-        port = 0
-        while not port:
+        port = grpc_port = 0
+        while not (port and grpc_port):
             if process.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"shipyard serve did not print its URL:\n{process.output()}")
-            for line in list(process.lines):
-                if "HTTP" in line and f"http://{HOST}:" in line:
-                    port = int(line.split(f"http://{HOST}:", 1)[1].split()[0].rstrip("/"))
+                raise RuntimeError(f"shipyard serve did not print its URLs:\n{process.output()}")
+            port, grpc_port = printed_port(process, "http"), printed_port(process, "grpc")
             time.sleep(0.05)
         wait_ready(process, port)
-        yield port
+        yield port, grpc_port
     finally:
         process.stop()
 
@@ -336,9 +352,7 @@ def requests(pixels: np.ndarray) -> dict[str, tuple[bytes, dict[str, str]]]:
 
 def raw_request(port: int, path: str, body: bytes, headers: dict[str, str]) -> bytes:
     """The whole HTTP/1.1 request as bytes, built once and sent as is."""
-    lines = [f"POST {path} HTTP/1.1", f"Host: {HOST}:{port}", f"Content-Length: {len(body)}"]
-    lines += [f"{name}: {value}" for name, value in headers.items()]
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+    return http_request(HOST, port, path, body, headers)
 
 
 def check_answer(
@@ -359,6 +373,18 @@ def check_answer(
         raise RuntimeError(f"{path}: wrong answer {got} (expected {expected})")
 
 
+def check_grpc_answer(port: int, payload: bytes, expected: np.ndarray) -> None:
+    """Send the gRPC request once and compare the probabilities with raw ONNX Runtime's."""
+    import grpc
+
+    with grpc.insecure_channel(f"{HOST}:{port}") as channel:
+        call = channel.unary_unary("/inference.GRPCInferenceService/ModelInfer")
+        response = pb.ModelInferResponse.FromString(call(payload, timeout=10))
+    got = np.frombuffer(response.raw_output_contents[0], dtype="<f4")
+    if not np.allclose(got.reshape(-1), expected.reshape(-1), atol=1e-5):
+        raise RuntimeError(f"gRPC: wrong answer {got} (expected {expected})")
+
+
 def load(
     port: int,
     request: bytes,
@@ -366,33 +392,35 @@ def load(
     warmup_s: float,
     duration_s: float,
     scratch: Path,
+    protocol: str = "http",
 ) -> dict[str, Any]:
-    """Run loadgen.py in its own process; return its JSON summary."""
+    """Run ``python -m shipyard.loadgen`` in its own process; return its JSON summary."""
     path = scratch / "request.bin"
     path.write_bytes(request)
-    argv = [sys.executable, str(HERE / "loadgen.py"), "--port", str(port), "--request", str(path)]
-    argv += ["--concurrency", str(concurrency), "--warmup", str(warmup_s)]
-    argv += ["--duration", str(duration_s)]
+    argv = [sys.executable, "-m", "shipyard.loadgen", "--port", str(port), "--request", str(path)]
+    argv += ["--protocol", protocol, "--concurrency", str(concurrency)]
+    argv += ["--warmup", str(warmup_s), "--duration", str(duration_s)]
     done = subprocess.run(
         argv, capture_output=True, text=True, timeout=warmup_s + duration_s + 60, check=False
     )
     if done.returncode != 0:
         raise RuntimeError(f"loadgen failed:\n{done.stderr[-2000:]}")
     result: dict[str, Any] = json.loads(done.stdout)
-    if result["errors"]:
+    if result["error_count"]:
         print(f"  {result['errors']} errors; first: {result['first_error'][:200]!r}")
     return result
 
 
 def load_row(target: str, encoding: str, result: dict[str, Any], note: str = "") -> Row:
+    nan = float("nan")
     row = Row(
         target,
         encoding,
         result["concurrency"],
         result["rps"],
-        result["p50_ms"],
-        result["p99_ms"],
-        result["errors"],
+        nan if result["p50_ms"] is None else result["p50_ms"],
+        nan if result["p99_ms"] is None else result["p99_ms"],
+        result["error_count"],
         result["client_cpu"],
         note,
     )
@@ -506,6 +534,7 @@ def targets(rows: list[Row]) -> list[str]:
     ort1, ort32 = find("raw ONNX Runtime", "batch 1", 1), find("raw ONNX Runtime", "batch 32", 1)
     floor = next((r for r in rows if r.target.startswith("floor") and r.concurrency == 64), None)
     binary, as_json = find("shipyard", "binary", 64), find("shipyard", "json", 64)
+    over_grpc = find("shipyard", "grpc raw", 64)
     c1 = find("shipyard", "binary", 1)
     out = []
 
@@ -521,6 +550,9 @@ def targets(rows: list[Row]) -> list[str]:
     if as_json and floor:
         ratio = as_json.rps / floor.rps
         line(ratio >= 1.5, f"c=64 JSON >= 1.5x the floor: {ratio:.2f}x")
+    if over_grpc and binary:
+        ratio = over_grpc.rps / binary.rps
+        line(ratio >= 1.0, f"c=64 gRPC >= HTTP binary (issue #3): {ratio:.2f}x")
     if c1 and ort1:
         gap = c1.p99_ms - ort1.p99_ms
         line(
@@ -553,7 +585,7 @@ def report(
         " x floor: req/s over the floor's at the same concurrency. loadgen CPU: the load"
         " generator's CPU time over wall time (100% = one core).",
         "",
-        "Targets (issue #2, reported, not asserted):",
+        "Targets (issues #2 and #3, reported, not asserted):",
         "",
         *targets(rows),
     ]
@@ -644,7 +676,7 @@ def main(argv: list[str] | None = None) -> None:
                 rows.append(load_row(floor_label, "json", result))
 
         print("shipyard serve")
-        with shipyard_server(repository) as port:
+        with shipyard_server(repository) as (port, grpc_port):
             for encoding in ("json", "binary"):
                 body, headers = bodies[encoding]
                 check_answer(port, infer_path, body, headers, expected)
@@ -652,6 +684,11 @@ def main(argv: list[str] | None = None) -> None:
                 for c in args.concurrency:
                     result = load(port, request, c, args.warmup, args.duration, scratch)
                     rows.append(load_row("shipyard", encoding, result))
+            payload = grpc_request(MODEL, None, [(INPUT, DataType.FP32, pixels)])
+            check_grpc_answer(grpc_port, payload, expected)
+            for c in args.concurrency:
+                result = load(grpc_port, payload, c, args.warmup, args.duration, scratch, "grpc")
+                rows.append(load_row("shipyard", "grpc raw", result))
             if args.perf_analyzer:
                 rows += run_perf_analyzer(port, args, scratch, pixels)
 
@@ -660,7 +697,7 @@ def main(argv: list[str] | None = None) -> None:
             body, headers = bodies["binary"]
             for label, config in list(TUNING.items())[1:]:
                 (repository / MODEL / "model.toml").write_text(config, encoding="utf-8")
-                with shipyard_server(repository) as port:
+                with shipyard_server(repository) as (port, _):
                     request = raw_request(port, infer_path, body, headers)
                     result = load(port, request, 64, args.warmup, args.duration, scratch)
                     rows.append(load_row("shipyard", "binary", result, note=label))

@@ -151,6 +151,13 @@ def repo_list(repository: Path) -> None:
     help="Source framework [default: detected from SOURCE].",
 )
 @click.option("--to", type=click.Choice(["onnx", "tflite"]), default="onnx", show_default=True)
+@click.option(
+    "--quantize",
+    type=click.Choice(["float32", "int8"]),
+    default="float32",
+    show_default=True,
+    help="TFLite weights; int8 calibrates on --sample.",
+)
 @click.option("--input", "inputs", multiple=True, help="NAME:DATATYPE:DIMS, e.g. x:FP32:-1,4.")
 @click.option("--sample", type=click.Path(path_type=Path), help="Parity inputs (.npz).")
 @click.option("--opset", type=click.IntRange(7), help="ONNX opset [default: the exporter's].")
@@ -158,23 +165,35 @@ def repo_list(repository: Path) -> None:
 @click.option("--weights", type=click.Path(path_type=Path), help="State dict for a factory.")
 @click.option("--exporter", type=click.Choice(["dynamo", "legacy"]), help="PyTorch exporter.")
 @click.option("--allow-mismatch", is_flag=True, help="Publish even if parity fails.")
-@click.option("--atol", type=float, default=1e-4, show_default=True, help="Parity abs. tol.")
-@click.option("--rtol", type=float, default=1e-3, show_default=True, help="Parity rel. tol.")
+@click.option("--atol", type=float, help="Parity abs. tol. [default: 1e-4; int8: 5% of range]")
+@click.option("--rtol", type=float, help="Parity rel. tol. [default: 1e-3; int8: 0.05]")
 @click.option("--verbose", is_flag=True, help="Show the full converter error.")
 def convert_command(
-    source: str, repo_path: Path, atol: float, rtol: float, verbose: bool, **options: Any
+    source: str,
+    repo_path: Path,
+    atol: float | None,
+    rtol: float | None,
+    verbose: bool,
+    **options: Any,
 ) -> None:
-    """Convert SOURCE to ONNX, check parity, publish REPO/NAME/<next version>/."""
+    """Convert SOURCE to ONNX or TFLite, check parity, publish REPO/NAME/<next version>/."""
     from shipyard.convert import Tolerances, convert
     from shipyard.convert.render import print_report
+    from shipyard.convert.validate import INT8_TOLERANCES
     from shipyard.errors import ConversionError, ParityError
 
+    default = INT8_TOLERANCES if options["quantize"] == "int8" else Tolerances()
+    tolerances = Tolerances(
+        default.atol if atol is None else atol,
+        default.rtol if rtol is None else rtol,
+        default.range_relative,
+    )
     try:
         with console.status("converting...") as status:
             result = convert(
                 source,
                 repo=repo_path,
-                tolerances=Tolerances(atol, rtol),
+                tolerances=tolerances,
                 progress=lambda text: status.update(f"{text}..."),
                 **options,
             )
@@ -194,6 +213,265 @@ def convert_command(
         _fail(f"conversion failed: {type(exc).__name__}: {exc}; rerun with --verbose for details")
     print_report(console, result.report)
     console.print(f"published {result.path} (version {result.version})")
+
+
+@main.command("hw")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
+def hw_command(as_json: bool) -> None:
+    """Report this machine as the optimizer sees it: CPU, memory, GPUs, providers, precisions."""
+    import json
+
+    from shipyard.hardware import probe
+    from shipyard.optimize.report import print_hardware
+
+    report = probe()
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2))
+    else:
+        print_hardware(console, report)
+
+
+@main.command("optimize")
+@click.argument("target", metavar="REPO/NAME")
+@click.option("--version", "version", type=click.IntRange(1), help="Version [default: latest].")
+@click.option(
+    "--quantize",
+    "method",
+    type=click.Choice(["none", "int8-dynamic", "int8-static", "fp16"]),
+    default="none",
+    show_default=True,
+    help="none: graph optimization only.",
+)
+@click.option("--calibration", type=click.Path(path_type=Path), help="int8-static data (.npz).")
+@click.option("--validation", type=click.Path(path_type=Path), help="Guard data (.npz).")
+@click.option(
+    "--metric",
+    type=click.Choice(["accuracy", "top1-agreement", "cosine", "max-abs"]),
+    help="Accuracy guard metric [default: accuracy with labels, else top1-agreement/cosine].",
+)
+@click.option("--max-drop", type=click.FloatRange(0), default=0.01, show_default=True)
+@click.option("--force", is_flag=True, help="Publish even if not faster or smaller.")
+@click.option("--per-tensor", is_flag=True, help="Quantize weights per tensor, not per channel.")
+@click.option(
+    "--graph-level", type=click.Choice(["basic", "extended"]), default="extended", show_default=True
+)
+@click.option(
+    "--bench-seconds",
+    type=click.FloatRange(0.05),
+    default=1.0,
+    show_default=True,
+    help="Seconds per benchmark phase (latency, throughput) and round.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def optimize_command(
+    target: str, per_tensor: bool, bench_seconds: float, as_json: bool, **options: Any
+) -> None:
+    """Optimize REPO/NAME, guard accuracy and speed, publish it as the next version."""
+    import json
+
+    from shipyard.errors import ConversionError
+    from shipyard.optimize import BenchmarkSettings, optimize
+    from shipyard.optimize.report import print_optimization
+
+    repo_path, _, name = target.rstrip("/").rpartition("/")
+    if not repo_path or not name:
+        _fail(f"expected REPO/NAME (e.g. models/resnet), got {target!r}")
+    settings = BenchmarkSettings(latency_seconds=bench_seconds, throughput_seconds=bench_seconds)
+    try:
+        with console.status("optimizing...") as status:
+            result = optimize(
+                Path(repo_path),
+                name,
+                per_channel=not per_tensor,
+                benchmark=settings,
+                progress=lambda text: status.update(f"{text}..."),
+                **options,
+            )
+    except ConversionError as exc:
+        _fail(str(exc))
+    except ShipyardError as exc:
+        _fail(exc.message)
+    except Exception as exc:  # a tool bug we did not anticipate: still one line
+        _fail(f"optimization failed: {type(exc).__name__}: {exc}")
+    if as_json:
+        click.echo(json.dumps({"published": result.published, **result.report}, indent=2))
+    else:
+        print_optimization(console, result.report)
+        if result.published:
+            console.print(f"published {result.path} (version {result.version})")
+    if not result.published:
+        click.echo(f"error: {result.report['decision']}", err=True)
+        sys.exit(1)
+
+
+#: Content type sent by ``shipyard predict``, by file extension (others: octet-stream).
+PREDICT_CONTENT_TYPES = {
+    ".png": "image/png",
+    ".jpg": "image/jpeg",
+    ".jpeg": "image/jpeg",
+    ".bmp": "image/bmp",
+    ".gif": "image/gif",
+    ".webp": "image/webp",
+    ".tif": "image/tiff",
+    ".tiff": "image/tiff",
+    ".txt": "text/plain; charset=utf-8",
+    ".json": "application/json",
+}
+
+
+@main.command("predict")
+@click.argument("url")
+@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--model", required=True, help="Model name.")
+@click.option("--model-version", help="Model version [default: the latest served].")
+@click.option("--top-k", type=click.IntRange(1), help="Classes per answer [default: server's].")
+@click.option("--timeout", type=float, default=30.0, show_default=True, help="Seconds per file.")
+def predict_command(
+    url: str,
+    files: tuple[Path, ...],
+    model: str,
+    model_version: str | None,
+    top_k: int | None,
+    timeout: float,
+) -> None:
+    """Send each FILE (image, .txt, .json) to URL's /predict route and print the answers."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    route = f"{url.rstrip('/')}/v2/models/{model}"
+    route += f"/versions/{model_version}/predict" if model_version else "/predict"
+    if top_k is not None:
+        route += f"?top_k={top_k}"
+    table = Table(title=f"{model} predictions", title_justify="left")
+    for column in ("file", "#", "label", "score", "top-k / output"):
+        table.add_column(column)
+    for path in files:
+        try:
+            body = path.read_bytes()
+        except OSError as exc:
+            _fail(f"cannot read {path}: {exc.strerror or exc}")
+        content_type = PREDICT_CONTENT_TYPES.get(path.suffix.lower(), "application/octet-stream")
+        request = urllib.request.Request(
+            route, data=body, method="POST", headers={"Content-Type": content_type}
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                answer = json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            try:
+                message = json.loads(exc.read()).get("error", exc.reason)
+            except ValueError:
+                message = exc.reason
+            _fail(f"{path}: server answered {exc.code}: {message}")
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            _fail(f"cannot reach {url}: {reason}; is `shipyard serve` running there?")
+        for i, item in enumerate(answer.get("predictions", [])):
+            if "label" in item:
+                others = ", ".join(
+                    f"{t['label']} {t['score']:.4f}" for t in item.get("top_k", [])[1:]
+                )
+                score = item.get("score")
+                shown = "-" if score is None else f"{score:.4f}"
+                table.add_row(str(path), str(i), str(item["label"]), shown, others)
+            elif "embedding" in item:
+                vector = item["embedding"]
+                head = ", ".join(f"{v:.4f}" for v in vector[:4])
+                table.add_row(str(path), str(i), "-", "-", f"embedding[{len(vector)}] {head}, ...")
+            else:
+                table.add_row(str(path), str(i), "-", "-", json.dumps(item)[:120])
+    console.print(table)
+
+
+@main.command("bench")
+@click.argument("url")
+@click.option("--model", required=True, help="Model name on the server.")
+@click.option(
+    "--version", "model_version", default=None, help="Model version [default: the server's]."
+)
+@click.option(
+    "--protocol",
+    type=click.Choice(["http", "grpc"]),
+    default=None,
+    help="[default: grpc for grpc:// URLs, else http]",
+)
+@click.option("--binary", is_flag=True, help="HTTP: binary tensors in and out instead of JSON.")
+@click.option(
+    "--concurrency",
+    default=None,
+    metavar="N[,N...]",
+    help="Requests in flight (closed loop), or the max outstanding with --rate "
+    "[default: 1,8,64; 64 with --rate].",
+)
+@click.option("--rate", default=None, metavar="R[,R...]", help="Open loop: requests/s.")
+@click.option("--duration", type=float, default=10.0, show_default=True, help="Seconds per row.")
+@click.option("--warmup", type=float, default=1.0, show_default=True, help="Seconds not recorded.")
+@click.option(
+    "--input",
+    "arrays_file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="A .npz whose arrays, named after the inputs, are sent as they are.",
+)
+@click.option("--shape", "shapes", multiple=True, metavar="NAME:DIMS", help="e.g. input:1,1,28,28.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document instead of a table.")
+def bench_command(
+    url: str,
+    model: str,
+    model_version: str | None,
+    protocol: str | None,
+    concurrency: str | None,
+    rate: str | None,
+    shapes: tuple[str, ...],
+    as_json: bool,
+    **options: Any,
+) -> None:
+    """Load-test MODEL on any Open Inference Protocol server at URL (see docs/bench.md)."""
+    import json
+
+    from shipyard.loadgen.bench import BenchPlan, run_bench
+    from shipyard.loadgen.inputs import parse_shapes
+    from shipyard.loadgen.report import bench_table, error_lines
+
+    def numbers(text: str, kind: type[int] | type[float], flag: str) -> tuple[Any, ...]:
+        try:
+            return tuple(kind(part) for part in text.split(","))
+        except ValueError:
+            _fail(f"{flag} {text!r}: expected comma-separated numbers, e.g. 1,8,64")
+            raise  # unreachable: _fail exits
+
+    rates = numbers(rate, float, "--rate") if rate else ()
+    levels = numbers(concurrency, int, "--concurrency") if concurrency else None
+    if protocol is None:
+        protocol = "grpc" if url.startswith("grpc://") else "http"
+    elif protocol == "http" and url.startswith("grpc://"):
+        _fail(f"{url} is a gRPC URL; pass --protocol grpc or an http:// URL")
+    status = Console(stderr=True, highlight=False)
+    try:
+        plan = BenchPlan(
+            url=url,
+            model=model,
+            version=model_version,
+            protocol=protocol,
+            concurrency=levels or ((64,) if rates else (1, 8, 64)),
+            rates=rates,
+            duration_s=options["duration"],
+            warmup_s=options["warmup"],
+            binary=options["binary"],
+            arrays_file=options["arrays_file"],
+            shapes=parse_shapes(shapes),
+        )
+        with status.status("connecting...") as spinner:
+            result = run_bench(plan, progress=lambda text: spinner.update(f"{text}..."))
+    except ShipyardError as exc:
+        _fail(exc.message)
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), indent=2))
+        return
+    console.print(bench_table(result))
+    for line in error_lines(result):
+        console.print(line, markup=False)
 
 
 def _run(coro: Any) -> None:

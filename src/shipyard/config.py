@@ -24,7 +24,10 @@ __all__ = [
     "DynamicBatchingConfig",
     "ModelConfig",
     "OnnxRuntimeConfig",
+    "PostprocessConfig",
+    "PreprocessConfig",
     "ServerConfig",
+    "StepConfig",
     "VersionPolicy",
     "parse_model_config",
 ]
@@ -34,6 +37,9 @@ __all__ = [
 DEFAULT_MAX_BATCH_SIZE = 32
 
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
+
+#: Values of model.toml's ``backend`` (``auto``: chosen from the version folder's model file).
+BACKENDS = ("auto", "onnxruntime", "tflite")
 
 GraphOptimizationLevel = Literal["disable", "basic", "extended", "all"]
 
@@ -87,11 +93,52 @@ class VersionPolicy:
 
 
 @dataclass(frozen=True, slots=True)
+class StepConfig:
+    """One processing step as written in model.toml: ``{op = "resize", size = [28, 28]}``.
+
+    Only the shape is checked here; :mod:`shipyard.processing` checks the op and its options
+    when the model loads.
+    """
+
+    op: str
+    #: The step's other keys, in file order (arrays become tuples, so the config stays frozen).
+    options: tuple[tuple[str, Any], ...] = ()
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """The option ``key``, or ``default`` when the step does not set it."""
+        return dict(self.options).get(key, default)
+
+
+@dataclass(frozen=True, slots=True)
+class PreprocessConfig:
+    """``[[preprocess]]``: turn the client-facing BYTES input ``input`` into model tensors."""
+
+    input: str
+    #: The model input the steps feed (``None`` for ``tokenize``, whose targets are named
+    #: ``input_ids``, ``attention_mask`` and ``token_type_ids``).
+    target: str | None
+    steps: tuple[StepConfig, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class PostprocessConfig:
+    """``[[postprocess]]``: transform the model output ``output`` before it is returned."""
+
+    output: str
+    steps: tuple[StepConfig, ...] = ()
+    #: A labels file (one label per line, relative to the model folder) for ``topk``, the
+    #: ``classification`` parameter and ``/predict``.
+    labels: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class ModelConfig:
     """A model's serving configuration, as read from ``model.toml`` (the tuner writes the same)."""
 
     name: str
-    backend: str = "onnxruntime"
+    #: ``onnxruntime``, ``tflite``, or ``auto`` (model.toml names none): ``tflite`` for a version
+    #: folder with model.tflite and no model.onnx, else ``onnxruntime``.
+    backend: str = "auto"
     #: Largest batch the model runs; 0 turns batching off (inputs then carry no batch dim
     #: of Shipyard's own). ``None``: inferred (dynamic dim 0 → DEFAULT_MAX_BATCH_SIZE, else 0).
     max_batch_size: int | None = None
@@ -103,6 +150,9 @@ class ModelConfig:
     #: Overrides of the signature read from the model file (full shapes, -1 for variable).
     inputs: tuple[TensorSpec, ...] = ()
     outputs: tuple[TensorSpec, ...] = ()
+    #: Pre- and post-processing run in the server around the model (docs/processing.md).
+    preprocess: tuple[PreprocessConfig, ...] = ()
+    postprocess: tuple[PostprocessConfig, ...] = ()
 
 
 def _check_keys(table: Mapping[str, Any], allowed: set[str], where: str) -> None:
@@ -148,6 +198,73 @@ def _tensor_specs(value: Any, where: str) -> tuple[TensorSpec, ...]:
     return tuple(specs)
 
 
+def _frozen(value: Any) -> Any:
+    if isinstance(value, list):
+        return tuple(_frozen(v) for v in value)
+    if isinstance(value, Mapping):
+        return tuple((k, _frozen(v)) for k, v in value.items())
+    return value
+
+
+def _steps(value: Any, where: str) -> tuple[StepConfig, ...]:
+    if not isinstance(value, list):
+        raise ConfigError(f'{where} must be an array of steps, e.g. [{{op = "softmax"}}]')
+    steps = []
+    for i, item in enumerate(value):
+        table = _table(item, f"{where}[{i}]")
+        op = table.get("op")
+        if not isinstance(op, str) or not op:
+            raise ConfigError(f"{where}[{i}] needs an 'op' string, e.g. op = \"resize\"")
+        options = tuple((k, _frozen(v)) for k, v in table.items() if k != "op")
+        steps.append(StepConfig(op, options))
+    return tuple(steps)
+
+
+def _name(table: Mapping[str, Any], key: str, where: str, required: bool = True) -> str | None:
+    value = table.get(key)
+    if value is None and not required:
+        return None
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{where}.{key} must be a non-empty string")
+    return value
+
+
+def _preprocess(value: Any) -> tuple[PreprocessConfig, ...]:
+    if not isinstance(value, list):
+        raise ConfigError("preprocess must be an array of tables ([[preprocess]])")
+    entries = []
+    for i, item in enumerate(value):
+        at = f"preprocess[{i}]"
+        table = _table(item, at)
+        _check_keys(table, {"input", "target", "steps"}, at)
+        entries.append(
+            PreprocessConfig(
+                input=str(_name(table, "input", at)),
+                target=_name(table, "target", at, required=False),
+                steps=_steps(table.get("steps", []), f"{at}.steps"),
+            )
+        )
+    return tuple(entries)
+
+
+def _postprocess(value: Any) -> tuple[PostprocessConfig, ...]:
+    if not isinstance(value, list):
+        raise ConfigError("postprocess must be an array of tables ([[postprocess]])")
+    entries = []
+    for i, item in enumerate(value):
+        at = f"postprocess[{i}]"
+        table = _table(item, at)
+        _check_keys(table, {"output", "steps", "labels"}, at)
+        entries.append(
+            PostprocessConfig(
+                output=str(_name(table, "output", at)),
+                steps=_steps(table.get("steps", []), f"{at}.steps"),
+                labels=_name(table, "labels", at, required=False),
+            )
+        )
+    return tuple(entries)
+
+
 def _batching(value: Any) -> DynamicBatchingConfig | None:
     if value is False:
         return None
@@ -159,17 +276,15 @@ def _batching(value: Any) -> DynamicBatchingConfig | None:
     enabled = table.get("enabled", True)
     if not isinstance(enabled, bool):
         raise ConfigError(f"dynamic_batching.enabled must be true or false, got {enabled!r}")
-    if not enabled:
-        return None
     preferred = table.get("preferred_batch_sizes", [])
     if not isinstance(preferred, list):
         raise ConfigError("dynamic_batching.preferred_batch_sizes must be an array of integers")
-    return DynamicBatchingConfig(
+    config = DynamicBatchingConfig(
         max_queue_delay_us=_int(
             table.get("max_queue_delay_us", 0), "dynamic_batching.max_queue_delay_us"
         ),
         preferred_batch_sizes=tuple(
-            sorted(_int(v, "dynamic_batching.preferred_batch_sizes[]", 1) for v in preferred)
+            sorted({_int(v, "dynamic_batching.preferred_batch_sizes[]", 1) for v in preferred})
         ),
         max_queue_size=_int(
             table.get("max_queue_size", 1024), "dynamic_batching.max_queue_size", 1
@@ -178,6 +293,8 @@ def _batching(value: Any) -> DynamicBatchingConfig | None:
             table.get("default_timeout_us", 0), "dynamic_batching.default_timeout_us"
         ),
     )
+    # Validated even when disabled, so turning batching back on never reveals a typo.
+    return config if enabled else None
 
 
 def _onnxruntime(value: Any) -> OnnxRuntimeConfig:
@@ -240,6 +357,8 @@ _TOP_LEVEL_KEYS = {
     "version_policy",
     "inputs",
     "outputs",
+    "preprocess",
+    "postprocess",
 }
 
 
@@ -251,9 +370,11 @@ def parse_model_config(name: str, table: Mapping[str, Any]) -> ModelConfig:
             f"model.toml: name {table['name']!r} differs from the folder name {name!r}; "
             "remove the key or rename the folder"
         )
-    backend = table.get("backend", "onnxruntime")
-    if backend != "onnxruntime":
-        raise ConfigError(f"model.toml: unknown backend {backend!r}; available: onnxruntime")
+    backend = table.get("backend", "auto")
+    if backend not in BACKENDS:
+        raise ConfigError(
+            f"model.toml: unknown backend {backend!r}; available: {', '.join(BACKENDS)}"
+        )
     max_batch = table.get("max_batch_size")
     return ModelConfig(
         name=name,
@@ -265,6 +386,8 @@ def parse_model_config(name: str, table: Mapping[str, Any]) -> ModelConfig:
         version_policy=_version_policy(table.get("version_policy", {"latest": 1})),
         inputs=_tensor_specs(table.get("inputs", []), "inputs"),
         outputs=_tensor_specs(table.get("outputs", []), "outputs"),
+        preprocess=_preprocess(table.get("preprocess", [])),
+        postprocess=_postprocess(table.get("postprocess", [])),
     )
 
 

@@ -17,6 +17,7 @@ the client: they name the model and the tensor concerned and never contain a tra
      ├── ConversionError              INVALID_ARGUMENT   ``shipyard convert`` failed at a named step
      │    └── ParityError                                converted outputs differ from the source's
      ├── UnsupportedError             UNIMPLEMENTED      a feature Shipyard does not implement
+     ├── LoadGeneratorError           UNAVAILABLE        bench cannot reach a server or model
      └── InternalError                INTERNAL           a genuine server fault
 """
 
@@ -31,6 +32,7 @@ __all__ = [
     "ErrorCode",
     "InternalError",
     "InvalidInputError",
+    "LoadGeneratorError",
     "ModelLoadError",
     "ModelNotReadyError",
     "NotFoundError",
@@ -156,6 +158,12 @@ class UnsupportedError(ShipyardError):
     """The request asks for something Shipyard does not implement."""
 
     code = ErrorCode.UNIMPLEMENTED
+
+
+class LoadGeneratorError(ShipyardError):
+    """The load generator cannot reach the server, find the model or build its request."""
+
+    code = ErrorCode.UNAVAILABLE
 
 
 class InternalError(ShipyardError):

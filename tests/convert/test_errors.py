@@ -87,13 +87,33 @@ def test_torch_source_needs_input_signature(cnn_module: Path, repo: Path) -> Non
 
 
 @pytest.mark.parametrize(
-    "extra", [["--framework", "keras"], ["--framework", "tensorflow"], ["--to", "tflite"]]
+    ("extra", "message"),
+    [
+        (["--framework", "keras"], "is a PyTorch module factory, not a Keras model"),
+        (["--framework", "tensorflow"], "is a PyTorch module factory, not a TensorFlow model"),
+        (["--to", "tflite"], "PyTorch to TFLite is not available"),
+        (["--quantize", "int8"], "--quantize int8 applies to --to tflite only"),
+    ],
 )
-def test_not_implemented_targets(cnn_module: Path, repo: Path, extra: list[str]) -> None:
-    """Keras, TensorFlow and TFLite say "not implemented yet" in one line, exit code 2."""
-    result = run_cli(f"{cnn_module}:make", "--name", "m", "--repo", repo, *extra)
+def test_refused_framework_or_target(
+    cnn_module: Path, repo: Path, extra: list[str], message: str
+) -> None:
+    """A wrong --framework, PyTorch to TFLite and int8 for ONNX fail in one line, exit 2."""
+    result = run_cli(
+        f"{cnn_module}:make", "--name", "m", "--repo", repo, "--input", "x:FP32:-1,1,28,28", *extra
+    )
     assert result.exit_code == 2
-    assert "not implemented yet" in result.output
+    assert message in result.output
+    _assert_clean_failure(result.output, repo)
+
+
+def test_onnx_to_tflite_is_refused(tmp_path: Path, repo: Path) -> None:
+    """--to tflite from an ONNX source says it is not available and suggests ONNX."""
+    path = tmp_path / "m.onnx"
+    path.write_bytes(cnn_model().SerializeToString())
+    result = run_cli(path, "--name", "m", "--repo", repo, "--to", "tflite")
+    assert result.exit_code == 2
+    assert "--to tflite is not available for ONNX sources" in result.output
     _assert_clean_failure(result.output, repo)
 
 

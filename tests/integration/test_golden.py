@@ -144,7 +144,13 @@ def test_server_metadata_lists_the_implemented_extensions(transport: str, client
     assert metadata["name"] == "shipyard"
     assert metadata["version"]
     assert sorted(metadata["extensions"]) == sorted(
-        ["binary_tensor_data", "model_repository", "statistics", "model_configuration"]
+        [
+            "binary_tensor_data",
+            "model_repository",
+            "statistics",
+            "model_configuration",
+            "classification",
+        ]
     )
 
 

@@ -405,12 +405,12 @@ JSON_CASES = [
         "simple",
         body(
             inputs=simple_inputs(),
-            outputs=[{"name": "OUTPUT0", "parameters": {"classification": 2}}],
+            outputs=[{"name": "OUTPUT0", "parameters": {"classification": 0}}],
         ),
         {},
-        501,
+        400,
         ["simple", "OUTPUT0", "classification"],
-        id="classification-unsupported",
+        id="classification-not-positive",
     ),
     pytest.param(
         "simple",

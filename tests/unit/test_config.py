@@ -176,7 +176,7 @@ def test_scalar_tensor_override() -> None:
 BAD_MODEL_TOML = [
     ("colour = 1", r"model.toml: unknown key\(s\) colour; allowed: backend,"),
     ('name = "other"', "name 'other' differs from the folder name 'resnet'"),
-    ('backend = "tensorrt"', "unknown backend 'tensorrt'; available: onnxruntime"),
+    ('backend = "tensorrt"', "unknown backend 'tensorrt'; available: auto, onnxruntime, tflite"),
     ("max_batch_size = -1", r"max_batch_size must be an integer >= 0, got -1"),
     ("max_batch_size = 1.5", r"max_batch_size must be an integer >= 0, got 1.5"),
     ("max_batch_size = true", r"max_batch_size must be an integer >= 0, got True"),
@@ -185,6 +185,10 @@ BAD_MODEL_TOML = [
     ("dynamic_batching = 3", "dynamic_batching must be a table, got 3"),
     ("[dynamic_batching]\nmax_delay = 1", r"dynamic_batching: unknown key\(s\) max_delay"),
     ('[dynamic_batching]\nenabled = "no"', "dynamic_batching.enabled must be true or false"),
+    (
+        "[dynamic_batching]\nenabled = false\nmax_queue_size = 0",
+        "max_queue_size must be an integer >= 1, got 0",
+    ),
     ("[dynamic_batching]\nmax_queue_delay_us = -5", "max_queue_delay_us must be an integer >= 0"),
     ("[dynamic_batching]\nmax_queue_size = 0", "max_queue_size must be an integer >= 1, got 0"),
     ("[dynamic_batching]\ndefault_timeout_us = 0.5", "default_timeout_us must be an integer >= 0"),
@@ -409,3 +413,10 @@ def test_resolve_bad_flag() -> None:
 def test_log_level_is_case_insensitive() -> None:
     """Log levels are accepted in any case."""
     assert ServerConfig.resolve(env={"SHIPYARD_LOG_LEVEL": "DEBUG"}).log_level.lower() == "debug"
+
+
+def test_preferred_batch_sizes_are_sorted_and_deduplicated() -> None:
+    """[8, 4, 8] becomes (4, 8): the batcher compares totals against a set of sizes."""
+    config = parse_model_config("m", {"dynamic_batching": {"preferred_batch_sizes": [8, 4, 8]}})
+    assert config.dynamic_batching is not None
+    assert config.dynamic_batching.preferred_batch_sizes == (4, 8)

@@ -12,6 +12,7 @@ from shipyard.errors import (
     ErrorCode,
     InternalError,
     InvalidInputError,
+    LoadGeneratorError,
     ModelLoadError,
     ModelNotReadyError,
     NotFoundError,
@@ -37,6 +38,7 @@ _CODES: dict[type[ShipyardError], ErrorCode] = {
     ConversionError: ErrorCode.INVALID_ARGUMENT,
     ParityError: ErrorCode.INVALID_ARGUMENT,
     UnsupportedError: ErrorCode.UNIMPLEMENTED,
+    LoadGeneratorError: ErrorCode.UNAVAILABLE,
     InternalError: ErrorCode.INTERNAL,
 }
 
@@ -57,6 +59,7 @@ _PARENTS: dict[type[ShipyardError], type[Exception]] = {
     ConversionError: ShipyardError,
     ParityError: ConversionError,
     UnsupportedError: ShipyardError,
+    LoadGeneratorError: ShipyardError,
     InternalError: ShipyardError,
 }
 

@@ -50,12 +50,16 @@ def test_bytes_is_type_string() -> None:
 def test_header_fields() -> None:
     """Name, platform, backend and instance group describe the served model."""
     body = triton_model_config(
-        ModelConfig(name="m", max_batch_size=0, instance_count=3), INPUTS, OUTPUTS
+        ModelConfig(name="m", backend="onnxruntime", max_batch_size=0, instance_count=3),
+        INPUTS,
+        OUTPUTS,
     )
     assert body["name"] == "m"
     assert body["platform"] == "onnxruntime_onnx"
     assert body["backend"] == "onnxruntime"
     assert body["instance_group"] == [{"name": "m", "kind": "KIND_CPU", "count": 3}]
+    lite = triton_model_config(ModelConfig(name="m", backend="tflite"), INPUTS, OUTPUTS)
+    assert (lite["platform"], lite["backend"]) == ("tensorflow_lite", "tflite")
 
 
 def test_dynamic_batching_section() -> None:

@@ -491,3 +491,38 @@ def test_override_that_does_not_fit_the_model(
 def test_model_state_names_are_tritons() -> None:
     """Index states use Triton's names."""
     assert [s.value for s in ModelState] == ["READY", "LOADING", "UNLOADING", "UNAVAILABLE"]
+
+
+def test_preferred_batch_sizes_over_max_batch_size_fail_the_load(repository: Path) -> None:
+    """A preferred batch size no batch can reach is a load error naming both settings."""
+    config = "max_batch_size = 4\n[dynamic_batching]\npreferred_batch_sizes = [2, 8]\n"
+    write_model(repository, "m", identity_model(), config=config)
+
+    async def body() -> None:
+        registry = await loaded(repository)
+        (row,) = rows_of(registry, "m")
+        assert row["state"] == "UNAVAILABLE"
+        assert "preferred_batch_sizes [8] exceed max_batch_size 4" in row["reason"]
+
+    arun(body())
+
+
+def test_index_forgets_an_unloaded_model_whose_folder_is_gone(repository: Path) -> None:
+    """After unload and deleting its folder, a model leaves the index; others stay."""
+    write_model(repository, "gone", identity_model())
+    write_model(repository, "kept", identity_model())
+
+    async def body() -> None:
+        registry = await loaded(repository)
+        await registry.unload("gone")
+        await registry.unload("kept")
+        for path in sorted((repository / "gone").rglob("*"), reverse=True):
+            path.unlink() if path.is_file() else path.rmdir()
+        (repository / "gone").rmdir()
+        assert rows_of(registry, "gone") == []
+        assert rows_of(registry, "kept") == [
+            {"name": "kept", "state": "UNAVAILABLE", "reason": "unloaded"}
+        ]
+        await registry.close()
+
+    arun(body())

@@ -236,15 +236,27 @@ def test_duplicate_requested_output(models: Path) -> None:
     invalid(models, request, "output 'OUTPUT0' is requested twice")
 
 
-def test_classification_parameter_is_unsupported(models: Path) -> None:
-    """The classification extension is not implemented and says so (501)."""
+def test_classification_parameter_returns_top_n_strings(models: Path) -> None:
+    """The classification parameter turns an output into Triton's "value:index" strings."""
 
     async def body(service: InferenceService) -> None:
-        output = RequestedOutput("OUTPUT0", {"classification": 3})
-        with pytest.raises(UnsupportedError, match="'classification' parameter"):
-            await service.infer(simple_request(outputs=[output]))
+        output = RequestedOutput("OUTPUT0", {"classification": 2})
+        response = await service.infer(simple_request(outputs=[output]))
+        (tensor,) = response.outputs
+        assert tensor.datatype.value == "BYTES"
+        assert tensor.shape == (1, 2)
+        value, index = tensor.data[0, 0].decode().split(":")
+        assert float(value) == max(float(v.decode().split(":")[0]) for v in tensor.data[0])
+        assert 0 <= int(index) < 16
 
     with_service(models, body)
+
+
+@pytest.mark.parametrize("count", [0, -1, "3", True, 1.5])
+def test_bad_classification_parameter(models: Path, count: Any) -> None:
+    """A classification count that is not an integer >= 1 is refused with 400."""
+    output = RequestedOutput("OUTPUT0", {"classification": count})
+    invalid(models, simple_request(outputs=[output]), "'classification' must be an integer >= 1")
 
 
 @pytest.mark.parametrize("timeout", [-1, 1.5, "100", True, None])
@@ -295,6 +307,7 @@ def test_server_metadata(models: Path) -> None:
             "model_repository",
             "statistics",
             "model_configuration",
+            "classification",
         }
 
     with_service(models, body)

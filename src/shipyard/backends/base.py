@@ -12,10 +12,10 @@ from shipyard.config import ModelConfig
 from shipyard.errors import ModelLoadError
 from shipyard.types import TensorSpec
 
-__all__ = ["MODEL_FILENAMES", "Backend", "load_backend"]
+__all__ = ["MODEL_FILENAMES", "Backend", "load_backend", "resolve_backend"]
 
 #: The file each backend looks for inside a version folder.
-MODEL_FILENAMES = {"onnxruntime": "model.onnx"}
+MODEL_FILENAMES = {"onnxruntime": "model.onnx", "tflite": "model.tflite"}
 
 
 class Backend(Protocol):
@@ -37,20 +37,36 @@ class Backend(Protocol):
         ...
 
 
+def resolve_backend(version_dir: Path, config: ModelConfig) -> str:
+    """The backend that serves ``version_dir``: the one ``config`` names, or, for ``auto``
+    (model.toml names none), ``tflite`` when the folder holds model.tflite and no model.onnx,
+    else ``onnxruntime``."""
+    if config.backend != "auto":
+        return config.backend
+    if not (version_dir / "model.onnx").exists() and (version_dir / "model.tflite").is_file():
+        return "tflite"
+    return "onnxruntime"
+
+
 def load_backend(version_dir: Path, config: ModelConfig) -> Backend:
     """Load the model file in ``version_dir`` with the backend named by ``config``.
 
     Blocking (reads and compiles the model): call it off the event loop.
     """
-    filename = MODEL_FILENAMES.get(config.backend)
+    backend = resolve_backend(version_dir, config)
+    filename = MODEL_FILENAMES.get(backend)
     if filename is None:
-        raise ModelLoadError(f"unknown backend {config.backend!r}")
+        raise ModelLoadError(f"unknown backend {backend!r}")
     path = version_dir / filename
     if not path.is_file():
         raise ModelLoadError(
             f"no {filename} in {version_dir} "
-            f"(the {config.backend} backend expects <repo>/<name>/<version>/{filename})"
+            f"(the {backend} backend expects <repo>/<name>/<version>/{filename})"
         )
+    if backend == "tflite":
+        from shipyard.backends.tflite import TfliteBackend
+
+        return TfliteBackend(path, config)
     from shipyard.backends.onnxruntime import OnnxRuntimeBackend
 
     return OnnxRuntimeBackend(path, config)

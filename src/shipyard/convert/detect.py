@@ -7,7 +7,7 @@ Recognised sources:
 - ``model.pt`` / ``.pth`` / ``.ts``      PyTorch TorchScript (a zip archive with ``code/``)
 - ``module.py:factory``                  PyTorch: a callable returning an ``nn.Module``
 - ``model.pkl`` / ``.joblib`` / ``.pickle``  scikit-learn (a pickle; needs ``--trust-pickle``)
-- ``model.keras`` / ``.h5``, a SavedModel folder   Keras / TensorFlow (not implemented yet)
+- ``model.keras`` / ``.h5``, a SavedModel folder   Keras / TensorFlow
 
 ``--framework`` overrides the guess, but a source that is recognisably another framework's
 (an ONNX file given with ``--framework torch``) is refused rather than misread.

@@ -9,6 +9,8 @@ from rich.table import Table
 
 __all__ = ["print_report"]
 
+_RUNTIMES = {"onnx": "ONNX Runtime", "tflite": "LiteRT"}
+
 
 def _number(value: float | None) -> str:
     return "-" if value is None else f"{value:.3g}"
@@ -20,8 +22,10 @@ def print_report(console: Console, report: dict[str, Any]) -> None:
     tol = parity["tolerances"]
     table = Table(
         title=(
-            f"Parity: {report['framework']} vs ONNX Runtime on {parity['inputs_from']}"
-            f" inputs (batch {parity['batch']}; atol {tol['atol']:g}, rtol {tol['rtol']:g})"
+            f"Parity: {report['framework']} vs {_RUNTIMES.get(str(report.get('target')), '?')}"
+            f" on {parity['inputs_from']}"
+            f" inputs (batch {parity['batch']}; atol {tol['atol']:g}"
+            f"{' x range' if tol.get('range_relative') else ''}, rtol {tol['rtol']:g})"
         ),
         title_justify="left",
     )

@@ -24,7 +24,14 @@ from shipyard.convert.signature import example_shape
 from shipyard.errors import ConversionError
 from shipyard.types import DataType, TensorSpec
 
-__all__ = ["RANDOM_BATCH", "Tolerances", "check_parity", "load_sample", "random_inputs"]
+__all__ = [
+    "INT8_TOLERANCES",
+    "RANDOM_BATCH",
+    "Tolerances",
+    "check_parity",
+    "load_sample",
+    "random_inputs",
+]
 
 RANDOM_BATCH = 8
 _REL_FLOOR = 1e-6
@@ -36,6 +43,14 @@ class Tolerances:
 
     atol: float = 1e-4
     rtol: float = 1e-3
+    #: Scale ``atol`` by each output's largest magnitude (at least 1): quantization errors
+    #: grow with the range an output spans.
+    range_relative: bool = False
+
+
+#: Defaults for int8-quantized TFLite models (``--quantize int8``): an error of up to 5% of
+#: each output's range (largest magnitude, at least 1) per element.
+INT8_TOLERANCES = Tolerances(atol=0.05, rtol=0.05, range_relative=True)
 
 
 def random_inputs(
@@ -121,7 +136,10 @@ def _compare(
         if converted.size:
             row["max_abs_error"] = float(diff.max())
             row["max_rel_error"] = float((diff / np.maximum(np.abs(ref), _REL_FLOOR)).max())
-        bad = ~(diff <= tol.atol + tol.rtol * np.abs(ref))
+        atol = tol.atol
+        if tol.range_relative and ref.size:
+            atol *= max(1.0, float(np.abs(ref).max()))
+        bad = ~(diff <= atol + tol.rtol * np.abs(ref))
         row["mismatched"] = int(np.count_nonzero(bad))
         if converted.ndim == 2 and converted.shape[1] > 1 and converted.shape[0] > 0:
             same = np.argmax(ref, axis=1) == np.argmax(got, axis=1)
@@ -181,7 +199,11 @@ def check_parity(
     return {
         "inputs_from": str(sample) if sample is not None else f"random (seed {seed})",
         "batch": _batch(feed),
-        "tolerances": {"atol": tolerances.atol, "rtol": tolerances.rtol},
+        "tolerances": {
+            "atol": tolerances.atol,
+            "rtol": tolerances.rtol,
+            "range_relative": tolerances.range_relative,
+        },
         "outputs": rows,
         "passed": all(row["passed"] for row in rows),
     }

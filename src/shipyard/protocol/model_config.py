@@ -13,7 +13,7 @@ from shipyard.types import TensorSpec
 
 __all__ = ["triton_model_config"]
 
-_PLATFORMS = {"onnxruntime": "onnxruntime_onnx"}
+_PLATFORMS = {"onnxruntime": "onnxruntime_onnx", "tflite": "tensorflow_lite"}
 
 
 def _tensor(spec: TensorSpec, batched: bool) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from shipyard.backends.base import Backend, load_backend
+from shipyard.backends.base import Backend, load_backend, resolve_backend
 from shipyard.batching.batcher import DynamicBatcher
 from shipyard.config import DEFAULT_MAX_BATCH_SIZE, ModelConfig
 from shipyard.errors import (
@@ -25,6 +25,7 @@ from shipyard.errors import (
     NotFoundError,
     ShipyardError,
 )
+from shipyard.processing import Pipeline, build_pipeline
 from shipyard.repository.layout import ModelSource, find_model, scan_repository
 from shipyard.stats import ModelStats
 from shipyard.types import TensorSpec
@@ -55,6 +56,8 @@ class ServedVersion:
     outputs: tuple[TensorSpec, ...]
     batcher: DynamicBatcher
     stats: ModelStats
+    #: Pre- and post-processing around the model (``None``: the model has none).
+    pipeline: Pipeline | None = None
 
     @property
     def max_batch_size(self) -> int:
@@ -152,7 +155,8 @@ class ModelRegistry:
                     }
                     for v in sorted(entry.versions)
                 )
-            elif not ready_only:
+            elif not ready_only and (name in on_disk or entry.state is not ModelState.UNAVAILABLE):
+                # An unavailable model whose folder is gone is no longer in the repository.
                 rows.append({"name": name, "state": entry.state.value, "reason": entry.reason})
         if ready_only:
             rows = [row for row in rows if row["state"] == ModelState.READY.value]
@@ -265,6 +269,8 @@ class ModelRegistry:
         self, source: ModelSource, version: int, config: ModelConfig
     ) -> ServedVersion:
         instances: list[Backend] = []
+        backend = resolve_backend(source.version_dir(version), config)  # "auto" → the real one
+        config = dataclasses.replace(config, backend=backend)
         try:
             for _ in range(config.instance_count):
                 instances.append(load_backend(source.version_dir(version), config))
@@ -272,6 +278,7 @@ class ModelRegistry:
             inputs = _apply_overrides(config.name, "input", first.inputs, config.inputs)
             outputs = _apply_overrides(config.name, "output", first.outputs, config.outputs)
             resolved = _resolve_batching(config, inputs, outputs)
+            pipeline = build_pipeline(resolved, source.path, inputs, outputs)
         except BaseException:
             for instance in instances:
                 instance.close()
@@ -285,7 +292,15 @@ class ModelRegistry:
             stats,
         )
         return ServedVersion(
-            config.name, version, resolved, first.platform, inputs, outputs, batcher, stats
+            config.name,
+            version,
+            resolved,
+            first.platform,
+            inputs,
+            outputs,
+            batcher,
+            stats,
+            pipeline,
         )
 
 
@@ -334,5 +349,12 @@ def _resolve_batching(
             f"max_batch_size = {max_batch} needs a variable first dimension on every input "
             f"and output, but {', '.join(fixed) or 'a scalar input'} has a fixed one; "
             "set max_batch_size = 0"
+        )
+    batching = config.dynamic_batching
+    too_big = [b for b in (batching.preferred_batch_sizes if batching else ()) if b > max_batch]
+    if max_batch > 0 and too_big:
+        raise ConfigError(
+            f"dynamic_batching.preferred_batch_sizes {too_big} exceed max_batch_size "
+            f"{max_batch}; no batch can reach them"
         )
     return dataclasses.replace(config, max_batch_size=max_batch)

@@ -136,6 +136,18 @@ class _Endpoints:
             headers={"Inference-Header-Content-Length": str(json_length)},
         )
 
+    async def predict(self, request: Request) -> Response:
+        name, version = _model(request)
+        top_k = request.query_params.get("top_k")
+        if top_k is not None and not top_k.isdigit():
+            raise InvalidInputError(f"top_k must be an integer >= 1, got {top_k!r}")
+        body = await self.body(request)
+        content_type = request.headers.get("content-type", "")
+        answer = await self.service.predict(
+            name, version, body, content_type, None if top_k is None else int(top_k)
+        )
+        return _json(answer)
+
     async def repository_index(self, request: Request) -> Response:
         body = await self.json_body(request)
         ready = body.get("ready", False)
@@ -209,6 +221,7 @@ def create_http_app(
     version = "/v2/models/{name}/versions/{version}"
     # Starlette tries routes in order: the hot path first (no other route matches its paths).
     routes = [Route(f"{prefix}/infer", e.infer, methods=["POST"]) for prefix in (model, version)]
+    routes += [Route(f"{p}/predict", e.predict, methods=["POST"]) for p in (model, version)]
     routes += [
         Route("/v2/health/live", e.live, methods=["GET"]),
         Route("/v2/health/ready", e.ready, methods=["GET"]),

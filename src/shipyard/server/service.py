@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
 import numpy.typing as npt
 
 from shipyard import __version__
@@ -20,10 +21,13 @@ from shipyard.errors import (
     UnavailableError,
     UnsupportedError,
 )
+from shipyard.processing.image import ImageChain
+from shipyard.processing.outputs import check_classification, classify
+from shipyard.processing.predict import InputKind, decode_instances, predictions
 from shipyard.protocol.model_config import triton_model_config
 from shipyard.repository.layout import check_model_name
 from shipyard.repository.registry import ModelRegistry, ServedVersion
-from shipyard.types import InferRequest, InferResponse, ModelMetadata, Tensor
+from shipyard.types import DataType, InferRequest, InferResponse, ModelMetadata, Tensor, TensorSpec
 
 __all__ = ["EXTENSIONS", "InferenceService"]
 
@@ -33,6 +37,7 @@ EXTENSIONS = (
     "model_repository",
     "statistics",
     "model_configuration",
+    "classification",
 )
 
 
@@ -74,7 +79,8 @@ class InferenceService:
         """The ``$metadata_model_response`` of a loaded model (version)."""
         served = self.registry.get(name, version)
         versions = tuple(str(v.version) for v in self.registry.versions(name))
-        return ModelMetadata(name, versions, served.platform, served.inputs, served.outputs)
+        inputs, outputs = _signature(served)
+        return ModelMetadata(name, versions, served.platform, inputs, outputs)
 
     def model_config(self, name: str, version: str | None = None) -> dict[str, Any]:
         """Triton's JSON model configuration of a loaded model (version)."""
@@ -84,27 +90,104 @@ class InferenceService:
     # -- inference ------------------------------------------------------------------------
 
     async def infer(self, request: InferRequest) -> InferResponse:
-        """Validate ``request``, run it through the model's batcher, return the outputs."""
+        """Validate ``request``, run it through the model's batcher, return the outputs.
+
+        A model with processing takes and returns its client-facing tensors: pre-processing
+        runs before the request is queued (so processed requests batch together), and
+        post-processing after the batch returns.
+        """
         if self._draining:
             raise UnavailableError("server is shutting down; send the request elsewhere")
         served = self.registry.get(request.model_name, request.model_version)
-        arrays = self._validate_inputs(served, request.inputs)
-        wanted = self._validate_outputs(served, request)
+        inputs, outputs = _signature(served)
+        arrays = self._validate_inputs(served, request.inputs, inputs)
+        wanted = self._validate_outputs(served, request, outputs)
         timeout_us = _timeout_us(served, request.parameters)
-        results = await served.batcher.submit(arrays, wanted, timeout_us)
-        by_name = {spec.name: spec for spec in served.outputs}
+        pipeline = served.pipeline
+        if pipeline is None:
+            results = await served.batcher.submit(arrays, wanted, timeout_us)
+        else:
+            model_arrays = await pipeline.preprocess(arrays)
+            tensors = [Tensor(n, DataType.from_numpy(a.dtype), a) for n, a in model_arrays.items()]
+            model_arrays = self._validate_inputs(served, tensors, served.inputs)
+            raw = await served.batcher.submit(
+                model_arrays, pipeline.model_outputs(wanted), timeout_us
+            )
+            results = pipeline.postprocess(raw, model_arrays, wanted)
+        by_name = {spec.name: spec for spec in outputs}
+        tensors = [Tensor(n, by_name[n].datatype, results[n]) for n in wanted]
+        for output in request.outputs or ():
+            count = output.parameters.get("classification")
+            if count is not None:
+                self._classify(served, tensors, output.name, count)
         return InferResponse(
             model_name=served.name,
             model_version=str(served.version),
             id=request.id,
-            outputs=[Tensor(n, by_name[n].datatype, results[n]) for n in wanted],
+            outputs=tensors,
         )
 
+    def _classify(
+        self, served: ServedVersion, tensors: list[Tensor], name: str, count: Any
+    ) -> None:
+        """Replace output ``name`` by Triton's top-``count`` "value:index[:label]" strings."""
+        index = next(i for i, t in enumerate(tensors) if t.name == name)
+        labels = served.pipeline.labels(name) if served.pipeline is not None else None
+        data = classify(
+            f"{served.name}: {name}",
+            tensors[index].data,
+            count,
+            labels,
+            served.max_batch_size > 0,
+        )
+        tensors[index] = Tensor(name, DataType.BYTES, data, tensors[index].parameters)
+
+    async def predict(
+        self,
+        name: str,
+        version: str | None,
+        body: bytes,
+        content_type: str,
+        top_k: int | None = None,
+    ) -> dict[str, Any]:
+        """The ``/predict`` route: an image, text or JSON body in, labelled JSON out."""
+        served = self.registry.get(name, version)
+        where = f"model {served.name!r}"
+        inputs, _ = _signature(served)
+        if len(inputs) != 1 or inputs[0].datatype is not DataType.BYTES:
+            raise InvalidInputError(
+                f"{where} takes {', '.join(f'{s.name} {s.datatype}' for s in inputs)}; "
+                "predict needs one processed image or text input ([[preprocess]] in its "
+                "model.toml, see docs/processing.md); use /infer instead"
+            )
+        if top_k is not None and top_k < 1:
+            raise InvalidInputError(f"{where}: top_k must be an integer >= 1, got {top_k}")
+        spec = inputs[0]
+        chain = served.pipeline.pre.get(spec.name) if served.pipeline is not None else None
+        kind: InputKind = (
+            "bytes" if chain is None else "image" if isinstance(chain, ImageChain) else "text"
+        )
+        instances = decode_instances(body, content_type, kind, where)
+        data = np.empty(len(instances), dtype=object)
+        data[:] = instances
+        if spec.shape and len(spec.shape) != 1:
+            raise InvalidInputError(f"{where}: input {spec.name!r} is not one element per row")
+        request = InferRequest(
+            served.name, [Tensor(spec.name, DataType.BYTES, data)], str(served.version)
+        )
+        response = await self.infer(request)
+        outputs = {t.name: t.data for t in response.outputs}
+        return {
+            "model_name": response.model_name,
+            "model_version": response.model_version,
+            "predictions": predictions(served.pipeline, outputs, top_k),
+        }
+
     def _validate_inputs(
-        self, served: ServedVersion, inputs: list[Tensor]
+        self, served: ServedVersion, inputs: list[Tensor], signature: tuple[TensorSpec, ...]
     ) -> dict[str, npt.NDArray[Any]]:
         where = f"model {served.name!r}"
-        specs = {spec.name: spec for spec in served.inputs}
+        specs = {spec.name: spec for spec in signature}
         arrays: dict[str, npt.NDArray[Any]] = {}
         for tensor in inputs:
             spec = specs.get(tensor.name)
@@ -149,8 +232,10 @@ class InferenceService:
                 )
         return arrays
 
-    def _validate_outputs(self, served: ServedVersion, request: InferRequest) -> list[str]:
-        names = [spec.name for spec in served.outputs]
+    def _validate_outputs(
+        self, served: ServedVersion, request: InferRequest, signature: tuple[TensorSpec, ...]
+    ) -> list[str]:
+        names = [spec.name for spec in signature]
         if request.outputs is None:
             return names
         wanted: list[str] = []
@@ -164,11 +249,10 @@ class InferenceService:
                 raise InvalidInputError(
                     f"model {served.name!r}: output {output.name!r} is requested twice"
                 )
-            if "classification" in output.parameters:
-                raise UnsupportedError(
-                    f"model {served.name!r}, output {output.name!r}: the 'classification' "
-                    "parameter is not supported yet"
-                )
+            count = output.parameters.get("classification")
+            if count is not None:
+                datatype = next(spec.datatype for spec in signature if spec.name == output.name)
+                check_classification(f"{served.name}: {output.name}", count, datatype)
             wanted.append(output.name)
         return wanted
 
@@ -201,6 +285,13 @@ class InferenceService:
                 raise NotFoundError(f"unknown model {name!r}")
             served = self.registry.versions(name)
         return {"model_stats": [v.stats.to_dict() for v in served]}
+
+
+def _signature(served: ServedVersion) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
+    """The inputs and outputs clients see: the pipeline's when the model has processing."""
+    if served.pipeline is not None:
+        return served.pipeline.inputs, served.pipeline.outputs
+    return served.inputs, served.outputs
 
 
 def _timeout_us(served: ServedVersion, parameters: Mapping[str, Any]) -> int:

@@ -1,0 +1,204 @@
+"""Drive a transport in a closed or an open loop for one measurement window.
+
+A *slot* carries one request at a time: a keep-alive connection over HTTP, a lane of calls on
+a shared channel over gRPC. The :class:`Driver` decides what a slot does when its response is
+complete, with no coroutine, future or allocation of its own per request:
+
+* **closed loop** (``rate`` is ``None``): ``concurrency`` slots, each sends its next request as
+  soon as its response is complete. Throughput is what the server sustains at that
+  concurrency; latency is measured from the actual send.
+* **open loop** (``rate`` R req/s): requests are scheduled at fixed intervals, whatever the
+  server does, on at most ``concurrency`` slots (the max outstanding limit). A scheduled
+  request that finds every slot busy waits in a backlog and its latency is still measured from
+  its *scheduled* time, so a stalling server shows in the percentiles (no coordinated
+  omission). The schedule is bounded: ``rate * (warmup + duration)`` requests, and whatever has
+  not gone out when the window closes is reported as ``missed``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import math
+import time
+from collections.abc import Coroutine, Sequence
+from typing import Any, Protocol, TypeVar
+
+from shipyard.errors import LoadGeneratorError
+from shipyard.loadgen.stats import Recorder, Summary
+
+__all__ = ["Driver", "Slot", "Transport", "measure", "run", "run_loop"]
+
+#: How long requests still in flight when the window closes get to finish.
+DRAIN_S = 10.0
+clock = time.perf_counter_ns
+_T = TypeVar("_T")
+
+
+class Slot(Protocol):
+    """Something that carries one request at a time and reports to its driver."""
+
+    def send(self, intended_ns: int) -> None:
+        """Send the request now; its latency counts from ``intended_ns``."""
+
+    def close(self) -> None:
+        """Close the slot (a connection is closed, a call in flight cancelled)."""
+
+
+class Transport(Protocol):
+    """Opens slots to one server, all sending the same pre-encoded request."""
+
+    async def open(self, count: int, driver: Driver) -> Sequence[Slot]:
+        """Open ``count`` slots reporting to ``driver``; raise LoadGeneratorError if unreachable."""
+
+    async def aclose(self) -> None:
+        """Release what :meth:`open` made (channels, connections)."""
+
+
+class Driver:
+    """Decides what each slot does next; the hot path is :meth:`completed`."""
+
+    def __init__(self, recorder: Recorder, closed_loop: bool) -> None:
+        self.recorder = recorder
+        self.closed_loop = closed_loop
+        self.running = True
+        self.in_flight = 0
+        self.idle: list[Slot] = []
+        self.backlog: collections.deque[int] = collections.deque()
+        self.drained: asyncio.Future[None] | None = None
+
+    def start(self, slot: Slot, intended_ns: int) -> None:
+        """Send on an idle ``slot`` (used to begin a loop and by the open-loop schedule)."""
+        self.in_flight += 1
+        slot.send(intended_ns)
+
+    def completed(
+        self, intended_ns: int, done_ns: int, status: str, detail: str = ""
+    ) -> int | None:
+        """Record a response; return when the slot's next request is due, or ``None`` to stop.
+
+        A slot given ``None`` is parked: in the open loop it joins :attr:`idle` (the caller
+        appends itself), after the window it stays quiet.
+        """
+        self.recorder.record(intended_ns, done_ns, status, detail)
+        if self.running and done_ns < self.recorder.end_ns:
+            if self.closed_loop:
+                return done_ns
+            if self.backlog:
+                return self.backlog.popleft()
+        self.in_flight -= 1
+        if self.in_flight == 0 and not self.running and self.drained and not self.drained.done():
+            self.drained.set_result(None)
+        return None
+
+    def park(self, slot: Slot) -> None:
+        """An open-loop slot with nothing to send waits here for the schedule."""
+        if self.running and not self.closed_loop:
+            self.idle.append(slot)
+
+    def dispatch(self, intended_ns: int) -> None:
+        """Open loop: send a scheduled request on an idle slot, or queue it in the backlog."""
+        if self.idle:
+            self.start(self.idle.pop(), intended_ns)
+        else:
+            self.backlog.append(intended_ns)
+
+    def stop(self) -> asyncio.Future[None]:
+        """Send nothing more; the future is done once nothing is in flight."""
+        self.running = False
+        self.drained = asyncio.get_running_loop().create_future()
+        if self.in_flight == 0:
+            self.drained.set_result(None)
+        return self.drained
+
+
+async def _schedule(driver: Driver, rate: float, first_ns: int, end_ns: int) -> int:
+    """Dispatch ``rate`` requests per second from ``first_ns`` until ``end_ns``.
+
+    Returns how many scheduled requests were dispatched (sent or queued in the backlog).
+    """
+    interval_ns = 1e9 / rate
+    total = math.floor((end_ns - first_ns) / interval_ns)
+    sent = 0
+    while sent < total and driver.running:
+        now = clock()
+        due = first_ns + int(sent * interval_ns)
+        if due > now:
+            await asyncio.sleep((due - now) / 1e9)
+            continue
+        while sent < total and due <= now:  # catch up on everything due since the last wake-up
+            driver.dispatch(due)
+            sent += 1
+            due = first_ns + int(sent * interval_ns)
+    return sent
+
+
+async def measure(
+    transport: Transport,
+    concurrency: int,
+    warmup_s: float,
+    duration_s: float,
+    rate: float | None = None,
+) -> Summary:
+    """One measurement: open the slots, drive them, drain, summarize.
+
+    ``concurrency`` is the number of slots: requests in flight in a closed loop, the max
+    outstanding in an open loop. Connecting happens before the clock starts.
+    """
+    if concurrency < 1:
+        raise LoadGeneratorError(f"concurrency must be at least 1, not {concurrency}")
+    if rate is not None and not rate > 0:
+        raise LoadGeneratorError(f"rate must be a positive number of requests/s, not {rate}")
+    if warmup_s < 0 or not duration_s > 0:
+        raise LoadGeneratorError("duration must be positive and warm-up not negative")
+    recorder = Recorder(0, 0)
+    driver = Driver(recorder, closed_loop=rate is None)
+    slots = await transport.open(concurrency, driver)
+    try:
+        cpu0, now = time.process_time(), clock()
+        recorder.start_ns = now + int(warmup_s * 1e9)
+        recorder.end_ns = recorder.start_ns + int(duration_s * 1e9)
+        scheduled = 0
+        if rate is None:
+            for slot in slots:
+                driver.start(slot, clock())
+            await asyncio.sleep(max(0.0, (recorder.end_ns - clock()) / 1e9))
+        else:
+            driver.idle = list(slots)
+            scheduled = await _schedule(driver, rate, now, recorder.end_ns)
+            await asyncio.sleep(max(0.0, (recorder.end_ns - clock()) / 1e9))
+        cpu = (time.process_time() - cpu0) / ((clock() - now) / 1e9)
+        missed = len(driver.backlog)
+        if rate is not None:
+            total = math.floor((recorder.end_ns - now) * rate / 1e9)
+            missed += max(0, total - scheduled)
+        drained = driver.stop()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(drained, timeout=DRAIN_S)
+    finally:
+        for slot in slots:
+            slot.close()
+        await transport.aclose()
+    return recorder.summary(concurrency, cpu, rate=rate, missed=missed)
+
+
+def run(
+    transport: Transport,
+    concurrency: int,
+    warmup_s: float,
+    duration_s: float,
+    rate: float | None = None,
+) -> Summary:
+    """:func:`measure` on a fresh event loop."""
+    return run_loop(measure(transport, concurrency, warmup_s, duration_s, rate))
+
+
+def run_loop(coro: Coroutine[Any, Any, _T]) -> _T:
+    """Run ``coro`` on a fresh event loop: uvloop's when installed, else asyncio's."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coro)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(coro)

@@ -1,0 +1,309 @@
+"""``shipyard optimize``: make a faster or smaller variant of a model version, prove it, publish it.
+
+:func:`optimize` takes ``REPO/NAME`` version V (default: the latest), makes a candidate
+(:mod:`~shipyard.optimize.quantize`), runs the accuracy guard against the unoptimized version
+and the speed guard against V on this machine (:mod:`~shipyard.optimize.guard`, timed by
+:mod:`~shipyard.optimize.benchmark` under the model's own ``model.toml`` session options), and
+publishes the candidate as the next version with ``report.json``
+(:mod:`~shipyard.optimize.report`) only when both guards pass (``force``: the speed guard's
+verdict is recorded but does not block). ``model.toml`` keeps every setting. See
+``docs/optimize.md``.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import tempfile
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from shipyard.backends.onnxruntime import OnnxRuntimeBackend
+from shipyard.config import ModelConfig
+from shipyard.errors import (
+    ConversionError,
+    InvalidInputError,
+    ModelLoadError,
+    NotFoundError,
+    UnsupportedError,
+)
+from shipyard.hardware import probe
+from shipyard.optimize.benchmark import BenchmarkSettings, benchmark_models
+from shipyard.optimize.data import Dataset, load_dataset, load_image_folder, random_dataset
+from shipyard.optimize.guard import (
+    DEFAULT_MAX_DROP,
+    DEFAULT_MIN_GAIN,
+    Metric,
+    accuracy_guard,
+    arrays_runner,
+    speed_guard,
+)
+from shipyard.optimize.quantize import GraphLevel, Method, make_candidate
+from shipyard.repository.layout import ModelSource, find_model
+from shipyard.repository.publish import publish
+
+__all__ = ["BenchmarkSettings", "Method", "Metric", "OptimizeResult", "optimize"]
+
+#: Random samples drawn for the accuracy guard when no validation data is given.
+RANDOM_SAMPLES = 64
+
+
+@dataclass(frozen=True, slots=True)
+class OptimizeResult:
+    """The outcome: the report, and the version published (``None`` when a guard rejected)."""
+
+    report: dict[str, Any]
+    version: int | None
+    path: Path | None
+
+    @property
+    def published(self) -> bool:
+        """Whether the candidate became a new version."""
+        return self.version is not None
+
+
+def _resolve_version(source: ModelSource, version: int | None) -> int:
+    versions = source.versions()
+    if not versions:
+        raise NotFoundError(f"model {source.name!r} has no version in {source.path}")
+    if version is None:
+        return versions[-1]
+    if version not in versions:
+        raise NotFoundError(
+            f"model {source.name!r} has no version {version}"
+            f" (versions: {', '.join(map(str, versions))})"
+        )
+    return version
+
+
+def _onnx_file(source: ModelSource, version: int) -> Path:
+    path = source.version_dir(version) / "model.onnx"
+    if not path.is_file():
+        raise UnsupportedError(
+            f"{source.version_dir(version)} has no model.onnx: optimize works on ONNX versions"
+        )
+    return path
+
+
+def _baseline_version(source: ModelSource, version: int) -> int:
+    """The unoptimized ancestor of ``version``: what its report.json names, when still there."""
+    try:
+        report = json.loads((source.version_dir(version) / "report.json").read_text("utf-8"))
+        baseline = int(report["optimization"]["baseline_version"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return version
+    if (source.version_dir(baseline) / "model.onnx").is_file():
+        return baseline
+    return version
+
+
+def _load(path: Path, config: ModelConfig, what: str) -> OnnxRuntimeBackend:
+    try:
+        return OnnxRuntimeBackend(path, config)
+    except ModelLoadError as exc:
+        raise ConversionError(
+            exc.message,
+            step=f"load the {what}",
+            framework="onnxruntime",
+            hint="this method does not suit this model or provider; try another --quantize",
+        ) from exc
+
+
+def _validation(
+    validation: Path | None,
+    calibration: Dataset | None,
+    backend: OnnxRuntimeBackend,
+    read: Callable[[Path, str], Dataset],
+) -> tuple[Dataset, str | None]:
+    if validation is not None:
+        return read(validation, "validation"), None
+    if calibration is not None:
+        return calibration, (
+            "no --validation data: the guard used the calibration data, which flatters a"
+            " calibrated candidate; pass separate --validation data"
+        )
+    return random_dataset(backend.inputs, RANDOM_SAMPLES), (
+        "no --validation data: the guard compared outputs on random inputs; pass --validation"
+        " FILE.npz (with 'labels' for an accuracy figure) for a meaningful guard"
+    )
+
+
+def optimize(
+    repo: Path,
+    name: str,
+    *,
+    version: int | None = None,
+    method: Method = "none",
+    calibration: Path | None = None,
+    validation: Path | None = None,
+    metric: Metric | None = None,
+    max_drop: float = DEFAULT_MAX_DROP,
+    force: bool = False,
+    per_channel: bool = True,
+    graph_level: GraphLevel = "extended",
+    min_gain: float = DEFAULT_MIN_GAIN,
+    benchmark: BenchmarkSettings | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> OptimizeResult:
+    """Optimize ``repo/name`` (see the module doc); publish the candidate if the guards pass.
+
+    Raises NotFoundError (model or version), InvalidInputError (data files, flags),
+    UnsupportedError and ConversionError (a tool failed); a rejection is not an error: the
+    result says so and nothing is published.
+    """
+    step = progress or (lambda _text: None)
+    if method == "int8-static" and calibration is None:
+        raise InvalidInputError("--quantize int8-static needs --calibration FILE.npz")
+    settings = benchmark or BenchmarkSettings()
+    source = find_model(repo, name)
+    version = _resolve_version(source, version)
+    source_file = _onnx_file(source, version)
+    baseline_version = _baseline_version(source, version)
+    baseline_file = _onnx_file(source, baseline_version)
+    config = source.config()
+    step(f"loading {name} v{version}")
+    original = _load(source_file, config, "original model")
+    baseline = original if baseline_version == version else _load(baseline_file, config, "baseline")
+
+    def read(path: Path, role: str) -> Dataset:
+        if path.is_dir():
+            return load_image_folder(
+                path, config, source.path, original.inputs, original.outputs, role
+            )
+        return load_dataset(path, original.inputs, role)
+
+    calibration_data = read(calibration, "calibration") if calibration else None
+    dataset, note = _validation(validation, calibration_data, original, read)
+    notes = [note] if note else []
+    with tempfile.TemporaryDirectory(prefix="shipyard-optimize-") as tmp:
+        candidate_file = Path(tmp) / "model.onnx"
+        step(f"making the {method} candidate")
+        done = make_candidate(
+            method,
+            source_file,
+            candidate_file,
+            inputs=original.inputs,
+            calibration=calibration_data,
+            per_channel=per_channel,
+            graph_level=graph_level,
+        )
+        if "note" in done:
+            notes.append(done.pop("note"))
+        candidate = _load(candidate_file, config, f"{method} candidate")
+        _check_signature(original, candidate)
+        step("checking accuracy")
+        names = [spec.name for spec in original.outputs]
+        accuracy = accuracy_guard(
+            arrays_runner(baseline.run, names),
+            arrays_runner(candidate.run, names),
+            dataset,
+            original.inputs,
+            original.outputs,
+            metric,
+            max_drop,
+        )
+        for backend in {id(b): b for b in (original, baseline, candidate)}.values():
+            backend.close()
+        data = candidate_file.read_bytes()
+        hardware = probe()
+        report: dict[str, Any] = {
+            "shipyard_version": _version(),
+            "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+            "step": "optimize",
+            "model": name,
+            "optimization": {
+                "source_version": version,
+                "baseline_version": baseline_version,
+                **done,
+            },
+            "inputs": [spec.to_dict() for spec in original.inputs],
+            "outputs": [spec.to_dict() for spec in original.outputs],
+            "accuracy": accuracy,
+            "size": {
+                "before_bytes": source_file.stat().st_size,
+                "after_bytes": len(data),
+                "ratio": len(data) / max(source_file.stat().st_size, 1),
+            },
+            "hardware": hardware.summary(),
+            "notes": notes,
+        }
+        if accuracy["passed"]:
+            step("benchmarking")
+            timed = benchmark_models(
+                {f"v{version}": source_file, method: candidate_file},
+                config,
+                settings,
+                dataset.arrays,
+                progress=step,
+            )
+            before, after = timed[f"v{version}"], timed[method]
+            report["speed"] = {
+                "before": before.to_dict(),
+                "after": after.to_dict(),
+                "settings": asdict(settings),
+                "session_options": asdict(config.onnxruntime),
+            }
+            report["speed_providers"] = _providers(config)
+            report["speed_guard"] = speed_guard(
+                before, after, source_file.stat().st_size, len(data), min_gain
+            )
+    return _decide(repo, name, report, data, config, original, force)
+
+
+def _decide(
+    repo: Path,
+    name: str,
+    report: dict[str, Any],
+    data: bytes,
+    config: ModelConfig,
+    original: OnnxRuntimeBackend,
+    force: bool,
+) -> OptimizeResult:
+    accuracy, speed = report["accuracy"], report.get("speed_guard")
+    if not accuracy["passed"]:
+        report["decision"] = (
+            f"rejected by the accuracy guard: {accuracy['metric']} drop {accuracy['drop']:.4g}"
+            f" > {accuracy['max_drop']:g}; nothing was published"
+        )
+        return OptimizeResult(report, None, None)
+    if speed is not None and not speed["passed"] and not force:
+        report["decision"] = f"not published: {speed['verdict']}; pass --force to publish it anyway"
+        return OptimizeResult(report, None, None)
+    report["forced"] = bool(speed is not None and not speed["passed"])
+    report["decision"] = "published" + (
+        " (forced past the speed guard)" if report["forced"] else ""
+    )
+    inputs = config.inputs or original.inputs
+    outputs = config.outputs or original.outputs
+    new_version, path = publish(repo, name, {"model.onnx": data}, inputs, outputs, report)
+    report["version"] = new_version
+    return OptimizeResult(report, new_version, path)
+
+
+def _check_signature(original: OnnxRuntimeBackend, candidate: OnnxRuntimeBackend) -> None:
+    def sig(b: OnnxRuntimeBackend) -> list[tuple[str, str]]:
+        return [(s.name, s.datatype.value) for s in (*b.inputs, *b.outputs)]
+
+    if sig(original) != sig(candidate):
+        raise ConversionError(
+            f"the candidate's signature {sig(candidate)} differs from the model's {sig(original)}",
+            step="signature check",
+            framework="onnxruntime",
+        )
+
+
+def _providers(config: ModelConfig) -> list[str]:
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    return list(config.onnxruntime.providers) or [
+        p for p in available if p != "AzureExecutionProvider"
+    ]
+
+
+def _version() -> str:
+    from shipyard import __version__
+
+    return __version__
