@@ -19,7 +19,8 @@ from shipyard.log import configure_logging
 
 __all__ = ["main"]
 
-console = Console(stderr=False, highlight=False)
+# soft_wrap: URLs and commands stay on one line when the output is not a terminal.
+console = Console(stderr=False, highlight=False, soft_wrap=True)
 
 
 def _fail(message: str) -> None:
@@ -45,6 +46,8 @@ def print_model_table(rows: list[dict[str, Any]]) -> None:
             _shapes(row["inputs"]),
             _shapes(row["outputs"]),
         )
+    if not console.is_terminal:  # logs and pipes: one line per model, not 80-column wraps
+        console.width = max(console.width, 160)
     console.print(table)
 
 

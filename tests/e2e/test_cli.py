@@ -187,6 +187,8 @@ def test_serve_prints_url_and_model_table(repository: Path, start: Any) -> None:
     table = [line for line in stdout.splitlines() if "simple" in line and "READY" in line]
     assert table, stdout
     assert "INPUT0 FP32[-1, 16]" in table[0]
+    assert "OUTPUT1 FP32[-1, 16]" in table[0]  # one line per model, no 80-column wrapping
+    assert "metrics at /metrics)" in stdout
     assert re.search(r"\bstrings\b.*\b1\b.*READY", stdout), stdout
     response = httpx.get(f"{url}/v2/models/simple", timeout=5)
     assert response.status_code == 200
