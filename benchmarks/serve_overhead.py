@@ -454,19 +454,25 @@ def perf_analyzer(
     scratch: Path,
     pixels: np.ndarray,
 ) -> Row:
-    """One perf_analyzer measurement: three windows of duration/3 each."""
-    report = scratch / f"pa-{encoding}-{concurrency}.csv"
+    """One perf_analyzer measurement: three windows of duration/3 each.
+
+    ``encoding`` is ``json`` or ``binary`` (HTTP, on ``port``) or ``grpc raw`` (gRPC on
+    ``port``: tensors in ``raw_input_contents``, the only form perf_analyzer sends).
+    """
+    protocol = "grpc" if encoding == "grpc raw" else "http"
+    report = scratch / f"pa-{encoding.replace(' ', '-')}-{concurrency}.csv"
     data = scratch / "pa-input.json"
     content = pixels.astype(np.float32).reshape(-1).tolist()
     data.write_text(json.dumps({"data": [{INPUT: {"content": content, "shape": [1, 28, 28]}}]}))
     window_ms = max(500, int(duration_s * 1000 / 3))
-    argv = [*command, "-m", MODEL, "-u", f"{HOST}:{port}", "-i", "http"]
+    argv = [*command, "-m", MODEL, "-u", f"{HOST}:{port}", "-i", protocol]
     argv += ["--concurrency-range", f"{concurrency}:{concurrency}", "--shape", "input:1,28,28"]
     # The same image as loadgen.py sends (perf_analyzer's own "random" data is not valid JSON
     # for every FP32 bit pattern); lenient stability, as the machine is shared.
     argv += ["--input-data", str(data), "-p", str(window_ms), "-r", "3", "-s", "100"]
     argv += ["-f", str(report)]
-    argv += ["--input-tensor-format", encoding, "--output-tensor-format", encoding]
+    if protocol == "http":
+        argv += ["--input-tensor-format", encoding, "--output-tensor-format", encoding]
     done = subprocess.run(
         argv, capture_output=True, text=True, timeout=duration_s * 4 + 120, check=False
     )
@@ -535,6 +541,8 @@ def targets(rows: list[Row]) -> list[str]:
     floor = next((r for r in rows if r.target.startswith("floor") and r.concurrency == 64), None)
     binary, as_json = find("shipyard", "binary", 64), find("shipyard", "json", 64)
     over_grpc = find("shipyard", "grpc raw", 64)
+    pa_binary = find("shipyard (perf_analyzer)", "binary", 64)
+    pa_grpc = find("shipyard (perf_analyzer)", "grpc raw", 64)
     c1 = find("shipyard", "binary", 1)
     out = []
 
@@ -550,9 +558,21 @@ def targets(rows: list[Row]) -> list[str]:
     if as_json and floor:
         ratio = as_json.rps / floor.rps
         line(ratio >= 1.5, f"c=64 JSON >= 1.5x the floor: {ratio:.2f}x")
+    # Issue #3, like with like: each load generator against both transports.
     if over_grpc and binary:
         ratio = over_grpc.rps / binary.rps
-        line(ratio >= 1.0, f"c=64 gRPC >= HTTP binary (issue #3): {ratio:.2f}x")
+        line(
+            ratio >= 1.0,
+            f"c=64 gRPC >= HTTP binary (issue #3), load from shipyard.loadgen: {ratio:.2f}x "
+            f"({over_grpc.rps:,.0f} vs {binary.rps:,.0f} req/s)",
+        )
+    if pa_grpc and pa_binary:
+        ratio = pa_grpc.rps / pa_binary.rps
+        line(
+            ratio >= 1.0,
+            f"c=64 gRPC >= HTTP binary (issue #3), load from perf_analyzer: {ratio:.2f}x "
+            f"({pa_grpc.rps:,.0f} vs {pa_binary.rps:,.0f} req/s)",
+        )
     if c1 and ort1:
         gap = c1.p99_ms - ort1.p99_ms
         line(
@@ -690,7 +710,7 @@ def main(argv: list[str] | None = None) -> None:
                 result = load(grpc_port, payload, c, args.warmup, args.duration, scratch, "grpc")
                 rows.append(load_row("shipyard", "grpc raw", result))
             if args.perf_analyzer:
-                rows += run_perf_analyzer(port, args, scratch, pixels)
+                rows += run_perf_analyzer(port, grpc_port, args, scratch, pixels)
 
         if not args.no_tuning:
             print("shipyard serve, ONNX Runtime settings, binary, concurrency 64")
@@ -714,8 +734,10 @@ def main(argv: list[str] | None = None) -> None:
         print("quick run: RESULTS.md left alone (pass --results PATH to write)")
 
 
-def run_perf_analyzer(port: int, args: Any, scratch: Path, pixels: np.ndarray) -> list[Row]:
-    """perf_analyzer rows, or none with the reason printed (it is optional)."""
+def run_perf_analyzer(
+    port: int, grpc_port: int, args: Any, scratch: Path, pixels: np.ndarray
+) -> list[Row]:
+    """perf_analyzer rows (HTTP JSON, HTTP binary, gRPC), or none with the reason printed."""
     try:
         command = perf_analyzer_command()
     except (RuntimeError, subprocess.TimeoutExpired, OSError) as exc:
@@ -723,11 +745,11 @@ def run_perf_analyzer(port: int, args: Any, scratch: Path, pixels: np.ndarray) -
         return []
     print("shipyard serve, load from perf_analyzer")
     rows = []
-    for encoding in ("json", "binary"):
+    for encoding, target_port in (("json", port), ("binary", port), ("grpc raw", grpc_port)):
         for c in args.concurrency:
             try:
                 rows.append(
-                    perf_analyzer(command, port, encoding, c, args.duration, scratch, pixels)
+                    perf_analyzer(command, target_port, encoding, c, args.duration, scratch, pixels)
                 )
             except (RuntimeError, subprocess.TimeoutExpired) as exc:
                 print(f"  perf_analyzer {encoding} c={c} failed: {exc}")

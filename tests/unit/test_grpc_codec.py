@@ -418,11 +418,10 @@ class _Service:
     """Just enough of InferenceService for the deadline logic: a model default timeout."""
 
     def __init__(self, default_timeout_us: int) -> None:
-        self.default_timeout_us = default_timeout_us
+        self._default_timeout_us = default_timeout_us
 
-    def model_config(self, name: str, version: str | None = None) -> dict[str, Any]:
-        policy = {"default_timeout_microseconds": self.default_timeout_us}
-        return {"dynamic_batching": {"default_queue_policy": policy}}
+    def default_timeout_us(self, name: str, version: str | None = None) -> int:
+        return self._default_timeout_us
 
 
 @pytest.mark.parametrize(

@@ -368,6 +368,28 @@ def test_model_config(models: Path) -> None:
     with_service(models, body)
 
 
+def test_default_timeout_matches_the_model_config(repository: Path) -> None:
+    """default_timeout_us (the gRPC deadline check's shortcut) agrees with model_config."""
+    write_model(
+        repository,
+        "timed",
+        identity_model(),
+        config="max_batch_size = 4\n[dynamic_batching]\ndefault_timeout_us = 250000\n",
+    )
+    write_model(repository, "plain", identity_model())
+    write_model(repository, "fixed", identity_model(DataType.INT32, shape=[2, 4]))
+
+    async def body(service: InferenceService) -> None:
+        for name in ("timed", "plain", "fixed"):
+            config = service.model_config(name)
+            policy = config.get("dynamic_batching", {}).get("default_queue_policy", {})
+            expected = policy.get("default_timeout_microseconds", 0)
+            assert service.default_timeout_us(name) == expected
+        assert service.default_timeout_us("timed") == 250_000
+
+    with_service(repository, body)
+
+
 # -- statistics and repository -----------------------------------------------------------------
 
 

@@ -65,6 +65,8 @@ _NARROW_INTS = (
     DataType.UINT16,
 )
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+#: Datatype by wire name: one dict lookup instead of an enum call per input.
+_DATATYPES: dict[str, DataType] = {t.value: t for t in DataType}
 
 # -- parameters -----------------------------------------------------------------------------
 
@@ -105,54 +107,87 @@ def encode_parameters(parameters: Mapping[str, Any], target: Any) -> None:
 
 
 def decode_infer_request(message: pb.ModelInferRequest, max_tensor_elements: int) -> InferRequest:
-    """Decode a ``ModelInferRequest`` into an InferRequest; raise InvalidInputError."""
-    where = f"model {message.model_name!r}"
-    if not message.inputs:
-        raise InvalidInputError(f"{where}: the request needs at least one input")
+    """Decode a ``ModelInferRequest`` into an InferRequest; raise InvalidInputError.
+
+    The hot path of every gRPC inference: each field is read once, the error text is built
+    only when there is an error, and empty parameter maps are skipped.
+    """
+    items = message.inputs
+    if not items:
+        raise InvalidInputError(
+            f"model {message.model_name!r}: the request needs at least one input"
+        )
     raw = message.raw_input_contents
     if raw:
-        mixed = [t.name for t in message.inputs if t.HasField("contents")]
+        mixed = [t.name for t in items if t.HasField("contents")]
         if mixed:
             raise InvalidInputError(
-                f"{where}: the request has raw_input_contents, so no input may set 'contents'; "
-                f"input(s) {', '.join(repr(n) for n in mixed)} do"
+                f"model {message.model_name!r}: the request has raw_input_contents, so no input "
+                f"may set 'contents'; input(s) {', '.join(repr(n) for n in mixed)} do"
             )
-        if len(raw) != len(message.inputs):
+        if len(raw) != len(items):
             raise InvalidInputError(
-                f"{where}: {len(raw)} raw_input_contents entries for {len(message.inputs)} "
-                "inputs; send one per input, in input order"
+                f"model {message.model_name!r}: {len(raw)} raw_input_contents entries for "
+                f"{len(items)} inputs; send one per input, in input order"
             )
     inputs: list[Tensor] = []
-    for i, item in enumerate(message.inputs):
+    for i, item in enumerate(items):
         name = item.name
-        try:
-            datatype = DataType.parse(item.datatype)
-        except ValueError as exc:
-            raise InvalidInputError(f"{where}, input {name!r}: {exc}") from None
-        shape = list(item.shape)
-        count = element_count(name, shape, max_tensor_elements)
+        datatype = _DATATYPES.get(item.datatype)
+        if datatype is None:
+            try:
+                datatype = DataType.parse(item.datatype)
+            except ValueError as exc:
+                where = f"model {message.model_name!r}"
+                raise InvalidInputError(f"{where}, input {name!r}: {exc}") from None
+        shape = list(item.shape)  # int64 values: always integers
+        count = _count(shape)
+        if count < 0 or count > max_tensor_elements:  # let element_count say what is wrong
+            count = element_count(name, shape, max_tensor_elements)
         if raw:
             data = array_from_raw(name, datatype, shape, raw[i], count)
         else:
             data = _from_contents(name, datatype, shape, item.contents, count)
-        params = decode_parameters(item.parameters, f"{where}, input {name!r}")
+        params = (
+            decode_parameters(item.parameters, f"model {message.model_name!r}, input {name!r}")
+            if item.parameters
+            else {}
+        )
         inputs.append(Tensor(name, datatype, data, params))
     outputs = None
     if message.outputs:
         outputs = [
             RequestedOutput(
-                out.name, decode_parameters(out.parameters, f"{where}, output {out.name!r}")
+                out.name,
+                decode_parameters(
+                    out.parameters, f"model {message.model_name!r}, output {out.name!r}"
+                )
+                if out.parameters
+                else {},
             )
             for out in message.outputs
         ]
+    parameters = message.parameters
     return InferRequest(
         model_name=message.model_name,
         model_version=message.model_version or None,
         id=message.id or None,
-        parameters=decode_parameters(message.parameters, where),
+        parameters=decode_parameters(parameters, f"model {message.model_name!r}")
+        if parameters
+        else {},
         inputs=inputs,
         outputs=outputs,
     )
+
+
+def _count(shape: list[int]) -> int:
+    """The element count of ``shape``, or -1 when a dimension is negative."""
+    count = 1
+    for dim in shape:
+        if dim < 0:
+            return -1
+        count *= dim
+    return count
 
 
 def _from_contents(
@@ -196,18 +231,21 @@ def _from_contents(
 
 def encode_infer_response(response: InferResponse) -> pb.ModelInferResponse:
     """Encode a response with every output in ``raw_output_contents`` (as Triton does)."""
+    outputs = response.outputs
     message = pb.ModelInferResponse(
         model_name=response.model_name,
         model_version=response.model_version,
         id=response.id or "",
-        raw_output_contents=[array_to_raw(t.datatype, t.data) for t in response.outputs],
+        raw_output_contents=[array_to_raw(t.datatype, t.data) for t in outputs],
     )
-    encode_parameters(response.parameters, message.parameters)
-    for tensor in response.outputs:
-        output = message.outputs.add(
-            name=tensor.name, datatype=tensor.datatype.value, shape=tensor.shape
-        )
-        encode_parameters(tensor.parameters, output.parameters)
+    if response.parameters:
+        encode_parameters(response.parameters, message.parameters)
+    add = message.outputs.add
+    for tensor in outputs:
+        # ndarray.shape is already a tuple of ints (Tensor.shape would rebuild it).
+        output = add(name=tensor.name, datatype=tensor.datatype.value, shape=tensor.data.shape)
+        if tensor.parameters:
+            encode_parameters(tensor.parameters, output.parameters)
     return message
 
 

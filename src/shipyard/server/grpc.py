@@ -138,9 +138,7 @@ class InferenceServicer:
         if isinstance(current, bool) or not isinstance(current, int) or current < 0:
             return  # the service refuses it with its usual message
         if current == 0:  # no timeout of the client's own: the model's default applies
-            config = self.service.model_config(request.model_name, request.model_version)
-            queue_policy = config.get("dynamic_batching", {}).get("default_queue_policy", {})
-            current = queue_policy.get("default_timeout_microseconds", 0)
+            current = self.service.default_timeout_us(request.model_name, request.model_version)
         if current == 0 or deadline_us < current:
             request.parameters["timeout"] = deadline_us
 

@@ -87,6 +87,19 @@ class InferenceService:
         served = self.registry.get(name, version)
         return triton_model_config(served.config, served.inputs, served.outputs)
 
+    def default_timeout_us(self, name: str, version: str | None = None) -> int:
+        """The model's queue timeout for requests without one of their own (0: none).
+
+        The ``default_timeout_microseconds`` that :meth:`model_config` reports, without
+        building the whole configuration (the gRPC transport asks on every call that has
+        a deadline).
+        """
+        config = self.registry.get(name, version).config
+        batching = config.dynamic_batching
+        if (config.max_batch_size or 0) > 0 and batching is not None:
+            return batching.default_timeout_us
+        return 0
+
     # -- inference ------------------------------------------------------------------------
 
     async def infer(self, request: InferRequest) -> InferResponse:
