@@ -83,8 +83,12 @@ def optimize_graph(source: Path, target: Path, level: GraphLevel) -> None:
 def _preprocess(source: Path, target: Path) -> None:
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
+    # When symbolic shape inference gives up, ONNX Runtime dumps sym_shape_infer_temp.onnx and
+    # a <uuid>.data file into the current directory: run it from the scratch folder instead.
+    # (chdir is process-wide: acceptable in this offline step, whose paths are all absolute.)
+    source, target = source.resolve(), target.resolve()
     try:
-        with _quiet():
+        with _quiet(), contextlib.chdir(target.parent):
             quant_pre_process(str(source), str(target))
     except Exception:
         try:  # symbolic shape inference fails on some graphs; ONNX's own inference may not
