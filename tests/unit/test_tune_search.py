@@ -8,7 +8,7 @@ import math
 
 import pytest
 
-from shipyard.optimize.search import (
+from shipyard.tuning.search import (
     Candidate,
     CoordinateSearch,
     Objective,

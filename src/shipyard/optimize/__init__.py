@@ -13,7 +13,6 @@ verdict is recorded but does not block). ``model.toml`` keeps every setting. See
 from __future__ import annotations
 
 import datetime
-import json
 import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -25,13 +24,10 @@ from shipyard.config import ModelConfig
 from shipyard.errors import (
     ConversionError,
     InvalidInputError,
-    ModelLoadError,
-    NotFoundError,
-    UnsupportedError,
 )
 from shipyard.hardware import probe
 from shipyard.optimize.benchmark import BenchmarkSettings, benchmark_models
-from shipyard.optimize.data import Dataset, load_dataset, load_image_folder, random_dataset
+from shipyard.optimize.data import Dataset, load_dataset, load_image_folder
 from shipyard.optimize.guard import (
     DEFAULT_MAX_DROP,
     DEFAULT_MIN_GAIN,
@@ -41,13 +37,17 @@ from shipyard.optimize.guard import (
     speed_guard,
 )
 from shipyard.optimize.quantize import GraphLevel, Method, make_candidate
-from shipyard.repository.layout import ModelSource, find_model
+from shipyard.optimize.versions import (
+    baseline_version,
+    load_onnx,
+    onnx_file,
+    resolve_version,
+    validation_dataset,
+)
+from shipyard.repository.layout import find_model
 from shipyard.repository.publish import publish
 
 __all__ = ["BenchmarkSettings", "Method", "Metric", "OptimizeResult", "optimize"]
-
-#: Random samples drawn for the accuracy guard when no validation data is given.
-RANDOM_SAMPLES = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,72 +62,6 @@ class OptimizeResult:
     def published(self) -> bool:
         """Whether the candidate became a new version."""
         return self.version is not None
-
-
-def _resolve_version(source: ModelSource, version: int | None) -> int:
-    versions = source.versions()
-    if not versions:
-        raise NotFoundError(f"model {source.name!r} has no version in {source.path}")
-    if version is None:
-        return versions[-1]
-    if version not in versions:
-        raise NotFoundError(
-            f"model {source.name!r} has no version {version}"
-            f" (versions: {', '.join(map(str, versions))})"
-        )
-    return version
-
-
-def _onnx_file(source: ModelSource, version: int) -> Path:
-    path = source.version_dir(version) / "model.onnx"
-    if not path.is_file():
-        raise UnsupportedError(
-            f"{source.version_dir(version)} has no model.onnx: optimize works on ONNX versions"
-        )
-    return path
-
-
-def _baseline_version(source: ModelSource, version: int) -> int:
-    """The unoptimized ancestor of ``version``: what its report.json names, when still there."""
-    try:
-        report = json.loads((source.version_dir(version) / "report.json").read_text("utf-8"))
-        baseline = int(report["optimization"]["baseline_version"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return version
-    if (source.version_dir(baseline) / "model.onnx").is_file():
-        return baseline
-    return version
-
-
-def _load(path: Path, config: ModelConfig, what: str) -> OnnxRuntimeBackend:
-    try:
-        return OnnxRuntimeBackend(path, config)
-    except ModelLoadError as exc:
-        raise ConversionError(
-            exc.message,
-            step=f"load the {what}",
-            framework="onnxruntime",
-            hint="this method does not suit this model or provider; try another --quantize",
-        ) from exc
-
-
-def _validation(
-    validation: Path | None,
-    calibration: Dataset | None,
-    backend: OnnxRuntimeBackend,
-    read: Callable[[Path, str], Dataset],
-) -> tuple[Dataset, str | None]:
-    if validation is not None:
-        return read(validation, "validation"), None
-    if calibration is not None:
-        return calibration, (
-            "no --validation data: the guard used the calibration data, which flatters a"
-            " calibrated candidate; pass separate --validation data"
-        )
-    return random_dataset(backend.inputs, RANDOM_SAMPLES), (
-        "no --validation data: the guard compared outputs on random inputs; pass --validation"
-        " FILE.npz (with 'labels' for an accuracy figure) for a meaningful guard"
-    )
 
 
 def optimize(
@@ -158,14 +92,14 @@ def optimize(
         raise InvalidInputError("--quantize int8-static needs --calibration FILE.npz")
     settings = benchmark or BenchmarkSettings()
     source = find_model(repo, name)
-    version = _resolve_version(source, version)
-    source_file = _onnx_file(source, version)
-    baseline_version = _baseline_version(source, version)
-    baseline_file = _onnx_file(source, baseline_version)
+    version = resolve_version(source, version)
+    source_file = onnx_file(source, version)
+    baseline_v = baseline_version(source, version)
+    baseline_file = onnx_file(source, baseline_v)
     config = source.config()
     step(f"loading {name} v{version}")
-    original = _load(source_file, config, "original model")
-    baseline = original if baseline_version == version else _load(baseline_file, config, "baseline")
+    original = load_onnx(source_file, config, "original model")
+    baseline = original if baseline_v == version else load_onnx(baseline_file, config, "baseline")
 
     def read(path: Path, role: str) -> Dataset:
         if path.is_dir():
@@ -175,7 +109,7 @@ def optimize(
         return load_dataset(path, original.inputs, role)
 
     calibration_data = read(calibration, "calibration") if calibration else None
-    dataset, note = _validation(validation, calibration_data, original, read)
+    dataset, note = validation_dataset(validation, calibration_data, original, read)
     notes = [note] if note else []
     with tempfile.TemporaryDirectory(prefix="shipyard-optimize-") as tmp:
         candidate_file = Path(tmp) / "model.onnx"
@@ -191,7 +125,7 @@ def optimize(
         )
         if "note" in done:
             notes.append(done.pop("note"))
-        candidate = _load(candidate_file, config, f"{method} candidate")
+        candidate = load_onnx(candidate_file, config, f"{method} candidate")
         _check_signature(original, candidate)
         step("checking accuracy")
         names = [spec.name for spec in original.outputs]
@@ -215,7 +149,7 @@ def optimize(
             "model": name,
             "optimization": {
                 "source_version": version,
-                "baseline_version": baseline_version,
+                "baseline_version": baseline_v,
                 **done,
             },
             "inputs": [spec.to_dict() for spec in original.inputs],

@@ -10,7 +10,7 @@ process, with the cyclic garbage collector frozen as ``shipyard serve`` does aft
 drives it with the ``shipyard bench`` load generator at each concurrency.
 
 The load generator runs in a separate, long-lived process (:class:`LoadWorker`, see
-:mod:`shipyard.optimize.loadworker`): on the same event loop or in the same process it would
+:mod:`shipyard.tuning.loadworker`): on the same event loop or in the same process it would
 share the GIL with the server it measures, which on a 2-core machine lowers the throughput and
 inflates the p99 the tuner is trying to compare (see docs/tune.md).
 
@@ -40,7 +40,7 @@ from typing import IO, Any
 from shipyard.errors import LoadGeneratorError, ShipyardError
 from shipyard.loadgen import http as http_load
 from shipyard.loadgen.inputs import build_inputs
-from shipyard.optimize.search import Point
+from shipyard.tuning.search import Point
 
 __all__ = ["LoadWorker", "Measured", "Workload", "serve_and_measure"]
 
@@ -70,7 +70,7 @@ class Measured:
 
 
 class LoadWorker:
-    """A ``python -m shipyard.optimize.loadworker`` process, one job at a time."""
+    """A ``python -m shipyard.tuning.loadworker`` process, one job at a time."""
 
     def __init__(self) -> None:
         self._process: subprocess.Popen[str] | None = None
@@ -82,7 +82,7 @@ class LoadWorker:
         self._stderr = tempfile.TemporaryFile("w+", encoding="utf-8")
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         self._process = subprocess.Popen(
-            [sys.executable, "-m", "shipyard.optimize.loadworker"],
+            [sys.executable, "-m", "shipyard.tuning.loadworker"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self._stderr,

@@ -1,5 +1,5 @@
 """The tuning report: ``tune-report.json`` (built here), the table ``shipyard tune`` prints, and
-the sentence that says why the winner won. The HTML page is :mod:`~shipyard.optimize.tune_html`.
+the sentence that says why the winner won. The HTML page is :mod:`~shipyard.tuning.html`.
 
 ``tune-report.json`` (schema ``shipyard.tune/1``) holds the goal, the budget used, the hardware,
 the variants (made, skipped or rejected, with the accuracy guard's figures), every candidate
@@ -19,11 +19,11 @@ from rich.console import Console
 from rich.table import Table
 
 from shipyard.hardware import HardwareReport
-from shipyard.optimize.search import Objective, Score, pareto_front, rank
-from shipyard.optimize.variants import Variant
+from shipyard.tuning.search import Objective, Score, pareto_front, rank
+from shipyard.tuning.variants import Variant
 
 if TYPE_CHECKING:
-    from shipyard.optimize.tune import Trial, _Baseline, _Tuner
+    from shipyard.tuning.tune import Trial, _Baseline, _Tuner
 
 __all__ = ["SCHEMA", "build_report", "print_tune"]
 
@@ -137,7 +137,7 @@ def build_report(
 ) -> dict[str, Any]:
     """The JSON report (the decision and what was written are added by the caller)."""
     from shipyard import __version__
-    from shipyard.optimize.tune import settings_changes
+    from shipyard.tuning.tune import settings_changes
 
     items = [
         ((t.id, p.concurrency), p.rps, float(p.p99_ms))

@@ -1,4 +1,4 @@
-"""``python -m shipyard.optimize.loadworker``: the tuner's load generator, in its own process.
+"""``python -m shipyard.tuning.loadworker``: the tuner's load generator, in its own process.
 
 The tuner serves each candidate in its own process (a server thread with its own event loop)
 and drives it from this one, so the load generator never competes with the server for the

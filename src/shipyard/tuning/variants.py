@@ -29,10 +29,10 @@ from typing import Any, Literal
 from shipyard.config import ModelConfig
 from shipyard.errors import ConversionError, ShipyardError
 from shipyard.hardware import HardwareReport
-from shipyard.optimize import _load, _validation
 from shipyard.optimize.data import Dataset, load_dataset, load_image_folder
 from shipyard.optimize.guard import Metric, accuracy_guard, arrays_runner
 from shipyard.optimize.quantize import Method, make_candidate
+from shipyard.optimize.versions import load_onnx, validation_dataset
 
 __all__ = ["PRECISION", "VARIANTS", "Variant", "VariantMaker", "suitable_providers"]
 
@@ -116,11 +116,11 @@ class VariantMaker:
         self.workdir = workdir
         self.metric: Metric | None = metric
         self.max_drop = max_drop
-        self.original = _load(source, config, "model")
+        self.original = load_onnx(source, config, "model")
         self.inputs = self.original.inputs
         self.outputs = self.original.outputs
         self._baseline = (
-            self.original if baseline == source else _load(baseline, config, "baseline")
+            self.original if baseline == source else load_onnx(baseline, config, "baseline")
         )
 
         def read(path: Path, role: str) -> Dataset:
@@ -131,7 +131,7 @@ class VariantMaker:
             return load_dataset(path, self.inputs, role)
 
         self.calibration = read(calibration, "calibration") if calibration else None
-        self.dataset, note = _validation(validation, self.calibration, self.original, read)
+        self.dataset, note = validation_dataset(validation, self.calibration, self.original, read)
         self.notes = [note] if note else []
 
     def close(self) -> None:
@@ -169,7 +169,7 @@ class VariantMaker:
                 inputs=self.inputs,
                 calibration=self.calibration,
             )
-            candidate = _load(target, self.config, f"{name} variant")
+            candidate = load_onnx(target, self.config, f"{name} variant")
         except ConversionError as exc:
             return Variant(name, "failed", reason=str(exc), seconds=time.perf_counter() - started)
         try:

@@ -3,7 +3,7 @@ coordinate descent that never walks the full grid.
 
 A :class:`Candidate` is one point of the joint space: model variant, execution provider,
 instances, intra-op threads, ``max_batch_size``, ``max_queue_delay_us`` and preferred batch
-sizes. Measuring it (:mod:`shipyard.optimize.measure`) gives one :class:`Point` per
+sizes. Measuring it (:mod:`shipyard.tuning.measure`) gives one :class:`Point` per
 concurrency. The :class:`Objective` turns points into a :class:`Score`:
 
 * with an SLO: the highest throughput among the points whose p99 meets it (with no errors);

@@ -1,10 +1,10 @@
 """``shipyard tune``: search model variant and serving settings together, by serving them.
 
 :func:`tune` measures the model as it is configured now (the baseline), makes the variants
-(:mod:`~shipyard.optimize.variants`), then runs a :class:`~shipyard.optimize.search.
+(:mod:`~shipyard.tuning.variants`), then runs a :class:`~shipyard.tuning.search.
 CoordinateSearch` over variant, execution provider, instances, intra-op threads,
 ``max_batch_size``, ``max_queue_delay_us`` and preferred batch sizes. Every candidate is served
-for real and loaded by the ``shipyard bench`` generator (:mod:`~shipyard.optimize.measure`).
+for real and loaded by the ``shipyard bench`` generator (:mod:`~shipyard.tuning.measure`).
 When the search converges or the budget nears its end, the finalists (the best candidates and
 the baseline) are measured once more and their rounds averaged, and the winner is chosen:
 the highest throughput within the SLO, or the lowest p99 without one, and only when it beats
@@ -31,10 +31,13 @@ from typing import Any
 from shipyard.config import DEFAULT_MAX_BATCH_SIZE, DynamicBatchingConfig, ModelConfig
 from shipyard.errors import ConfigError, InvalidInputError
 from shipyard.hardware import HardwareReport, probe
-from shipyard.optimize import _baseline_version, _onnx_file, _resolve_version
 from shipyard.optimize.guard import DEFAULT_MAX_DROP, Metric
-from shipyard.optimize.measure import LoadWorker, Workload, serve_and_measure
-from shipyard.optimize.search import (
+from shipyard.optimize.versions import baseline_version, onnx_file, resolve_version
+from shipyard.repository.layout import CONFIG_FILENAME, find_model
+from shipyard.repository.publish import publish
+from shipyard.repository.settings import update_settings, write_settings
+from shipyard.tuning.measure import LoadWorker, Workload, serve_and_measure
+from shipyard.tuning.search import (
     Candidate,
     CoordinateSearch,
     Objective,
@@ -45,10 +48,7 @@ from shipyard.optimize.search import (
     merge_rounds,
     rank,
 )
-from shipyard.optimize.variants import VARIANTS, Variant, VariantMaker, suitable_providers
-from shipyard.repository.layout import CONFIG_FILENAME, find_model
-from shipyard.repository.publish import publish
-from shipyard.repository.settings import update_settings, write_settings
+from shipyard.tuning.variants import VARIANTS, Variant, VariantMaker, suitable_providers
 from shipyard.types import TensorSpec
 
 __all__ = ["Trial", "TuneProgress", "TuneResult", "TuneSettings", "settings_changes", "tune"]
@@ -373,9 +373,9 @@ def tune(
     settings = settings or TuneSettings()
     _check(settings)
     source = find_model(repo, name)
-    version = _resolve_version(source, settings.version)
-    source_file = _onnx_file(source, version)
-    baseline_file = _onnx_file(source, _baseline_version(source, version))
+    version = resolve_version(source, settings.version)
+    source_file = onnx_file(source, version)
+    baseline_file = onnx_file(source, baseline_version(source, version))
     config = source.config()
     config_path = source.path / CONFIG_FILENAME
     toml_text = config_path.read_text(encoding="utf-8") if config_path.exists() else ""
@@ -508,7 +508,7 @@ def _decide(
     version: int,
     maker: VariantMaker,
 ) -> tuple[dict[str, Any], Trial, bool | None]:
-    from shipyard.optimize.tune_report import build_report
+    from shipyard.tuning.report import build_report
 
     pool = [tuner.trials[i - 1] for i in tuner.finalists] or [
         t for t in tuner.trials if t.points is not None
@@ -546,7 +546,7 @@ def _finish(
     maker: VariantMaker,
     version: int,
 ) -> TuneResult:
-    from shipyard.optimize.tune_html import render_html
+    from shipyard.tuning.html import render_html
 
     settings = tuner.settings
     model_dir = tuner.repo / tuner.name
@@ -613,7 +613,7 @@ def _publish_variant(
         "step": "tune",
         "optimization": {
             "source_version": version,
-            "baseline_version": _baseline_version(find_model(tuner.repo, tuner.name), version),
+            "baseline_version": baseline_version(find_model(tuner.repo, tuner.name), version),
             **variant.details,
         },
         "accuracy": variant.accuracy,

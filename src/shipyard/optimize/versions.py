@@ -1,0 +1,99 @@
+"""Which version an offline step works on, and the data its accuracy guard compares on.
+
+Shared by ``shipyard optimize`` and ``shipyard tune``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+from shipyard.backends.onnxruntime import OnnxRuntimeBackend
+from shipyard.config import ModelConfig
+from shipyard.errors import ConversionError, ModelLoadError, NotFoundError, UnsupportedError
+from shipyard.optimize.data import Dataset, random_dataset
+from shipyard.repository.layout import ModelSource
+
+__all__ = [
+    "RANDOM_SAMPLES",
+    "baseline_version",
+    "load_onnx",
+    "onnx_file",
+    "resolve_version",
+    "validation_dataset",
+]
+
+#: Random samples drawn for the accuracy guard when no validation data is given.
+RANDOM_SAMPLES = 64
+
+
+def resolve_version(source: ModelSource, version: int | None) -> int:
+    """``version`` if it exists (default: the latest), else NotFoundError."""
+    versions = source.versions()
+    if not versions:
+        raise NotFoundError(f"model {source.name!r} has no version in {source.path}")
+    if version is None:
+        return versions[-1]
+    if version not in versions:
+        raise NotFoundError(
+            f"model {source.name!r} has no version {version}"
+            f" (versions: {', '.join(map(str, versions))})"
+        )
+    return version
+
+
+def onnx_file(source: ModelSource, version: int) -> Path:
+    """The model.onnx of ``version``; UnsupportedError for other formats."""
+    path = source.version_dir(version) / "model.onnx"
+    if not path.is_file():
+        raise UnsupportedError(
+            f"{source.version_dir(version)} has no model.onnx: optimize works on ONNX versions"
+        )
+    return path
+
+
+def baseline_version(source: ModelSource, version: int) -> int:
+    """The unoptimized ancestor of ``version``: what its report.json names, when still there."""
+    try:
+        report = json.loads((source.version_dir(version) / "report.json").read_text("utf-8"))
+        baseline = int(report["optimization"]["baseline_version"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return version
+    if (source.version_dir(baseline) / "model.onnx").is_file():
+        return baseline
+    return version
+
+
+def load_onnx(path: Path, config: ModelConfig, what: str) -> OnnxRuntimeBackend:
+    """Load ``path`` with the model's session options; a ConversionError naming ``what``."""
+    try:
+        return OnnxRuntimeBackend(path, config)
+    except ModelLoadError as exc:
+        raise ConversionError(
+            exc.message,
+            step=f"load the {what}",
+            framework="onnxruntime",
+            hint="this method does not suit this model or provider; try another --quantize",
+        ) from exc
+
+
+def validation_dataset(
+    validation: Path | None,
+    calibration: Dataset | None,
+    backend: OnnxRuntimeBackend,
+    read: Callable[[Path, str], Dataset],
+) -> tuple[Dataset, str | None]:
+    """The guard's data: ``validation``, else the calibration data, else random inputs,
+    with a note saying which when it is not real validation data."""
+    if validation is not None:
+        return read(validation, "validation"), None
+    if calibration is not None:
+        return calibration, (
+            "no --validation data: the guard used the calibration data, which flatters a"
+            " calibrated candidate; pass separate --validation data"
+        )
+    return random_dataset(backend.inputs, RANDOM_SAMPLES), (
+        "no --validation data: the guard compared outputs on random inputs; pass --validation"
+        " FILE.npz (with 'labels' for an accuracy figure) for a meaningful guard"
+    )
