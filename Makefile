@@ -41,13 +41,10 @@ test-fast: check
 test-tf: install
 	$(PY) -m pytest -m tensorflow
 
+# Train MNIST (cached), convert, optimize, add processing; MiniLM too; then serve demo-repo/
+# until Ctrl-C. `DEMO_SERVE=0 make demo` builds demo-repo/ and exits (CI). See examples/demo.py.
 demo: install
-	$(PY) examples/build_example_repository.py demo-repo
-	@if [ "$${DEMO_SERVE:-1}" = "0" ]; then \
-		$(VENV)/bin/shipyard repo list demo-repo; \
-	else \
-		$(VENV)/bin/shipyard serve demo-repo; \
-	fi
+	$(PY) examples/demo.py
 
 # Regenerate the gRPC stubs from proto/grpc_service.proto (commit the result; a test checks it).
 proto: install
