@@ -17,7 +17,6 @@ from shipyard.types import DataType, TensorSpec
 
 __all__ = [
     "INPUT_FORMAT",
-    "example_shape",
     "merge_specs",
     "onnx_signature",
     "parse_input_spec",
@@ -132,8 +131,3 @@ def merge_specs(
             )
         by_name[spec.name] = spec
     return tuple(by_name[spec.name] for spec in found)
-
-
-def example_shape(spec: TensorSpec, batch: int, other: int = 8) -> tuple[int, ...]:
-    """A concrete shape for ``spec``: dim 0 of -1 becomes ``batch``, other -1 dims ``other``."""
-    return tuple((batch if i == 0 else other) if d == -1 else d for i, d in enumerate(spec.shape))

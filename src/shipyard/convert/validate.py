@@ -20,8 +20,8 @@ import numpy as np
 import numpy.typing as npt
 
 from shipyard.convert.base import Arrays, Reference, converter_error, quiet
-from shipyard.convert.signature import example_shape
 from shipyard.errors import ConversionError
+from shipyard.sampling import example_shape, random_tensor
 from shipyard.types import DataType, TensorSpec
 
 __all__ = [
@@ -60,19 +60,13 @@ def random_inputs(
     arrays: Arrays = {}
     for spec in specs:
         shape = example_shape(spec, batch)
-        dtype = spec.datatype.numpy
         if spec.datatype is DataType.BYTES:
             raise ConversionError(
                 f"cannot draw random BYTES data for input {spec.name!r}",
                 step="parity inputs",
                 hint="pass --sample FILE.npz with real inputs",
             )
-        if dtype.kind == "f":
-            arrays[spec.name] = rng.standard_normal(shape).astype(dtype)
-        elif dtype.kind == "b":
-            arrays[spec.name] = rng.integers(0, 2, shape).astype(dtype)
-        else:
-            arrays[spec.name] = rng.integers(0, 10, shape).astype(dtype)
+        arrays[spec.name] = random_tensor(spec.datatype, shape, rng, normal=True)
     return arrays
 
 

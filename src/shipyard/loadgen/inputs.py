@@ -17,6 +17,7 @@ import numpy as np
 import numpy.typing as npt
 
 from shipyard.errors import LoadGeneratorError
+from shipyard.sampling import random_tensor
 from shipyard.types import DataType
 
 __all__ = ["Input", "build_inputs", "parse_shapes"]
@@ -45,12 +46,7 @@ def parse_shapes(specs: Sequence[str]) -> dict[str, list[int]]:
 def _random(datatype: DataType, shape: Sequence[int], rng: np.random.Generator) -> npt.NDArray[Any]:
     if datatype is DataType.BYTES:
         return np.full(shape, b"shipyard", dtype=object)
-    if datatype is DataType.BOOL:
-        return rng.integers(0, 2, size=shape).astype(np.bool_)
-    dtype = datatype.numpy
-    if dtype.kind == "f":
-        return rng.random(size=shape).astype(dtype)
-    return rng.integers(0, 10, size=shape).astype(dtype)  # small: valid as ids and indices
+    return random_tensor(datatype, shape, rng)
 
 
 def _load_npz(path: Path) -> dict[str, npt.NDArray[Any]]:

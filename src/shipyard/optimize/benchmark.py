@@ -23,7 +23,8 @@ import numpy as np
 
 from shipyard.backends.onnxruntime import OnnxRuntimeBackend
 from shipyard.config import ModelConfig
-from shipyard.optimize.data import Arrays, example_shape, random_dataset
+from shipyard.optimize.data import Arrays, random_dataset
+from shipyard.sampling import example_shape
 from shipyard.types import TensorSpec
 
 __all__ = [

@@ -18,6 +18,7 @@ import numpy.typing as npt
 
 from shipyard.config import ModelConfig
 from shipyard.errors import InvalidInputError, ShipyardError, UnsupportedError
+from shipyard.sampling import example_shape, random_tensor
 from shipyard.types import DataType, TensorSpec
 
 __all__ = [
@@ -150,11 +151,6 @@ def load_image_folder(
     return Dataset({chain.target.name: np.concatenate(rows)}, None, str(folder))
 
 
-def example_shape(spec: TensorSpec, batch: int) -> tuple[int, ...]:
-    """``spec``'s shape with a dynamic first axis set to ``batch`` and other dynamic axes to 8."""
-    return tuple((batch if i == 0 else 8) if d == -1 else d for i, d in enumerate(spec.shape))
-
-
 def random_dataset(specs: Sequence[TensorSpec], count: int, seed: int = 0) -> Dataset:
     """``count`` random samples per input: floats in [0, 1), small integers, booleans."""
     rng = np.random.default_rng(seed)
@@ -164,13 +160,7 @@ def random_dataset(specs: Sequence[TensorSpec], count: int, seed: int = 0) -> Da
             raise UnsupportedError(f"input {spec.name!r} is BYTES: pass --validation data")
         shape = example_shape(spec, count)
         shape = (count, *shape[1:]) if shape else shape
-        dtype = spec.datatype.numpy
-        if dtype.kind == "f":
-            arrays[spec.name] = rng.random(shape).astype(dtype)
-        elif dtype.kind == "b":
-            arrays[spec.name] = rng.integers(0, 2, shape).astype(dtype)
-        else:
-            arrays[spec.name] = rng.integers(0, 10, shape).astype(dtype)
+        arrays[spec.name] = random_tensor(spec.datatype, shape, rng)
     return Dataset(arrays, None, f"random inputs (seed {seed})")
 
 
