@@ -32,13 +32,12 @@ from shipyard.optimize.guard import (
     DEFAULT_MAX_DROP,
     DEFAULT_MIN_GAIN,
     Metric,
-    accuracy_guard,
-    arrays_runner,
     speed_guard,
 )
 from shipyard.optimize.quantize import GraphLevel, Method, make_candidate
 from shipyard.optimize.versions import (
     baseline_version,
+    guard_accuracy,
     load_onnx,
     onnx_file,
     resolve_version,
@@ -128,15 +127,15 @@ def optimize(
         candidate = load_onnx(candidate_file, config, f"{method} candidate")
         _check_signature(original, candidate)
         step("checking accuracy")
-        names = [spec.name for spec in original.outputs]
-        accuracy = accuracy_guard(
-            arrays_runner(baseline.run, names),
-            arrays_runner(candidate.run, names),
+        accuracy = guard_accuracy(
+            baseline,
+            candidate,
             dataset,
-            original.inputs,
-            original.outputs,
-            metric,
-            max_drop,
+            model=original,
+            config=config,
+            model_dir=source.path,
+            metric=metric,
+            max_drop=max_drop,
         )
         for backend in {id(b): b for b in (original, baseline, candidate)}.values():
             backend.close()

@@ -16,6 +16,17 @@ metric             figure                                                       
 ``[batch, classes]`` (classes > 1); ``cosine`` and ``max-abs`` read every floating-point output
 and keep the worst. A candidate whose drop exceeds ``max_drop`` is rejected.
 
+**What clients get.** When the model's ``model.toml`` declares ``[[postprocess]]`` entries
+(:func:`client_postprocessing`), both models' outputs go through them, with the server's own
+step code (:meth:`~shipyard.processing.outputs.OutputChain.scores`), before the metric: an
+embedding model is judged on its pooled, normalized sentence embeddings, not on raw token
+embeddings whose padding positions clients never see. Steps that read a model input
+(``mean_pool``'s mask) take it from the validation data. An entry that ends with a class
+decision (``argmax``, or ``topk`` with its labels) is compared on the scores it decides from
+(e.g. the softmax probabilities): labels are not numbers, and ``top1-agreement`` on those scores
+is the agreement of the label clients get first. The raw-output figures are kept in
+``raw_outputs``.
+
 **Speed guard.** A candidate must be faster (p50 latency at batch 1, or throughput at batch N)
 or smaller (file size) than the model it replaces, each by more than ``min_gain`` (a fraction,
 so measurement noise does not count as a gain); otherwise it is not published unless forced.
@@ -26,21 +37,28 @@ the verdict (``slower``), e.g. int8-dynamic on a small CNN.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal, get_args
 
 import numpy as np
 import numpy.typing as npt
 
+from shipyard.config import ModelConfig
 from shipyard.errors import InvalidInputError
 from shipyard.optimize.benchmark import Measurement
 from shipyard.optimize.data import Arrays, Dataset, batches
+from shipyard.processing.outputs import OutputChain
+from shipyard.processing.pipeline import build_postprocess
 from shipyard.types import TensorSpec
 
 __all__ = [
     "DEFAULT_MAX_DROP",
     "DEFAULT_MIN_GAIN",
     "Metric",
+    "PostProcessing",
     "accuracy_guard",
+    "client_postprocessing",
     "default_metric",
     "speed_guard",
 ]
@@ -58,6 +76,60 @@ VALIDATION_BATCH = 64
 Runner = Callable[[Arrays], list[npt.NDArray[Any]]]
 
 
+@dataclass(frozen=True, slots=True)
+class PostProcessing:
+    """A model's ``[[postprocess]]`` entries, applied to its outputs before the guard's metric."""
+
+    #: The model outputs, in the order a :data:`Runner` returns them.
+    names: tuple[str, ...]
+    #: The checked entries, by model output (the server's own :class:`OutputChain`).
+    chains: Mapping[str, OutputChain]
+
+    def apply(self, results: Sequence[npt.NDArray[Any]], feed: Arrays) -> list[npt.NDArray[Any]]:
+        """Each model output as clients get it (scores before a class decision); ``feed``: the
+        model inputs, for steps that read one (``mean_pool``'s mask)."""
+        return [
+            self.chains[name].scores(result, feed) if name in self.chains else result
+            for name, result in zip(self.names, results, strict=True)
+        ]
+
+    @property
+    def steps(self) -> dict[str, list[str]]:
+        """The step names applied, by model output."""
+        return {name: list(chain.steps) for name, chain in self.chains.items()}
+
+    @property
+    def embedding(self) -> bool:
+        """Whether an entry makes an embedding (then ``cosine`` is the default metric)."""
+        return any(chain.kind == "embedding" for chain in self.chains.values())
+
+    def describe(self) -> str:
+        """``mean_pool, l2_normalize``; prefixed by the output when the model has several."""
+        parts = []
+        for name, chain in self.chains.items():
+            text = ", ".join(chain.steps) or "no step"
+            if chain.decision:
+                text += f" (compared on the scores before {chain.decision})"
+            parts.append(text if len(self.names) == 1 else f"{name}: {text}")
+        return "; ".join(parts)
+
+
+def client_postprocessing(
+    config: ModelConfig,
+    model_dir: Path,
+    inputs: tuple[TensorSpec, ...],
+    outputs: tuple[TensorSpec, ...],
+) -> PostProcessing | None:
+    """The model's ``[[postprocess]]`` entries as the server builds them; ``None`` without any.
+
+    Raises ConfigError, as the server's load would, when an entry is wrong.
+    """
+    chains = build_postprocess(config, model_dir, inputs, outputs)
+    if not chains:
+        return None
+    return PostProcessing(tuple(spec.name for spec in outputs), chains)
+
+
 def _classifier_index(outputs: Sequence[TensorSpec], results: Sequence[npt.NDArray[Any]]) -> int:
     for i, array in enumerate(results):
         if array.dtype.kind == "f" and array.ndim == 2 and array.shape[1] > 1:
@@ -68,21 +140,38 @@ def _classifier_index(outputs: Sequence[TensorSpec], results: Sequence[npt.NDArr
     )
 
 
-def default_metric(dataset: Dataset, outputs: Sequence[TensorSpec]) -> Metric:
-    """``accuracy`` with labels; else ``top1-agreement`` for classifiers; else ``cosine``."""
+def default_metric(
+    dataset: Dataset, outputs: Sequence[TensorSpec], embedding: bool = False
+) -> Metric:
+    """``accuracy`` with labels; else ``top1-agreement`` for classifiers; else ``cosine``
+    (also for a model whose post-processing makes embeddings)."""
     if dataset.labels is not None:
         return "accuracy"
+    if embedding:
+        return "cosine"
     classifier = any(s.datatype.numpy.kind == "f" and len(s.shape) == 2 for s in outputs)
     return "top1-agreement" if classifier else "cosine"
 
 
-def _run_all(run: Runner, dataset: Dataset, inputs: Sequence[TensorSpec]) -> list[np.ndarray]:
-    parts: list[list[npt.NDArray[Any]]] = [
-        run(feed) for feed in batches(dataset.arrays, VALIDATION_BATCH, inputs)
-    ]
-    if not parts:
+def _run_all(
+    run: Runner, dataset: Dataset, inputs: Sequence[TensorSpec], post: PostProcessing | None
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """The raw outputs over the whole dataset, and the same after ``post`` (else the same)."""
+    raw: list[list[npt.NDArray[Any]]] = []
+    processed: list[list[npt.NDArray[Any]]] = []
+    for feed in batches(dataset.arrays, VALIDATION_BATCH, inputs):
+        results = run(feed)
+        raw.append(results)
+        if post is not None:
+            processed.append(post.apply(results, feed))
+    if not raw:
         raise InvalidInputError(f"validation data {dataset.origin} has too few samples")
-    return [np.concatenate([p[i] for p in parts]) for i in range(len(parts[0]))]
+
+    def joined(parts: list[list[npt.NDArray[Any]]]) -> list[np.ndarray]:
+        return [np.concatenate([p[i] for p in parts]) for i in range(len(parts[0]))]
+
+    whole = joined(raw)
+    return whole, joined(processed) if post is not None else whole
 
 
 def _cosine(a: npt.NDArray[Any], b: npt.NDArray[Any]) -> float:
@@ -103,39 +192,71 @@ def accuracy_guard(
     outputs: Sequence[TensorSpec],
     metric: Metric | None = None,
     max_drop: float = DEFAULT_MAX_DROP,
+    postprocess: PostProcessing | None = None,
 ) -> dict[str, Any]:
     """Compare ``candidate`` with ``baseline`` on ``dataset``; return the guard's figures.
 
+    With ``postprocess``, the figures are those of the post-processed outputs (what clients
+    get), ``compared`` says so, and ``raw_outputs`` holds the same figures on the raw outputs.
     The result's ``passed`` is False when the drop exceeds ``max_drop``.
     """
-    metric = metric or default_metric(dataset, outputs)
+    metric = metric or default_metric(
+        dataset, outputs, embedding=postprocess is not None and postprocess.embedding
+    )
     if metric not in METRICS:
         raise InvalidInputError(f"unknown metric {metric!r}; use one of {', '.join(METRICS)}")
     if metric == "accuracy" and dataset.labels is None:
         raise InvalidInputError(
             f"--metric accuracy needs a 'labels' array in the validation data ({dataset.origin})"
         )
-    base = _run_all(baseline, dataset, inputs)
-    cand = _run_all(candidate, dataset, inputs)
-    floats = [i for i, a in enumerate(base) if a.dtype.kind == "f"]
+    base_raw, base = _run_all(baseline, dataset, inputs, postprocess)
+    cand_raw, cand = _run_all(candidate, dataset, inputs, postprocess)
     figures: dict[str, Any] = {
         "metric": metric,
         "max_drop": max_drop,
         "validation": dataset.origin,
         "samples": int(base[0].shape[0]) if base and base[0].ndim else dataset.size,
     }
+    if postprocess is not None:
+        figures["compared"] = f"after post-processing: {postprocess.describe()}"
+        figures["postprocess"] = postprocess.steps
+    figures.update(_figures(base, cand, dataset.labels, outputs, metric, strict=True))
+    drop = figures["drop"]
+    figures["passed"] = bool(drop <= max_drop)
+    if postprocess is not None:
+        figures["raw_outputs"] = _figures(
+            base_raw, cand_raw, dataset.labels, outputs, metric, strict=False
+        )
+    return figures
+
+
+def _figures(
+    base: Sequence[npt.NDArray[Any]],
+    cand: Sequence[npt.NDArray[Any]],
+    labels: npt.NDArray[np.int64] | None,
+    outputs: Sequence[TensorSpec],
+    metric: Metric,
+    *,
+    strict: bool,
+) -> dict[str, Any]:
+    """Every figure that applies to these outputs, and ``drop`` for ``metric``.
+
+    ``strict``: a metric that needs a ``[batch, classes]`` output the outputs lack is an error;
+    otherwise (raw outputs shown for transparency) those figures and ``drop`` are left out.
+    """
+    floats = [i for i, a in enumerate(base) if a.dtype.kind == "f"]
+    figures: dict[str, Any] = {}
     if floats:
         figures["max_abs_error"] = max(
             float(np.abs(base[i].astype(np.float64) - cand[i]).max(initial=0.0)) for i in floats
         )
         figures["cosine"] = min(_cosine(base[i], cand[i]) for i in floats)
-    labels = dataset.labels
     top = None
     if metric in ("accuracy", "top1-agreement") or labels is not None:
         try:
             top = _classifier_index(outputs, base)
         except InvalidInputError:
-            if metric in ("accuracy", "top1-agreement"):
+            if strict and metric in ("accuracy", "top1-agreement"):
                 raise
     if top is not None:
         b_top, c_top = base[top].argmax(axis=1), cand[top].argmax(axis=1)
@@ -144,6 +265,8 @@ def accuracy_guard(
             count = b_top.shape[0]
             figures["baseline_accuracy"] = float((b_top == labels[:count]).mean())
             figures["candidate_accuracy"] = float((c_top == labels[:count]).mean())
+    if metric in ("accuracy", "top1-agreement") and top is None:
+        return figures  # not strict: no classifier output among these
     drop = {
         "accuracy": lambda: figures["baseline_accuracy"] - figures["candidate_accuracy"],
         "top1-agreement": lambda: 1.0 - figures["top1_agreement"],
@@ -151,7 +274,6 @@ def accuracy_guard(
         "max-abs": lambda: figures.get("max_abs_error", 0.0),
     }[metric]()
     figures["drop"] = float(drop)
-    figures["passed"] = bool(drop <= max_drop)
     return figures
 
 

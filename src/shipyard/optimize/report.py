@@ -1,9 +1,11 @@
 """The optimization report (stored as report.json) and the tables ``shipyard`` prints.
 
 ``report.json`` of an optimized version holds: what was done (``optimization``), the accuracy
-guard's figures (``accuracy``), sizes, latency/throughput before and after (``speed``), the
-speed guard's verdict (``speed_guard``), the hardware it was measured on (``hardware``, the
-short form of :meth:`shipyard.hardware.HardwareReport.summary`) and the decision.
+guard's figures (``accuracy``; after the model's post-processing when it has any, with the
+raw-output figures in ``raw_outputs``), sizes, latency/throughput before and after
+(``speed``), the speed guard's verdict (``speed_guard``), the hardware it was measured on
+(``hardware``, the short form of :meth:`shipyard.hardware.HardwareReport.summary`) and the
+decision.
 """
 
 from __future__ import annotations
@@ -111,6 +113,20 @@ def print_optimization(console: Console, report: dict[str, Any]) -> None:
         if key in acc:
             table.add_row(label, "", f"{acc[key]:.6g}", "")
     console.print(table)
+    if "compared" in acc:
+        raw = acc.get("raw_outputs", {})
+        shown = ", ".join(
+            f"{label} {raw[key]:.6g}"
+            for key, label in (
+                ("top1_agreement", "top-1 agreement"),
+                ("cosine", "cosine"),
+                ("max_abs_error", "max abs error"),
+            )
+            if key in raw
+        )
+        console.print(
+            f"figures {acc['compared']}" + (f" (raw model outputs: {shown})" if shown else "")
+        )
     verdict = "[green]passed[/]" if acc["passed"] else "[red]REJECTED[/]"
     console.print(
         f"accuracy guard: {verdict} ({acc['metric']} drop {acc['drop']:.4g},"

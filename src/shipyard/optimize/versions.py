@@ -1,4 +1,5 @@
-"""Which version an offline step works on, and the data its accuracy guard compares on.
+"""Which version an offline step works on, the data its accuracy guard compares on, and the
+guard itself run on two loaded versions (:func:`guard_accuracy`).
 
 Shared by ``shipyard optimize`` and ``shipyard tune``.
 """
@@ -8,16 +9,19 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from shipyard.backends.onnxruntime import OnnxRuntimeBackend
 from shipyard.config import ModelConfig
 from shipyard.errors import ConversionError, ModelLoadError, NotFoundError, UnsupportedError
 from shipyard.optimize.data import Dataset, random_dataset
+from shipyard.optimize.guard import Metric, accuracy_guard, arrays_runner, client_postprocessing
 from shipyard.repository.layout import ModelSource
 
 __all__ = [
     "RANDOM_SAMPLES",
     "baseline_version",
+    "guard_accuracy",
     "load_onnx",
     "onnx_file",
     "resolve_version",
@@ -96,4 +100,36 @@ def validation_dataset(
     return random_dataset(backend.inputs, RANDOM_SAMPLES), (
         "no --validation data: the guard compared outputs on random inputs; pass --validation"
         " FILE.npz (with 'labels' for an accuracy figure) for a meaningful guard"
+    )
+
+
+def guard_accuracy(
+    baseline: OnnxRuntimeBackend,
+    candidate: OnnxRuntimeBackend,
+    dataset: Dataset,
+    *,
+    model: OnnxRuntimeBackend,
+    config: ModelConfig,
+    model_dir: Path,
+    metric: Metric | None,
+    max_drop: float,
+) -> dict[str, Any]:
+    """The accuracy guard of ``candidate`` against ``baseline`` on what clients get.
+
+    ``model`` gives the signature (the version being optimized); ``config`` and ``model_dir``
+    the model's ``[[postprocess]]`` entries, applied to both models' outputs before the metric
+    when there are any (see :mod:`shipyard.optimize.guard`). Raises ConfigError when an entry
+    is wrong (the server would not load the model either).
+    """
+    names = [spec.name for spec in model.outputs]
+    postprocess = client_postprocessing(config, model_dir, model.inputs, model.outputs)
+    return accuracy_guard(
+        arrays_runner(baseline.run, names),
+        arrays_runner(candidate.run, names),
+        dataset,
+        model.inputs,
+        model.outputs,
+        metric,
+        max_drop,
+        postprocess,
     )

@@ -123,6 +123,8 @@ class OutputChain:
     needs: tuple[str, ...] = ()
     #: Whether the result's last axis still holds one value per class (no argmax, topk, pool).
     keeps_classes: bool = True
+    #: The entry's step names, in order (``("mean_pool", "l2_normalize")``).
+    steps: tuple[str, ...] = ()
 
     def client_specs(self) -> list[TensorSpec]:
         """The outputs this entry shows clients, in place of the model output."""
@@ -134,6 +136,24 @@ class OutputChain:
             TensorSpec(labels_name, DataType.BYTES, shape),
             TensorSpec(scores_name, DataType.FP32, shape),
         ]
+
+    @property
+    def decision(self) -> str | None:
+        """The step that turns scores into class ids or labels (argmax, topk), if the entry
+        ends with one."""
+        return self.steps[-1] if self.steps[-1:] in (("argmax",), ("topk",)) else None
+
+    def scores(self, value: Array, model_inputs: Mapping[str, Array]) -> Array:
+        """The numbers the entry computes from one model output, before a class decision.
+
+        The client-facing output itself when the entry ends with no decision (an embedding,
+        probabilities); else the scores ``argmax``/``topk`` decide from. The offline accuracy
+        guard compares these (``shipyard.optimize.guard``).
+        """
+        ops = self.ops[:-1] if self.decision == "argmax" else self.ops
+        for op in ops:
+            value = op(value, model_inputs)
+        return value
 
     def run(self, value: Array, model_inputs: Mapping[str, Array]) -> dict[str, Array]:
         """Apply the steps to one model output; return the client-facing outputs."""
@@ -226,7 +246,8 @@ def build_output_chain(
             kind, ended = "classifier", "topk"
     spec = TensorSpec(source.name, datatype, tuple(shape))
     keeps = not ended and not needs and kind != "embedding"
-    return OutputChain(source.name, spec, labels, kind, ops, topk, tuple(needs), keeps)
+    steps = tuple(step.op for step in entry.steps)
+    return OutputChain(source.name, spec, labels, kind, ops, topk, tuple(needs), keeps, steps)
 
 
 def _argmax(values: Array, inputs: Mapping[str, Array]) -> Array:

@@ -23,7 +23,7 @@ from shipyard.processing.steps import IMAGE_STEPS, STEPS, unknown_step
 from shipyard.processing.text import TextChain, build_text_chain
 from shipyard.types import DataType, TensorSpec
 
-__all__ = ["INLINE_BYTES", "Pipeline", "build_pipeline"]
+__all__ = ["INLINE_BYTES", "Pipeline", "build_pipeline", "build_postprocess"]
 
 #: Requests whose processed inputs hold at most this many bytes are pre-processed on the event
 #: loop (a 28x28 PNG decodes in ~50 µs, less than a thread hop); larger ones in a worker thread.
@@ -113,7 +113,6 @@ def build_pipeline(
     if not config.preprocess and not config.postprocess:
         return None
     model_inputs = {spec.name: spec for spec in inputs}
-    model_outputs = {spec.name: spec for spec in outputs}
     pre: dict[str, Chain] = {}
     fed: dict[str, str] = {}
     for i, entry in enumerate(config.preprocess):
@@ -136,6 +135,35 @@ def build_pipeline(
                 "choose another name"
             )
         client_inputs.append(TensorSpec(name, DataType.BYTES, chain.client_shape))
+    post = build_postprocess(config, model_dir, inputs, outputs)
+    client_outputs: list[TensorSpec] = []
+    sources: dict[str, str] = {}
+    for spec in outputs:
+        out_chain = post.get(spec.name)
+        for shown in out_chain.client_specs() if out_chain is not None else [spec]:
+            if shown.name in sources:
+                raise ConfigError(
+                    f"postprocess: two outputs are named {shown.name!r}; rename one "
+                    "(topk's labels_output / scores_output)"
+                )
+            sources[shown.name] = spec.name
+            client_outputs.append(shown)
+    return Pipeline(tuple(client_inputs), tuple(client_outputs), pre, post, sources)
+
+
+def build_postprocess(
+    config: ModelConfig,
+    model_dir: Path,
+    inputs: tuple[TensorSpec, ...],
+    outputs: tuple[TensorSpec, ...],
+) -> dict[str, OutputChain]:
+    """The model's checked ``[[postprocess]]`` entries, by model output (empty without any).
+
+    Part of :func:`build_pipeline`; also used alone by the offline accuracy guard, which
+    compares post-processed outputs and needs no pre-processing (tokenizer, Pillow).
+    """
+    model_inputs = {spec.name: spec for spec in inputs}
+    model_outputs = {spec.name: spec for spec in outputs}
     post: dict[str, OutputChain] = {}
     for i, post_entry in enumerate(config.postprocess):
         where = f"postprocess[{i}] (output {post_entry.output!r})"
@@ -150,19 +178,7 @@ def build_pipeline(
         post[post_entry.output] = build_output_chain(
             post_entry, where, model_dir, source, model_inputs
         )
-    client_outputs: list[TensorSpec] = []
-    sources: dict[str, str] = {}
-    for spec in outputs:
-        out_chain = post.get(spec.name)
-        for shown in out_chain.client_specs() if out_chain is not None else [spec]:
-            if shown.name in sources:
-                raise ConfigError(
-                    f"postprocess: two outputs are named {shown.name!r}; rename one "
-                    "(topk's labels_output / scores_output)"
-                )
-            sources[shown.name] = spec.name
-            client_outputs.append(shown)
-    return Pipeline(tuple(client_inputs), tuple(client_outputs), pre, post, sources)
+    return post
 
 
 def _build_input(

@@ -11,8 +11,9 @@ variant                 what                                             precisi
 ======================  ===============================================  ================
 
 Variants come from :func:`shipyard.optimize.quantize.make_candidate` (the same tools as
-``shipyard optimize``) and pass the same accuracy guard (:func:`~shipyard.optimize.guard.
-accuracy_guard`) against the unoptimized ancestor. A variant is skipped, with the reason, when
+``shipyard optimize``) and pass the same accuracy guard (:func:`~shipyard.optimize.versions.
+guard_accuracy`: on the outputs after the model's ``[[postprocess]]``, what clients get)
+against the unoptimized ancestor. A variant is skipped, with the reason, when
 no execution provider here accelerates its precision (fp16 on a CPU-only machine), when it
 needs data that was not given (int8-static without calibration data), when its tool fails, or
 when the guard rejects it. Speed is not guarded here: the tuner measures it by serving.
@@ -30,9 +31,9 @@ from shipyard.config import ModelConfig
 from shipyard.errors import ConversionError, ShipyardError
 from shipyard.hardware import HardwareReport
 from shipyard.optimize.data import Dataset, load_dataset, load_image_folder
-from shipyard.optimize.guard import Metric, accuracy_guard, arrays_runner
+from shipyard.optimize.guard import Metric
 from shipyard.optimize.quantize import Method, make_candidate
-from shipyard.optimize.versions import load_onnx, validation_dataset
+from shipyard.optimize.versions import guard_accuracy, load_onnx, validation_dataset
 
 __all__ = ["PRECISION", "VARIANTS", "Variant", "VariantMaker", "suitable_providers"]
 
@@ -116,6 +117,7 @@ class VariantMaker:
         self.workdir = workdir
         self.metric: Metric | None = metric
         self.max_drop = max_drop
+        self.model_dir = model_dir or source.parent.parent
         self.original = load_onnx(source, config, "model")
         self.inputs = self.original.inputs
         self.outputs = self.original.outputs
@@ -126,7 +128,7 @@ class VariantMaker:
         def read(path: Path, role: str) -> Dataset:
             if path.is_dir():
                 return load_image_folder(
-                    path, config, model_dir or source.parent.parent, self.inputs, self.outputs, role
+                    path, config, self.model_dir, self.inputs, self.outputs, role
                 )
             return load_dataset(path, self.inputs, role)
 
@@ -173,15 +175,15 @@ class VariantMaker:
         except ConversionError as exc:
             return Variant(name, "failed", reason=str(exc), seconds=time.perf_counter() - started)
         try:
-            names = [spec.name for spec in self.outputs]
-            accuracy = accuracy_guard(
-                arrays_runner(self._baseline.run, names),
-                arrays_runner(candidate.run, names),
+            accuracy = guard_accuracy(
+                self._baseline,
+                candidate,
                 self.dataset,
-                self.inputs,
-                self.outputs,
-                self.metric,
-                self.max_drop,
+                model=self.original,
+                config=self.config,
+                model_dir=self.model_dir,
+                metric=self.metric,
+                max_drop=self.max_drop,
             )
         except ShipyardError as exc:
             return Variant(
