@@ -41,6 +41,7 @@ LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 #: Values of model.toml's ``backend`` (``auto``: chosen from the version folder's model file).
 BACKENDS = ("auto", "onnxruntime", "tflite")
 
+ExecutionMode = Literal["sequential", "parallel"]
 GraphOptimizationLevel = Literal["disable", "basic", "extended", "all"]
 
 
@@ -65,13 +66,17 @@ class OnnxRuntimeConfig:
 
     #: Threads used inside one operator (0: ONNX Runtime's default, one per core).
     intra_op_threads: int = 1
-    #: Threads used across independent operators (0: ONNX Runtime's default).
+    #: Threads used across independent operators (0: ONNX Runtime's default); ONNX Runtime
+    #: uses them only when ``execution_mode`` is "parallel".
     inter_op_threads: int = 1
     graph_optimization_level: GraphOptimizationLevel = "all"
     #: Whether idle intra-op threads spin; spinning burns the CPU the HTTP side needs.
     allow_spinning: bool = False
     #: Execution providers in order of preference; empty: the best available on this machine.
     providers: tuple[str, ...] = ()
+    #: "sequential" runs one operator at a time; "parallel" runs independent branches of the
+    #: graph at once on the inter-op threads.
+    execution_mode: ExecutionMode = "sequential"
 
 
 @dataclass(frozen=True, slots=True)
@@ -313,6 +318,11 @@ def _onnxruntime(value: Any) -> OnnxRuntimeConfig:
     providers = table.get("providers", [])
     if not isinstance(providers, list) or not all(isinstance(p, str) for p in providers):
         raise ConfigError("onnxruntime.providers must be an array of provider names")
+    mode = table.get("execution_mode", default.execution_mode)
+    if mode not in ("sequential", "parallel"):
+        raise ConfigError(
+            f"onnxruntime.execution_mode must be sequential or parallel, got {mode!r}"
+        )
     return OnnxRuntimeConfig(
         intra_op_threads=_int(
             table.get("intra_op_threads", default.intra_op_threads), "onnxruntime.intra_op_threads"
@@ -320,6 +330,7 @@ def _onnxruntime(value: Any) -> OnnxRuntimeConfig:
         inter_op_threads=_int(
             table.get("inter_op_threads", default.inter_op_threads), "onnxruntime.inter_op_threads"
         ),
+        execution_mode=mode,
         graph_optimization_level=level,
         allow_spinning=spinning,
         providers=tuple(providers),

@@ -420,3 +420,12 @@ def test_preferred_batch_sizes_are_sorted_and_deduplicated() -> None:
     config = parse_model_config("m", {"dynamic_batching": {"preferred_batch_sizes": [8, 4, 8]}})
     assert config.dynamic_batching is not None
     assert config.dynamic_batching.preferred_batch_sizes == (4, 8)
+
+
+def test_execution_mode_is_sequential_by_default_and_validated() -> None:
+    """[onnxruntime] execution_mode: "sequential" unless "parallel" is asked; others refused."""
+    assert parse_model_config("m", {}).onnxruntime.execution_mode == "sequential"
+    parallel = parse_model_config("m", {"onnxruntime": {"execution_mode": "parallel"}})
+    assert parallel.onnxruntime.execution_mode == "parallel"
+    with pytest.raises(ConfigError, match="execution_mode must be sequential or parallel"):
+        parse_model_config("m", {"onnxruntime": {"execution_mode": "fast"}})

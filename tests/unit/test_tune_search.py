@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
+import tomllib
 
 import pytest
 
@@ -164,3 +165,43 @@ def test_preferred_sizes_never_exceed_max_batch_size() -> None:
         options = SPACE.values("preferred_batch_sizes", around)
         assert () in options
         assert all(b <= top for b in itertools.chain.from_iterable(options))
+
+
+def test_search_explores_parallel_execution_on_inter_op_threads() -> None:
+    """A model that gains from ONNX Runtime's parallel mode: the search finds inter-op 2."""
+    space = dataclasses.replace(SPACE, variants=("fp32",), inter_op_threads=(1, 2, 4))
+    search = CoordinateSearch(space, Objective(), START)
+    for _ in range(1000):
+        proposal = search.propose()
+        if proposal is None:
+            break
+        candidate = proposal.candidate
+        p99 = 2.0 if candidate.inter_op_threads == 2 else 4.0
+        search.record(candidate, Objective().score([Point(1, 100, 1, p99)]))
+    assert search.converged
+    assert search.best.inter_op_threads == 2
+    assert " i2" in search.best.label()
+    assert START.inter_op_threads == 1
+    assert " i" not in START.label()
+
+
+def test_parallel_winner_is_written_as_execution_mode_and_inter_op_threads() -> None:
+    """Inter-op 2 becomes execution_mode = "parallel" + inter_op_threads = 2 in model.toml."""
+    from shipyard.config import ModelConfig, parse_model_config
+    from shipyard.hardware import probe
+    from shipyard.repository.settings import update_settings
+    from shipyard.tuning.tune import _baseline, settings_changes
+
+    base = _baseline(ModelConfig(name="m"), True, probe())
+    assert base.candidate.inter_op_threads == 1
+    winner = dataclasses.replace(base.candidate, inter_op_threads=2)
+    changes = settings_changes(winner, base)
+    assert changes == {"onnxruntime.execution_mode": "parallel", "onnxruntime.inter_op_threads": 2}
+    text = update_settings("", "m", changes)
+    config = parse_model_config("m", tomllib.loads(text))
+    assert config.onnxruntime.execution_mode == "parallel"
+    assert config.onnxruntime.inter_op_threads == 2
+    parallel = _baseline(config, True, probe())
+    assert parallel.candidate.inter_op_threads == 2
+    back = settings_changes(dataclasses.replace(parallel.candidate, inter_op_threads=1), parallel)
+    assert back == {"onnxruntime.execution_mode": "sequential"}

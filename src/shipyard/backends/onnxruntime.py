@@ -60,6 +60,8 @@ class OnnxRuntimeBackend:
         opts = config.onnxruntime
         options.intra_op_num_threads = opts.intra_op_threads
         options.inter_op_num_threads = opts.inter_op_threads
+        if opts.execution_mode == "parallel":
+            options.execution_mode = ort.ExecutionMode.ORT_PARALLEL
         options.graph_optimization_level = getattr(
             ort.GraphOptimizationLevel, _LEVELS[opts.graph_optimization_level]
         )

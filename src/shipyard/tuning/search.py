@@ -47,12 +47,19 @@ DIMENSIONS = (
     "provider",
     "instance_count",
     "intra_op_threads",
+    "inter_op_threads",
     "max_batch_size",
     "max_queue_delay_us",
     "preferred_batch_sizes",
 )
 #: Dimensions whose values are ordered: walked one step at a time while it pays.
-_ORDERED = {"instance_count", "intra_op_threads", "max_batch_size", "max_queue_delay_us"}
+_ORDERED = {
+    "instance_count",
+    "intra_op_threads",
+    "inter_op_threads",
+    "max_batch_size",
+    "max_queue_delay_us",
+}
 _K = TypeVar("_K")
 
 
@@ -68,11 +75,15 @@ class Candidate:
     max_batch_size: int = 0
     max_queue_delay_us: int = 0
     preferred_batch_sizes: tuple[int, ...] = ()
+    #: 1: ONNX Runtime's sequential execution; N > 1: parallel execution on N inter-op threads.
+    inter_op_threads: int = 1
 
     def label(self) -> str:
         """A short form for tables and progress: ``fp32 CPU x2 t1 b16 d500us p[4,8]``."""
         provider = self.provider.removesuffix("ExecutionProvider")
         text = f"{self.variant} {provider} x{self.instance_count} t{self.intra_op_threads}"
+        if self.inter_op_threads > 1:
+            text += f" i{self.inter_op_threads}"
         if self.max_batch_size == 0:
             return f"{text} no-batch"
         text += f" b{self.max_batch_size} d{self.max_queue_delay_us}us"
@@ -249,6 +260,8 @@ class Space:
     #: ``(0,)`` when the model's first dimension is fixed (no batching possible).
     max_batch_size: tuple[int, ...]
     max_queue_delay_us: tuple[int, ...]
+    #: ``(1,)``: sequential execution only.
+    inter_op_threads: tuple[int, ...] = (1,)
 
     def values(self, dimension: str, around: Candidate) -> tuple[Any, ...]:
         """The values ``dimension`` may take when the others are as in ``around``."""

@@ -199,8 +199,15 @@ def _baseline(config: ModelConfig, dynamic: bool, hardware: HardwareReport) -> _
         max_batch if batching_on else 0,
         batching.max_queue_delay_us,
         batching.preferred_batch_sizes,
+        _inter_op(config),
     )
     return _Baseline(config, max_batch, batching_on, provider, candidate)
+
+
+def _inter_op(config: ModelConfig) -> int:
+    """The candidate form of the config's execution: 1 = sequential, N = parallel on N."""
+    ort_config = config.onnxruntime
+    return max(2, ort_config.inter_op_threads) if ort_config.execution_mode == "parallel" else 1
 
 
 def settings_changes(candidate: Candidate, base: _Baseline) -> dict[str, Any]:
@@ -211,6 +218,11 @@ def settings_changes(candidate: Candidate, base: _Baseline) -> dict[str, Any]:
         changes["instance_count"] = candidate.instance_count
     if candidate.intra_op_threads != start.intra_op_threads:
         changes["onnxruntime.intra_op_threads"] = candidate.intra_op_threads
+    if candidate.inter_op_threads != start.inter_op_threads:
+        parallel = candidate.inter_op_threads > 1
+        changes["onnxruntime.execution_mode"] = "parallel" if parallel else "sequential"
+        if parallel:
+            changes["onnxruntime.inter_op_threads"] = candidate.inter_op_threads
     if candidate.provider != base.provider:
         providers = [candidate.provider]
         if candidate.provider != "CPUExecutionProvider":
@@ -264,6 +276,8 @@ def _space(
         ),
         max_batch_size=batch,
         max_queue_delay_us=ladder(delays, start.max_queue_delay_us),
+        # Parallel execution only pays for graphs with independent branches; 1 = sequential.
+        inter_op_threads=ladder([1, 2] + ([cores] if cores > 2 else []), start.inter_op_threads),
     )
 
 
@@ -415,6 +429,7 @@ def _check_writable(toml_text: str, name: str, base: _Baseline) -> None:
     every = {
         "instance_count": start.instance_count,
         "onnxruntime.intra_op_threads": start.intra_op_threads,
+        "onnxruntime.execution_mode": "sequential",
         "dynamic_batching.max_queue_delay_us": start.max_queue_delay_us,
     }
     try:
