@@ -410,6 +410,8 @@ def load_model_config(name: str, path: Path) -> ModelConfig:
         table = tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read it: {exc.strerror or exc}") from exc
     try:
         return parse_model_config(name, table)
     except ConfigError as exc:

@@ -643,3 +643,32 @@ def test_streamed_body_over_limit_is_413(small_limit_server: RunningServer) -> N
         assert_clear_error(response, 413, "4096", "max_request_bytes")
     with httpx.Client(base_url=small_limit_server.url, timeout=30) as client:
         assert_still_serves(client)
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "headers", "status", "fragment"),
+    [
+        ("GET", "/v2/models/simple/versions/\u00b2", {}, 404, "versions are positive integers"),
+        ("GET", "/v2/models/simple/versions/01", {}, 404, "versions are positive integers"),
+        (
+            "POST",
+            "/v2/models/simple/infer",
+            {"Inference-Header-Content-Length": "\u00b2".encode("latin-1")},
+            400,
+            "invalid Inference-Header-Content-Length",
+        ),
+    ],
+)
+def test_non_ascii_digits_are_refused_not_a_crash(
+    http: httpx.Client,
+    method: str,
+    path: str,
+    headers: dict[str, bytes],
+    status: int,
+    fragment: str,
+) -> None:
+    """'²' passes str.isdigit but not int(): versions and lengths give 4xx, never a 500."""
+    content = body(inputs=simple_inputs()) if method == "POST" else None
+    response = http.request(method, path, content=content, headers=headers)
+    assert_clear_error(response, status, fragment)
+    assert_still_serves(http)

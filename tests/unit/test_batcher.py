@@ -463,8 +463,10 @@ def test_cancelled_waiter_is_skipped() -> None:
 # -- failures ----------------------------------------------------------------------------------
 
 
-def test_model_exception_fails_every_request_in_the_batch() -> None:
-    """An exception inside the model becomes an InternalError for each request in the batch."""
+def test_model_exception_fails_every_request_in_the_batch(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A model exception: InternalError for each request, its text and traceback only logged."""
     batcher, backend, stats = make()
 
     async def body() -> None:
@@ -476,10 +478,16 @@ def test_model_exception_fails_every_request_in_the_batch() -> None:
         results = await asyncio.gather(first, *tasks, return_exceptions=True)
         for result in results:
             assert isinstance(result, InternalError)
-            assert "RuntimeError: kaput" in result.message
+            assert "(RuntimeError); see the server log" in result.message
+            assert "kaput" not in result.message
             assert "model 'm'" in result.message
         assert stats.fail.count == 3
         assert stats.execution_count == 0
+        records = [r for r in caplog.records if r.name == "shipyard.batching.batcher"]
+        assert records  # one per failed execution, each with the exception and traceback
+        for record in records:
+            assert record.exc_info is not None
+            assert "kaput" in str(record.exc_info[1])
         # the instance is free again: the next request runs normally
         backend.error = None
         assert (await batcher.submit(rows(1), ["y"]))["y"].shape == (1, 2)
@@ -625,3 +633,24 @@ def test_close_fails_queued_requests_and_releases_instances() -> None:
         assert backend.batch_rows == [1]
 
     run(close_after(batcher, body))
+
+
+def test_cancelled_requests_do_not_fill_the_queue() -> None:
+    """Requests whose callers went away leave room in a full queue for new ones."""
+    batcher, backend, _ = make(batching=DynamicBatchingConfig(max_queue_size=2))
+
+    async def body() -> None:
+        first = await hold_first(batcher, backend)
+        gone = [submit(batcher, rows(1, i)) for i in range(2)]
+        await settle()
+        assert batcher.queued == 2
+        for task in gone:
+            task.cancel()
+        await settle()
+        newcomer = submit(batcher, rows(1, 7))
+        await settle()
+        backend.gate.set()
+        assert (await newcomer)["y"].shape == (1, 2)
+        await first
+
+    run(body())

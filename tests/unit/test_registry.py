@@ -526,3 +526,35 @@ def test_index_forgets_an_unloaded_model_whose_folder_is_gone(repository: Path) 
         await registry.close()
 
     arun(body())
+
+
+def test_unreadable_model_toml_marks_only_that_model_unavailable(repository: Path) -> None:
+    """An OS error reading one model's files (model.toml is a folder) is that model's load
+    failure with a reason; it neither stops load_all nor leaves the model LOADING."""
+    write_model(repository, "good", identity_model())
+    write_model(repository, "bad", identity_model())
+    (repository / "bad" / "model.toml").mkdir()
+
+    async def body() -> None:
+        registry = await loaded(repository)
+        assert registry.get("good").version == 1
+        (row,) = rows_of(registry, "bad")
+        assert row["state"] == "UNAVAILABLE"
+        assert "model.toml: cannot read it" in row["reason"]
+        await registry.close()
+
+    arun(body())
+
+
+def test_only_canonical_version_folders_count(repository: Path) -> None:
+    """'01' or '²' folders are not versions (they would collide with 1 or crash int())."""
+    write_model(repository, "m", identity_model())
+    for odd in ("01", "\u00b2", "0"):
+        (repository / "m" / odd).mkdir()
+
+    async def body() -> None:
+        registry = await loaded(repository)
+        assert [v.version for v in registry.versions("m")] == [1]
+        await registry.close()
+
+    arun(body())

@@ -9,6 +9,7 @@ bookkeeping happens on the event loop thread; only the model runs in worker thre
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import deque
 from collections.abc import Sequence
@@ -32,6 +33,8 @@ from shipyard.errors import (
 from shipyard.stats import ModelStats
 
 __all__ = ["DynamicBatcher"]
+
+log = logging.getLogger(__name__)
 
 Arrays = dict[str, npt.NDArray[Any]]
 
@@ -101,6 +104,9 @@ class DynamicBatcher:
         """
         if self._closed:
             raise ModelNotReadyError(f"model {self.model!r} is unloading; retry shortly")
+        if len(self._queue) >= self._config.max_queue_size:
+            # Requests whose clients went away stay queued until dispatched: do not count them.
+            self._queue = deque(p for p in self._queue if not p.future.done())
         if len(self._queue) >= self._config.max_queue_size:
             self._stats.fail.add(0)
             raise OverloadedError(
@@ -259,8 +265,11 @@ class DynamicBatcher:
         error = future.exception()
         if error is not None:
             if not isinstance(error, ShipyardError):
+                log.error(
+                    "model %s failed on a batch of %d", self.model, len(batch), exc_info=error
+                )
                 error = InternalError(
-                    f"model {self.model!r} failed: {type(error).__name__}: {error}"
+                    f"model {self.model!r} failed ({type(error).__name__}); see the server log"
                 )
             for item in batch:
                 self._fail(item, error)

@@ -14,10 +14,23 @@ from pathlib import Path
 from shipyard.config import ModelConfig, load_model_config
 from shipyard.errors import ConfigError, InvalidInputError, NotFoundError
 
-__all__ = ["CONFIG_FILENAME", "ModelSource", "check_model_name", "scan_repository"]
+__all__ = [
+    "CONFIG_FILENAME",
+    "ModelSource",
+    "check_model_name",
+    "parse_version",
+    "scan_repository",
+]
 
 CONFIG_FILENAME = "model.toml"
 _NAME = re.compile(r"[A-Za-z0-9_.\-]+")
+#: A version folder's name: a positive integer in ASCII digits, no leading zero.
+_VERSION = re.compile(r"[1-9][0-9]*")
+
+
+def parse_version(text: str) -> int | None:
+    """The version ``text`` names (``"3"`` → 3), or None for anything else (``"03"``, ``"³"``)."""
+    return int(text) if _VERSION.fullmatch(text) else None
 
 
 def check_model_name(name: str) -> str:
@@ -38,10 +51,17 @@ class ModelSource:
 
     def versions(self) -> list[int]:
         """The published versions on disk, ascending."""
+        try:
+            children = list(self.path.iterdir())
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot read model folder {self.path}: {exc.strerror or exc}"
+            ) from exc
         found = []
-        for child in self.path.iterdir():
-            if child.is_dir() and child.name.isdigit() and int(child.name) > 0:
-                found.append(int(child.name))
+        for child in children:
+            version = parse_version(child.name)
+            if version is not None and child.is_dir():
+                found.append(version)
         return sorted(found)
 
     def version_dir(self, version: int) -> Path:

@@ -23,7 +23,7 @@ from typing import Any
 
 from shipyard.config import parse_model_config
 from shipyard.errors import ConfigError
-from shipyard.repository.layout import CONFIG_FILENAME, check_model_name
+from shipyard.repository.layout import CONFIG_FILENAME, check_model_name, parse_version
 from shipyard.types import TensorSpec
 
 __all__ = ["next_version", "publish", "update_model_toml"]
@@ -36,7 +36,7 @@ def next_version(model_dir: Path) -> int:
     """One more than the highest published version (1 for a new model)."""
     if not model_dir.is_dir():
         return 1
-    versions = [int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit()]
+    versions = [v for p in model_dir.iterdir() if p.is_dir() and (v := parse_version(p.name))]
     return max(versions, default=0) + 1
 
 
@@ -136,7 +136,7 @@ def publish(
         shutil.rmtree(tmp, ignore_errors=True)
         if old_text is not None:
             _write_atomic(config_path, old_text)
-        elif config_path.exists() and not any(p.name.isdigit() for p in model_dir.iterdir()):
+        elif config_path.exists() and not any(parse_version(p.name) for p in model_dir.iterdir()):
             config_path.unlink()
         if created and not any(model_dir.iterdir()):
             model_dir.rmdir()

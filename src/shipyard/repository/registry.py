@@ -26,7 +26,7 @@ from shipyard.errors import (
     ShipyardError,
 )
 from shipyard.processing import Pipeline, build_pipeline
-from shipyard.repository.layout import ModelSource, find_model, scan_repository
+from shipyard.repository.layout import ModelSource, find_model, parse_version, scan_repository
 from shipyard.stats import ModelStats
 from shipyard.types import TensorSpec
 
@@ -97,11 +97,12 @@ class ModelRegistry:
                     f"model {name!r} is not ready ({entry.state.value}: {entry.reason})"
                 )
             return entry.versions[max(entry.versions)]
-        if not version.isdigit() or int(version) == 0:
+        number = parse_version(version)
+        if number is None:
             raise NotFoundError(
                 f"model {name!r} has no version {version!r}: versions are positive integers"
             )
-        served = entry.versions.get(int(version))
+        served = entry.versions.get(number)
         if served is None:
             if not entry.versions and entry.state is not ModelState.READY:
                 raise ModelNotReadyError(
@@ -183,7 +184,13 @@ class ModelRegistry:
             if not old:
                 entry.state, entry.reason = ModelState.LOADING, "loading"
             try:
-                new = await asyncio.to_thread(self._load_versions, source, config)
+                try:
+                    new = await asyncio.to_thread(self._load_versions, source, config)
+                except ShipyardError:
+                    raise
+                except Exception as exc:  # a bug or an OS error: never leave the model LOADING
+                    log.exception("loading model %s failed unexpectedly", name)
+                    raise ModelLoadError(f"{type(exc).__name__}: {exc}") from exc
             except ShipyardError as exc:
                 if old:
                     entry.state = ModelState.READY

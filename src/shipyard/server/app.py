@@ -94,70 +94,69 @@ class ShipyardServer:
         self._loop = asyncio.get_running_loop()
         registry = ModelRegistry(config.repository, config.drain_timeout_s)
         service = self.service = InferenceService(registry, config.max_tensor_elements)
-        metrics = build_metrics_registry(
-            lambda: [(v.stats, v.batcher.queued) for v in registry.served()]
-        )
-        app = create_http_app(service, config.max_request_bytes, metrics)
-        await registry.load_all(config.models)
-
-        host, port = sock.getsockname()[:2]
-        url_host = f"[{host}]" if ":" in host else host
-        grpc_url = None
-        if grpc_port is not None or config.grpc_port:
-            grpc_host = f"[{config.host}]" if ":" in config.host else config.host
-            grpc_address = f"{grpc_host}:{config.grpc_port if grpc_port is None else grpc_port}"
-            try:
-                self._grpc, grpc_port = _grpc_server(service, grpc_address, config)
-            except BaseException:
-                await registry.close()
-                sock.close()
-                raise
-            grpc_url = f"grpc://{grpc_host}:{grpc_port}"
-        info = ServerInfo(
-            f"http://{url_host}:{port}",
-            port,
-            _model_rows(service),
-            grpc_url=grpc_url,
-            grpc_port=grpc_port if grpc_url else None,
-        )
-
-        outer = self
-
-        class _Server(uvicorn.Server):
-            async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-                await super().startup(sockets=sockets)
-                if on_ready is not None and not self.should_exit:
-                    on_ready(info)
-
-            def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-                # Not super().handle_exit: uvicorn would re-raise the signal once serve()
-                # returns, killing the process (exit 143 on SIGTERM) before the models drain.
-                outer._begin_shutdown()
-                if self.should_exit and sig == signal.SIGINT:
-                    self.force_exit = True  # a second Ctrl-C stops waiting for connections
-                self.should_exit = True
-
-        self._uvicorn = _Server(
-            uvicorn.Config(
-                app,
-                loop="none",
-                http="httptools",
-                lifespan="off",
-                access_log=False,
-                log_config=None,
-                server_header=False,
-                date_header=False,
-                timeout_graceful_shutdown=max(1, round(config.drain_timeout_s)),
-                timeout_keep_alive=30,
-            )
-        )
+        grpc_started = False
         try:
+            metrics = build_metrics_registry(
+                lambda: [(v.stats, v.batcher.queued) for v in registry.served()]
+            )
+            app = create_http_app(service, config.max_request_bytes, metrics)
+            await registry.load_all(config.models)
+
+            host, port = sock.getsockname()[:2]
+            url_host = f"[{host}]" if ":" in host else host
+            grpc_url = None
+            if grpc_port is not None or config.grpc_port:
+                grpc_host = f"[{config.host}]" if ":" in config.host else config.host
+                grpc_address = f"{grpc_host}:{config.grpc_port if grpc_port is None else grpc_port}"
+                self._grpc, grpc_port = _grpc_server(service, grpc_address, config)
+                grpc_url = f"grpc://{grpc_host}:{grpc_port}"
+            info = ServerInfo(
+                f"http://{url_host}:{port}",
+                port,
+                _model_rows(service),
+                grpc_url=grpc_url,
+                grpc_port=grpc_port if grpc_url else None,
+            )
+
+            outer = self
+
+            class _Server(uvicorn.Server):
+                async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+                    await super().startup(sockets=sockets)
+                    if on_ready is not None and not self.should_exit:
+                        on_ready(info)
+
+                def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+                    # Not super().handle_exit: uvicorn would re-raise the signal once serve()
+                    # returns, killing the process (exit 143 on SIGTERM) before the models drain.
+                    outer._begin_shutdown()
+                    if self.should_exit and sig == signal.SIGINT:
+                        self.force_exit = True  # a second Ctrl-C stops waiting for connections
+                    self.should_exit = True
+
+            self._uvicorn = _Server(
+                uvicorn.Config(
+                    app,
+                    loop="none",
+                    http="httptools",
+                    lifespan="off",
+                    access_log=False,
+                    log_config=None,
+                    server_header=False,
+                    date_header=False,
+                    timeout_graceful_shutdown=max(1, round(config.drain_timeout_s)),
+                    timeout_keep_alive=30,
+                )
+            )
             if self._grpc is not None:
                 await self._grpc.start()
+                grpc_started = True
             await self._uvicorn.serve(sockets=[sock])
         finally:
+            # Also on a failed start (a model folder that breaks loading, Ctrl-C while
+            # loading): the socket, the loaded models and gRPC are released either way.
             service.start_draining()
-            if self._grpc is not None:
+            if grpc_started:
                 await self._stop_grpc()
             await registry.close()
             sock.close()

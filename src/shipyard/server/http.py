@@ -8,6 +8,7 @@ whose body holds no traceback.
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -43,6 +44,8 @@ HTTP_STATUS: dict[ErrorCode, int] = {
 }
 
 HEADER_LENGTH = "inference-header-content-length"
+#: A non-negative integer in ASCII digits (str.isdigit also accepts "²", which int() refuses).
+_DIGITS = re.compile(r"[0-9]+")
 _JSON = "application/json"
 
 
@@ -66,7 +69,7 @@ class _Endpoints:
         """Read the body, refusing it with 413 as soon as it passes the limit."""
         declared = request.headers.get("content-length")
         if declared is not None:
-            if not declared.isdigit():
+            if not _DIGITS.fullmatch(declared):
                 raise InvalidInputError(f"invalid Content-Length header {declared!r}")
             if int(declared) > self.max_body:
                 raise PayloadTooLargeError(_too_large(int(declared), self.max_body))
@@ -120,7 +123,7 @@ class _Endpoints:
         header = request.headers.get(HEADER_LENGTH)
         header_length = None
         if header is not None:
-            if not header.isdigit():
+            if not _DIGITS.fullmatch(header):
                 raise InvalidInputError(f"invalid Inference-Header-Content-Length {header!r}")
             header_length = int(header)
         infer_request = decode_infer_request(
@@ -139,7 +142,7 @@ class _Endpoints:
     async def predict(self, request: Request) -> Response:
         name, version = _model(request)
         top_k = request.query_params.get("top_k")
-        if top_k is not None and not top_k.isdigit():
+        if top_k is not None and not _DIGITS.fullmatch(top_k):
             raise InvalidInputError(f"top_k must be an integer >= 1, got {top_k!r}")
         body = await self.body(request)
         content_type = request.headers.get("content-type", "")

@@ -40,6 +40,7 @@ from typing import IO, Any
 from shipyard.errors import LoadGeneratorError, ShipyardError
 from shipyard.loadgen import http as http_load
 from shipyard.loadgen.inputs import build_inputs
+from shipyard.repository.layout import parse_version
 from shipyard.tuning.search import Point
 
 __all__ = ["LoadWorker", "Measured", "Workload", "serve_and_measure"]
@@ -190,7 +191,11 @@ def _repository(
     _link(model_file, folder / "1" / "model.onnx")
     (folder / "model.toml").write_text(toml_text, encoding="utf-8")
     for entry in model_dir.iterdir():  # labels files and the like, named by model.toml
-        if entry.name.isdigit() or entry.name.startswith(".") or entry.name == "model.toml":
+        if (
+            parse_version(entry.name) is not None
+            or entry.name.startswith(".")
+            or entry.name == "model.toml"
+        ):
             continue
         if entry.name.startswith("tune-report"):
             continue
