@@ -654,3 +654,38 @@ def test_cancelled_requests_do_not_fill_the_queue() -> None:
         await first
 
     run(body())
+
+
+class PickyBackend(FakeBackend):
+    """Refuses any batch holding a negative value, as ONNX Runtime refuses bad text."""
+
+    def run(
+        self, inputs: Mapping[str, npt.NDArray[Any]], outputs: Sequence[str]
+    ) -> list[npt.NDArray[Any]]:
+        """Fail the whole call on one bad row, like a backend decoding a batch at once."""
+        if (inputs["x"] < 0).any():
+            self.calls.append({k: np.array(v) for k, v in inputs.items()})
+            raise InvalidInputError("input 'x': a row the model cannot take")
+        return super().run(inputs, outputs)
+
+
+def test_one_bad_request_fails_alone_not_its_batch() -> None:
+    """A batch refused for bad input is re-run request by request: only the culprit fails."""
+    backend = PickyBackend()
+    batcher, _, stats = make(backend=backend)
+
+    async def body() -> None:
+        first = await hold_first(batcher, backend)
+        good = [submit(batcher, rows(1, i)) for i in (1.0, 2.0)]
+        bad = submit(batcher, rows(1, -5.0))
+        await settle()
+        backend.gate.set()
+        await first
+        results = await asyncio.gather(*good, bad, return_exceptions=True)
+        assert [r["y"][0, 0] for r in results[:2]] == [2.0, 4.0]  # type: ignore[index]
+        assert isinstance(results[2], InvalidInputError)
+        # one held execution, one failed batch of 3, then the three members alone
+        assert backend.batch_rows == [1, 3, 1, 1, 1]
+        assert stats.fail.count == 1
+
+    run(body())

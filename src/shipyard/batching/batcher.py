@@ -49,6 +49,8 @@ class _Pending:
     enqueued_ns: int
     expiry: asyncio.TimerHandle | None = None
     started: bool = False
+    #: Run alone: its batch failed on bad input and each member is retried by itself.
+    solo: bool = False
 
 
 @dataclass(slots=True)
@@ -175,13 +177,13 @@ class DynamicBatcher:
             queue.popleft()
         if not queue:
             return []
-        if self._batching is None:
+        if self._batching is None or queue[0].solo:
             return [queue.popleft()]
         first = queue[0]
         batch: list[_Pending] = []
         total = 0
         for item in queue:
-            if item.key == first.key and not item.future.done():
+            if item.key == first.key and not item.future.done() and not item.solo:
                 if total + item.rows > self.max_batch_size:
                     break
                 batch.append(item)
@@ -263,6 +265,14 @@ class DynamicBatcher:
     ) -> None:
         self._free.append(instance)
         error = future.exception()
+        if isinstance(error, InvalidInputError) and len(batch) > 1:
+            # One request's data (say, BYTES that are not UTF-8 for a text model) failed the
+            # whole batch: run each member alone, first in line, so only the culprit fails.
+            for item in reversed(batch):
+                item.started, item.solo = False, True
+                self._queue.appendleft(item)
+            self._dispatch()
+            return
         if error is not None:
             if not isinstance(error, ShipyardError):
                 log.error(
