@@ -14,9 +14,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from shipyard import eventloop
 from shipyard.errors import LoadGeneratorError
 from shipyard.loadgen.inputs import Input, build_inputs
-from shipyard.loadgen.runner import Transport, measure, run_loop
+from shipyard.loadgen.runner import Transport, measure
 from shipyard.loadgen.stats import Summary
 
 __all__ = ["BenchPlan", "BenchResult", "run_bench"]
@@ -135,4 +136,4 @@ def run_bench(plan: BenchPlan, progress: Callable[[str], None] | None = None) ->
             )
         return rows
 
-    return BenchResult(plan, target, inputs, run_loop(measure_all()))
+    return BenchResult(plan, target, inputs, eventloop.run(measure_all()))

@@ -22,13 +22,14 @@ import collections
 import contextlib
 import math
 import time
-from collections.abc import Coroutine, Sequence
-from typing import Any, Protocol, TypeVar
+from collections.abc import Sequence
+from typing import Protocol, TypeVar
 
+from shipyard import eventloop
 from shipyard.errors import LoadGeneratorError
 from shipyard.loadgen.stats import Recorder, Summary
 
-__all__ = ["Driver", "Slot", "Transport", "measure", "run", "run_loop"]
+__all__ = ["Driver", "Slot", "Transport", "measure", "run"]
 
 #: How long requests still in flight when the window closes get to finish.
 DRAIN_S = 10.0
@@ -191,14 +192,4 @@ def run(
     rate: float | None = None,
 ) -> Summary:
     """:func:`measure` on a fresh event loop."""
-    return run_loop(measure(transport, concurrency, warmup_s, duration_s, rate))
-
-
-def run_loop(coro: Coroutine[Any, Any, _T]) -> _T:
-    """Run ``coro`` on a fresh event loop: uvloop's when installed, else asyncio's."""
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.run(coro)
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        return runner.run(coro)
+    return eventloop.run(measure(transport, concurrency, warmup_s, duration_s, rate))

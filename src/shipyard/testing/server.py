@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import dataclasses
 import threading
@@ -10,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from shipyard import eventloop
 from shipyard.config import ServerConfig
 from shipyard.server.app import ServerInfo, ShipyardServer, bind_socket
 
@@ -64,12 +64,9 @@ def running_server(
 
     def run() -> None:
         try:
-            import uvloop
-
-            with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-                runner.run(
-                    server.serve(http_socket=sock, on_ready=on_ready, grpc_port=0 if grpc else None)
-                )
+            eventloop.run(
+                server.serve(http_socket=sock, on_ready=on_ready, grpc_port=0 if grpc else None)
+            )
         except BaseException as exc:  # reported to the waiting test below
             holder["error"] = exc
             started.set()
