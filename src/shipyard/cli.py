@@ -5,14 +5,15 @@ from __future__ import annotations
 import asyncio
 import gc
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 from rich.console import Console
 from rich.table import Table
 
-from shipyard import __version__
+from shipyard import __version__, eventloop
 from shipyard.config import LOG_LEVELS, ServerConfig
 from shipyard.errors import ShipyardError
 from shipyard.log import configure_logging
@@ -21,6 +22,28 @@ __all__ = ["main"]
 
 # soft_wrap: URLs and commands stay on one line when the output is not a terminal.
 console = Console(stderr=False, highlight=False, soft_wrap=True)
+
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+#: The accuracy guard's options, shared by ``optimize`` and ``tune`` (same names, same rules).
+_GUARD_OPTIONS = (
+    click.option("--calibration", type=click.Path(path_type=Path), help="int8-static data (.npz)."),
+    click.option("--validation", type=click.Path(path_type=Path), help="Guard data (.npz)."),
+    click.option(
+        "--metric",
+        type=click.Choice(["accuracy", "top1-agreement", "cosine", "max-abs"]),
+        help="Accuracy guard metric [default: accuracy with labels, else top1-agreement/cosine].",
+    ),
+    click.option("--max-drop", type=click.FloatRange(0), default=0.01, show_default=True),
+)
+
+
+def _guard_options(command: _F) -> _F:
+    """Add the accuracy guard's options to ``command``, in help order."""
+    for option in reversed(_GUARD_OPTIONS):
+        command = option(command)
+    return command
 
 
 def _fail(message: str) -> None:
@@ -119,7 +142,7 @@ def serve(repository: Path, config_file: Path | None, **flags: Any) -> None:
 
     server = ShipyardServer(config)
     try:
-        _run(server.serve(on_ready=ready))
+        eventloop.run(server.serve(on_ready=ready))
     except ShipyardError as exc:
         _fail(exc.message)
     except KeyboardInterrupt:
@@ -245,14 +268,7 @@ def hw_command(as_json: bool) -> None:
     show_default=True,
     help="none: graph optimization only.",
 )
-@click.option("--calibration", type=click.Path(path_type=Path), help="int8-static data (.npz).")
-@click.option("--validation", type=click.Path(path_type=Path), help="Guard data (.npz).")
-@click.option(
-    "--metric",
-    type=click.Choice(["accuracy", "top1-agreement", "cosine", "max-abs"]),
-    help="Accuracy guard metric [default: accuracy with labels, else top1-agreement/cosine].",
-)
-@click.option("--max-drop", type=click.FloatRange(0), default=0.01, show_default=True)
+@_guard_options
 @click.option("--force", is_flag=True, help="Publish even if not faster or smaller.")
 @click.option("--per-tensor", is_flag=True, help="Quantize weights per tensor, not per channel.")
 @click.option(
@@ -499,14 +515,7 @@ def bench_command(
     show_default=True,
     help="Model variants to compare (fp32 is always measured).",
 )
-@click.option("--calibration", type=click.Path(path_type=Path), help="int8-static data (.npz).")
-@click.option("--validation", type=click.Path(path_type=Path), help="Guard data (.npz).")
-@click.option(
-    "--metric",
-    type=click.Choice(["accuracy", "top1-agreement", "cosine", "max-abs"]),
-    help="Accuracy guard metric [default: as shipyard optimize].",
-)
-@click.option("--max-drop", type=float, default=0.01, show_default=True)
+@_guard_options
 @click.option(
     "--input",
     "input_file",
@@ -586,14 +595,3 @@ def tune_command(
     if result.exit_code:
         click.echo(f"error: {result.report['winner']['why']}", err=True)
         sys.exit(result.exit_code)
-
-
-def _run(coro: Any) -> None:
-    """Run ``coro`` on uvloop when it is installed, else on asyncio's default loop."""
-    try:
-        import uvloop
-    except ImportError:
-        asyncio.run(coro)
-    else:
-        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            runner.run(coro)
