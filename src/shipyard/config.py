@@ -429,6 +429,8 @@ class ServerConfig:
     grpc_port: int = 8001
     #: Largest gRPC message received or sent (RESOURCE_EXHAUSTED above it).
     grpc_max_message_bytes: int = 64 * 1024 * 1024
+    #: Calls one gRPC connection may have open at once (more are refused: REFUSED_STREAM).
+    grpc_max_concurrent_streams: int = 1000
     #: Models to load at start; empty: every model in the repository.
     models: tuple[str, ...] = ()
     #: Largest request body accepted (413 above it).
@@ -479,6 +481,7 @@ class ServerConfig:
                     "http_port",
                     "grpc_port",
                     "grpc_max_message_bytes",
+                    "grpc_max_concurrent_streams",
                     "max_request_bytes",
                     "max_tensor_elements",
                 ):
@@ -500,6 +503,11 @@ class ServerConfig:
             raise ConfigError(
                 "grpc_max_message_bytes must be in 1024..2147483647 (gRPC's limit), got "
                 f"{config.grpc_max_message_bytes}"
+            )
+        if not 1 <= config.grpc_max_concurrent_streams <= 2**31 - 1:
+            raise ConfigError(
+                "grpc_max_concurrent_streams must be in 1..2147483647, got "
+                f"{config.grpc_max_concurrent_streams}"
             )
         if config.max_request_bytes < 1024 or config.max_tensor_elements < 1:
             raise ConfigError("max_request_bytes must be >= 1024 and max_tensor_elements >= 1")

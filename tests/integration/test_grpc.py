@@ -394,6 +394,50 @@ def test_call_deadline_drops_the_queued_request(slow_server: RunningServer) -> N
     assert int(after["execution_count"]) - int(before.get("execution_count", 0)) == 1
 
 
+def test_cancelled_call_never_reaches_the_model(slow_server: RunningServer) -> None:
+    """A queued call the client cancels (RST_STREAM) is dropped; the model never runs it."""
+    batcher = _batcher(slow_server)
+    sync_client = grpcclient.InferenceServerClient(slow_server.grpc_address)
+    before = _stats(sync_client)
+    x = np.zeros((1, 4), np.float32)
+
+    async def scenario() -> None:
+        client = grpcaio.InferenceServerClient(slow_server.grpc_address)
+        try:
+            running = asyncio.create_task(client.infer("slow", [infer_input("INPUT0", x, grpcaio)]))
+            await _until(lambda: batcher.busy == 1, "the model to start")
+            queued = asyncio.create_task(client.infer("slow", [infer_input("INPUT0", x, grpcaio)]))
+            await _until(lambda: batcher.queued == 1, "the second call to queue")
+            queued.cancel()
+            await _until(lambda: batcher.queued == 0, "the server to drop the cancelled call")
+            await running
+        finally:
+            await client.close()
+
+    asyncio.run(asyncio.wait_for(scenario(), 60))
+    after = _stats(sync_client)
+    assert int(after["execution_count"]) - int(before.get("execution_count", 0)) == 1
+    assert int(after["inference_count"]) - int(before.get("inference_count", 0)) == 1
+
+
+def test_many_calls_multiplexed_on_one_connection(grpc_server: RunningServer) -> None:
+    """300 concurrent calls on one channel each get their own answer back."""
+
+    async def scenario() -> None:
+        client = grpcaio.InferenceServerClient(grpc_server.grpc_address)
+        try:
+            arrays = [np.full((1, 1000 + i), i, np.float32) for i in range(300)]
+            results = await asyncio.gather(
+                *(client.infer("wide", [infer_input("INPUT0", a, grpcaio)]) for a in arrays)
+            )
+            for array, result in zip(arrays, results, strict=True):
+                assert np.array_equal(result.as_numpy("OUTPUT0"), array)
+        finally:
+            await client.close()
+
+    asyncio.run(asyncio.wait_for(scenario(), 60))
+
+
 def test_http_and_grpc_requests_are_batched_together(slow_server: RunningServer) -> None:
     """Requests queued from HTTP and gRPC run as one batch of the same batcher."""
     batcher = _batcher(slow_server)

@@ -368,6 +368,11 @@ def test_resolve_file_without_server_table(tmp_path: Path) -> None:
         ({"SHIPYARD_DRAIN_TIMEOUT_S": "-1"}, "drain_timeout_s must be >= 0"),
         ({"SHIPYARD_DRAIN_TIMEOUT_S": "nan"}, "drain_timeout_s must be >= 0"),
         ({"SHIPYARD_LOG_LEVEL": "verbose"}, "log_level must be one of critical, error"),
+        ({"SHIPYARD_GRPC_MAX_MESSAGE_BYTES": "100"}, "grpc_max_message_bytes must be in 1024"),
+        (
+            {"SHIPYARD_GRPC_MAX_CONCURRENT_STREAMS": "0"},
+            "grpc_max_concurrent_streams must be in 1..2147483647, got 0",
+        ),
     ],
 )
 def test_resolve_bad_env_values(env: dict[str, str], message: str) -> None:

@@ -26,6 +26,7 @@ from shipyard.protocol.grpc import (
     encode_repository_index,
     encode_statistics,
 )
+from shipyard.protocol.grpc_wire import StatusCode
 from shipyard.protocol.model_config import triton_model_config
 from shipyard.server.grpc import GRPC_STATUS, InferenceServicer
 from shipyard.stats import ModelStats
@@ -407,11 +408,17 @@ def test_statistics_and_index_keep_every_key() -> None:
 
 def test_error_table_covers_every_code() -> None:
     """GRPC_STATUS maps every ErrorCode, payload-too-large to RESOURCE_EXHAUSTED."""
+    assert set(GRPC_STATUS) == set(ErrorCode)
+    assert GRPC_STATUS[ErrorCode.PAYLOAD_TOO_LARGE] is StatusCode.RESOURCE_EXHAUSTED
+    assert GRPC_STATUS[ErrorCode.INVALID_ARGUMENT] is StatusCode.INVALID_ARGUMENT
+
+
+def test_status_numbers_are_grpcs() -> None:
+    """Shipyard's StatusCode numbers are the ones grpcio uses for the same names."""
     import grpc
 
-    assert set(GRPC_STATUS) == set(ErrorCode)
-    assert GRPC_STATUS[ErrorCode.PAYLOAD_TOO_LARGE] is grpc.StatusCode.RESOURCE_EXHAUSTED
-    assert GRPC_STATUS[ErrorCode.INVALID_ARGUMENT] is grpc.StatusCode.INVALID_ARGUMENT
+    for code in StatusCode:
+        assert grpc.StatusCode[code.name].value[0] == code.value
 
 
 class _Service:

@@ -2,8 +2,9 @@
 
 * :mod:`~shipyard.loadgen.http`: raw keep-alive HTTP/1.1 connections writing one pre-encoded
   request (JSON or binary tensors);
-* :mod:`~shipyard.loadgen.grpc`: ``ModelInfer`` calls with a pre-serialized request on a
-  ``grpc.aio`` channel (needs the ``grpc`` extra; imported only when used);
+* :mod:`~shipyard.loadgen.grpc`: ``ModelInfer`` calls with a pre-serialized request, multiplexed
+  on one HTTP/2 connection by Shipyard's own client (needs the ``grpc`` extra; imported only
+  when used);
 * :mod:`~shipyard.loadgen.runner`: closed loop at a concurrency, or open loop at a rate with a
   max outstanding limit, over a warm-up and a measured window;
 * :mod:`~shipyard.loadgen.stats`: latency percentiles, throughput, errors by status;

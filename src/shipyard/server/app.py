@@ -195,7 +195,9 @@ def _grpc_server(service: InferenceService, address: str, config: ServerConfig) 
         from shipyard.server.grpc import create_grpc_server
     except ImportError as exc:
         raise ConfigError(str(exc)) from exc
-    return create_grpc_server(service, address, config.grpc_max_message_bytes)
+    return create_grpc_server(
+        service, address, config.grpc_max_message_bytes, config.grpc_max_concurrent_streams
+    )
 
 
 async def describe_repository(config: ServerConfig) -> list[dict[str, Any]]:

@@ -1,29 +1,45 @@
-"""The gRPC transport: ``inference.GRPCInferenceService`` on ``grpc.aio``.
+"""The gRPC transport: ``inference.GRPCInferenceService`` on Shipyard's own HTTP/2 server.
 
 Each RPC decodes its message, calls the same :class:`InferenceService` as HTTP and encodes the
 answer. Errors become a gRPC status from :data:`GRPC_STATUS`, the one table this transport has,
 with the same message text as over HTTP; unexpected exceptions are logged with their traceback
 and answered INTERNAL without one.
 
-A call's deadline becomes the request's queue ``timeout`` when it is the tighter limit, so a
-request whose client has given up never reaches the model and the client hears why.
+The wire is gRPC over cleartext HTTP/2 (what every gRPC client speaks without TLS), framed by
+:mod:`shipyard.protocol.http2` and served by an asyncio protocol on the server's own event
+loop, beside uvicorn. Why not ``grpc.aio``: on the reference machine its per-call cost alone
+(a poller thread handing every completion to the loop through a socket) was above Shipyard's
+whole HTTP path, and calls reached the batcher too spread out to batch; see
+docs/design-notes.md. Here a read from the socket carries many calls at once, they reach the
+batcher in the same loop iteration, and the answers of one batch leave in one write.
 
-Needs the ``grpc`` extra; :mod:`shipyard.server.app` imports this module only when gRPC is on.
+A call's deadline (``grpc-timeout``) becomes the request's queue ``timeout`` when it is the
+tighter limit, so a request whose client has given up never reaches the model and the client
+hears why. A call the client cancels (RST_STREAM) or whose connection closes is cancelled.
+
+Needs the ``grpc`` extra (protobuf and hpack); :mod:`shipyard.server.app` imports this module
+only when gRPC is on.
 """
 
 from __future__ import annotations
 
-import functools
+import asyncio
 import logging
+import socket
+import time
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, cast
 
 try:
-    import grpc
-    from grpc import aio
-
     from shipyard.protocol import grpc_service_pb2 as pb
-    from shipyard.protocol import grpc_service_pb2_grpc as pb_grpc
+    from shipyard.protocol import http2
+    from shipyard.protocol.grpc_wire import (
+        StatusCode,
+        encode_message_text,
+        frame_message,
+        parse_timeout,
+        unframe_message,
+    )
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError(
         f"gRPC support needs the 'grpc' extra ({exc.name} is missing): "
@@ -43,20 +59,23 @@ from shipyard.protocol.grpc import (
 from shipyard.server.service import InferenceService
 from shipyard.types import InferRequest
 
-__all__ = ["GRPC_STATUS", "InferenceServicer", "create_grpc_server"]
+__all__ = ["GRPC_STATUS", "GrpcServer", "InferenceServicer", "StatusCode", "create_grpc_server"]
 
 log = logging.getLogger(__name__)
 
+SERVICE_PATH = "/inference.GRPCInferenceService/"
+
+
 #: The transport's one error table. A payload over a limit is RESOURCE_EXHAUSTED, the status
 #: gRPC itself gives a message over the size limit, so clients see one code for both.
-GRPC_STATUS: dict[ErrorCode, grpc.StatusCode] = {
-    ErrorCode.INVALID_ARGUMENT: grpc.StatusCode.INVALID_ARGUMENT,
-    ErrorCode.PAYLOAD_TOO_LARGE: grpc.StatusCode.RESOURCE_EXHAUSTED,
-    ErrorCode.NOT_FOUND: grpc.StatusCode.NOT_FOUND,
-    ErrorCode.UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
-    ErrorCode.DEADLINE_EXCEEDED: grpc.StatusCode.DEADLINE_EXCEEDED,
-    ErrorCode.UNIMPLEMENTED: grpc.StatusCode.UNIMPLEMENTED,
-    ErrorCode.INTERNAL: grpc.StatusCode.INTERNAL,
+GRPC_STATUS: dict[ErrorCode, StatusCode] = {
+    ErrorCode.INVALID_ARGUMENT: StatusCode.INVALID_ARGUMENT,
+    ErrorCode.PAYLOAD_TOO_LARGE: StatusCode.RESOURCE_EXHAUSTED,
+    ErrorCode.NOT_FOUND: StatusCode.NOT_FOUND,
+    ErrorCode.UNAVAILABLE: StatusCode.UNAVAILABLE,
+    ErrorCode.DEADLINE_EXCEEDED: StatusCode.DEADLINE_EXCEEDED,
+    ErrorCode.UNIMPLEMENTED: StatusCode.UNIMPLEMENTED,
+    ErrorCode.INTERNAL: StatusCode.INTERNAL,
 }
 
 #: The request's queue timeout ends this long before the call's deadline, so that the server's
@@ -64,68 +83,94 @@ GRPC_STATUS: dict[ErrorCode, grpc.StatusCode] = {
 #: client's own deadline fires.
 DEADLINE_MARGIN_US = 1_000
 
-_Message = TypeVar("_Message")
-_Handler = Callable[["InferenceServicer", Any, Any], Awaitable[_Message]]
+_RESPONSE_HEADERS = http2.encode_headers(
+    [
+        (b":status", b"200"),
+        (b"content-type", b"application/grpc"),
+        (b"grpc-accept-encoding", b"identity"),
+    ]
+)
+_OK_TRAILERS = http2.encode_headers([(b"grpc-status", b"0")])
 
 
-def _rpc(method: _Handler[_Message]) -> _Handler[_Message]:
-    """Turn ShipyardError (and anything unexpected) into a gRPC status by GRPC_STATUS."""
+class RpcError(Exception):
+    """A call's failure as a gRPC status and message."""
 
-    @functools.wraps(method)
-    async def handler(self: InferenceServicer, request: Any, context: Any) -> _Message:
-        try:
-            return await method(self, request, context)
-        except ShipyardError as exc:
-            code, message = GRPC_STATUS[exc.code], exc.message
-        except Exception as exc:
-            log.exception("unexpected error in gRPC %s", method.__name__)
-            code = grpc.StatusCode.INTERNAL
-            message = f"internal server error ({type(exc).__name__}); see server log"
-        await context.abort(code, message)
-        raise AssertionError("context.abort returned")  # pragma: no cover
+    def __init__(self, code: StatusCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
 
-    return handler
+
+def _trailers_only(code: int, message: str, http_status: bytes = b"200") -> bytes:
+    """The one header block of a call that fails before any answer (Trailers-Only)."""
+    return http2.encode_headers(
+        [
+            (b":status", http_status),
+            (b"content-type", b"application/grpc"),
+            (b"grpc-status", str(code).encode()),
+            (b"grpc-message", encode_message_text(message[:4096])),
+        ]
+    )
+
+
+_Handler = Callable[[Any, float | None], Awaitable[Any]]
 
 
 class InferenceServicer:
-    """The ``GRPCInferenceService`` RPCs, each a thin adapter over one service method."""
+    """The ``GRPCInferenceService`` RPCs, each a thin adapter over one service method.
+
+    Each takes the decoded request message and the seconds left before the call's deadline
+    (None without one) and returns the response message, or raises :class:`ShipyardError`.
+    """
 
     def __init__(self, service: InferenceService) -> None:
         self.service = service
 
-    @_rpc
-    async def ServerLive(self, request: pb.ServerLiveRequest, context: Any) -> Any:  # noqa: N802
+    def methods(self) -> dict[str, tuple[Callable[[bytes], Any], _Handler]]:
+        """``/inference.GRPCInferenceService/<Rpc>`` → (request parser, handler)."""
+        return {
+            SERVICE_PATH + name: (request_type.FromString, getattr(self, name))
+            for name, request_type in (
+                ("ServerLive", pb.ServerLiveRequest),
+                ("ServerReady", pb.ServerReadyRequest),
+                ("ModelReady", pb.ModelReadyRequest),
+                ("ServerMetadata", pb.ServerMetadataRequest),
+                ("ModelMetadata", pb.ModelMetadataRequest),
+                ("ModelConfig", pb.ModelConfigRequest),
+                ("ModelInfer", pb.ModelInferRequest),
+                ("ModelStatistics", pb.ModelStatisticsRequest),
+                ("RepositoryIndex", pb.RepositoryIndexRequest),
+                ("RepositoryModelLoad", pb.RepositoryModelLoadRequest),
+                ("RepositoryModelUnload", pb.RepositoryModelUnloadRequest),
+            )
+        }
+
+    async def ServerLive(self, request: Any, remaining_s: float | None) -> Any:  # noqa: N802
         return pb.ServerLiveResponse(live=self.service.live())
 
-    @_rpc
-    async def ServerReady(self, request: pb.ServerReadyRequest, context: Any) -> Any:  # noqa: N802
+    async def ServerReady(self, request: Any, remaining_s: float | None) -> Any:  # noqa: N802
         return pb.ServerReadyResponse(ready=self.service.ready())
 
-    @_rpc
-    async def ModelReady(self, request: pb.ModelReadyRequest, context: Any) -> Any:  # noqa: N802
+    async def ModelReady(self, request: Any, remaining_s: float | None) -> Any:  # noqa: N802
         ready = self.service.model_ready(request.name, request.version or None)
         return pb.ModelReadyResponse(ready=ready)
 
-    @_rpc
-    async def ServerMetadata(self, request: pb.ServerMetadataRequest, context: Any) -> Any:  # noqa: N802
+    async def ServerMetadata(self, request: Any, remaining_s: float | None) -> Any:  # noqa: N802
         metadata = self.service.server_metadata()
         return pb.ServerMetadataResponse(
             name=metadata["name"], version=metadata["version"], extensions=metadata["extensions"]
         )
 
-    @_rpc
-    async def ModelMetadata(self, request: pb.ModelMetadataRequest, context: Any) -> Any:  # noqa: N802
+    async def ModelMetadata(self, request: Any, remaining_s: float | None) -> Any:  # noqa: N802
         metadata = self.service.model_metadata(request.name, request.version or None)
         return encode_model_metadata(metadata)
 
-    @_rpc
-    async def ModelConfig(self, request: pb.ModelConfigRequest, context: Any) -> Any:  # noqa: N802
+    async def ModelConfig(self, request: Any, remaining_s: float | None) -> Any:  # noqa: N802
         return encode_model_config(self.service.model_config(request.name, request.version or None))
 
-    @_rpc
-    async def ModelInfer(self, request: pb.ModelInferRequest, context: Any) -> Any:  # noqa: N802
+    async def ModelInfer(self, request: Any, remaining_s: float | None) -> Any:  # noqa: N802
         infer_request = decode_infer_request(request, self.service.max_tensor_elements)
-        remaining_s = context.time_remaining()
         if remaining_s is not None:
             self._apply_deadline(infer_request, remaining_s)
         response = await self.service.infer(infer_request)
@@ -142,28 +187,22 @@ class InferenceServicer:
         if current == 0 or deadline_us < current:
             request.parameters["timeout"] = deadline_us
 
-    @_rpc
-    async def ModelStatistics(self, request: pb.ModelStatisticsRequest, context: Any) -> Any:  # noqa: N802
+    async def ModelStatistics(self, request: Any, remaining_s: float | None) -> Any:  # noqa: N802
         statistics = self.service.statistics(request.name or None, request.version or None)
         return encode_statistics(statistics)
 
-    @_rpc
-    async def RepositoryIndex(self, request: pb.RepositoryIndexRequest, context: Any) -> Any:  # noqa: N802
+    async def RepositoryIndex(self, request: Any, remaining_s: float | None) -> Any:  # noqa: N802
         _check_repository(request.repository_name)
         return encode_repository_index(self.service.repository_index(request.ready))
 
-    @_rpc
-    async def RepositoryModelLoad(  # noqa: N802
-        self, request: pb.RepositoryModelLoadRequest, context: Any
-    ) -> Any:
+    async def RepositoryModelLoad(self, request: Any, remaining_s: float | None) -> Any:  # noqa: N802
         _check_repository(request.repository_name)
         parameters = decode_parameters(request.parameters, "load")
         await self.service.load_model(request.model_name, parameters)
         return pb.RepositoryModelLoadResponse()
 
-    @_rpc
     async def RepositoryModelUnload(  # noqa: N802
-        self, request: pb.RepositoryModelUnloadRequest, context: Any
+        self, request: Any, remaining_s: float | None
     ) -> Any:
         _check_repository(request.repository_name)
         parameters = decode_parameters(request.parameters, "unload")
@@ -179,33 +218,276 @@ def _check_repository(name: str) -> None:
         )
 
 
+class _Call:
+    """One call's request, validated: the method, the message bytes, the deadline."""
+
+    __slots__ = ("handler", "message", "parse", "path", "remaining_s")
+
+    def __init__(
+        self,
+        path: str,
+        parse: Callable[[bytes], Any],
+        handler: _Handler,
+        message: bytes,
+        remaining_s: float | None,
+    ) -> None:
+        self.path = path
+        self.parse = parse
+        self.handler = handler
+        self.message = message
+        self.remaining_s = remaining_s
+
+
+class _Connection(asyncio.Protocol):
+    """One client connection: HTTP/2 frames in, calls to the servicer, answers out."""
+
+    def __init__(self, server: GrpcServer) -> None:
+        self.server = server
+        self.h2 = http2.ServerConnection(
+            max_body_bytes=server.max_message_bytes + 5,
+            max_concurrent_streams=server.max_concurrent_streams,
+        )
+        self.transport: asyncio.Transport | None = None
+        self.tasks: dict[int, asyncio.Task[None]] = {}
+        self._flush_scheduled = False
+        self._loop = asyncio.get_running_loop()
+
+    # -- asyncio.Protocol -----------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        self.server.connections.add(self)
+        if self.server.closing:
+            self.h2.goaway()
+        self.transport.write(self.h2.data_to_send())
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.server.connections.discard(self)
+        self.transport = None
+        for task in self.tasks.values():
+            task.cancel()
+
+    def pause_writing(self) -> None:
+        if self.transport is not None:
+            self.transport.pause_reading()  # a client that does not read sends nothing more
+
+    def resume_writing(self) -> None:
+        if self.transport is not None:
+            self.transport.resume_reading()
+
+    def data_received(self, data: bytes) -> None:
+        h2 = self.h2
+        try:
+            requests = h2.receive(data)
+        except http2.ProtocolError as exc:
+            log.info("gRPC connection closed: %s", exc.message)
+            self._flush()
+            if self.transport is not None:
+                self.transport.close()
+            return
+        for stream_id in h2.reset:
+            task = self.tasks.pop(stream_id, None)
+            if task is not None:
+                task.cancel()
+        for stream_id in h2.oversized:
+            limit = self.server.max_message_bytes
+            self._fail(
+                stream_id,
+                StatusCode.RESOURCE_EXHAUSTED,
+                f"received a message larger than the limit of {limit} bytes "
+                "(grpc_max_message_bytes)",
+            )
+        for request in requests:
+            self._start(request)
+        self._flush()
+
+    # -- calls ------------------------------------------------------------------------------
+
+    def _start(self, request: http2.Request) -> None:
+        stream_id = request.stream_id
+        path = method = content_type = timeout = encoding = None
+        for name, value in request.headers:
+            if name == ":path":
+                path = value
+            elif name == ":method":
+                method = value
+            elif name == "content-type":
+                content_type = value
+            elif name == "grpc-timeout":
+                timeout = value
+            elif name == "grpc-encoding":
+                encoding = value
+        if method != "POST":
+            self.h2.respond(
+                stream_id, b"", b"", _trailers_only(StatusCode.INTERNAL, "gRPC uses POST", b"405")
+            )
+            return
+        if content_type is None or not content_type.startswith("application/grpc"):
+            message = f"content-type {content_type!r} is not application/grpc"
+            self.h2.respond(
+                stream_id, b"", b"", _trailers_only(StatusCode.UNKNOWN, message, b"415")
+            )
+            return
+        entry = self.server.methods.get(path or "")
+        if entry is None:
+            self._fail(stream_id, StatusCode.UNIMPLEMENTED, f"method {path} is not implemented")
+            return
+        unframed = unframe_message(request.body)
+        if unframed is None:
+            self._fail(
+                stream_id,
+                StatusCode.INVALID_ARGUMENT,
+                f"{path}: the request must be exactly one length-prefixed message",
+            )
+            return
+        compressed, payload = unframed
+        if compressed:
+            self._fail(
+                stream_id,
+                StatusCode.UNIMPLEMENTED,
+                f"compressed messages (grpc-encoding {encoding}) are not supported; "
+                "send them uncompressed (identity)",
+            )
+            return
+        remaining_s = None
+        if timeout is not None:
+            remaining_s = parse_timeout(timeout)
+            if remaining_s is None:
+                self._fail(stream_id, StatusCode.INVALID_ARGUMENT, f"bad grpc-timeout {timeout!r}")
+                return
+        call = _Call(path or "", entry[0], entry[1], payload, remaining_s)
+        task = self._loop.create_task(self._run(stream_id, call, time.monotonic()))
+        self.tasks[stream_id] = task
+
+    async def _run(self, stream_id: int, call: _Call, started: float) -> None:
+        try:
+            try:
+                request = call.parse(call.message)
+            except Exception as exc:  # protobuf's DecodeError
+                raise RpcError(
+                    StatusCode.INVALID_ARGUMENT, f"{call.path}: cannot parse the message ({exc})"
+                ) from exc
+            remaining_s = call.remaining_s
+            if remaining_s is not None:
+                remaining_s -= time.monotonic() - started
+            response = await call.handler(request, remaining_s)
+            payload = response.SerializeToString()
+            limit = self.server.max_message_bytes
+            if len(payload) > limit:
+                raise RpcError(
+                    StatusCode.RESOURCE_EXHAUSTED,
+                    f"the response of {len(payload)} bytes is over the limit of {limit} bytes "
+                    "(grpc_max_message_bytes)",
+                )
+        except ShipyardError as exc:
+            self._fail(stream_id, GRPC_STATUS[exc.code], exc.message)
+        except RpcError as exc:
+            self._fail(stream_id, exc.code, exc.message)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.exception("unexpected error in gRPC %s", call.path)
+            message = f"internal server error ({type(exc).__name__}); see server log"
+            self._fail(stream_id, StatusCode.INTERNAL, message)
+        else:
+            self.h2.respond(stream_id, _RESPONSE_HEADERS, frame_message(payload), _OK_TRAILERS)
+        finally:
+            self.tasks.pop(stream_id, None)
+        self._schedule_flush()
+
+    def _fail(self, stream_id: int, code: StatusCode, message: str) -> None:
+        self.h2.respond(stream_id, b"", b"", _trailers_only(code, message))
+
+    # -- output -----------------------------------------------------------------------------
+
+    def _schedule_flush(self) -> None:
+        """Write at the end of this loop iteration: the answers of one batch leave together."""
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        data = self.h2.data_to_send()
+        if data and self.transport is not None:
+            self.transport.write(data)
+        closing = self.h2.goaway_sent and not self.tasks and self.h2.open_streams == 0
+        if closing and self.transport is not None:
+            self.transport.close()
+
+    def goaway(self) -> None:
+        """Refuse new calls; answer the ones in flight, then close (see GrpcServer.stop)."""
+        self.h2.goaway()
+        self._flush()
+
+
+class GrpcServer:
+    """The gRPC transport's listening socket and connections."""
+
+    def __init__(
+        self,
+        servicer: InferenceServicer,
+        sock: socket.socket,
+        max_message_bytes: int,
+        max_concurrent_streams: int = 1000,
+    ) -> None:
+        self.methods = servicer.methods()
+        self.sock = sock
+        self.max_message_bytes = max_message_bytes
+        self.max_concurrent_streams = max_concurrent_streams
+        self.connections: set[_Connection] = set()
+        self.closing = False
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> None:
+        """Accept connections on the bound socket."""
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(lambda: _Connection(self), sock=self.sock)
+
+    async def stop(self, grace: float) -> None:
+        """Stop accepting; in-flight calls get ``grace`` seconds, then are cancelled."""
+        self.closing = True
+        if self._server is not None:
+            self._server.close()
+        for connection in list(self.connections):
+            connection.goaway()
+        deadline = time.monotonic() + grace
+        while any(c.tasks for c in self.connections) and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        for connection in list(self.connections):
+            for task in connection.tasks.values():
+                task.cancel()
+            if connection.transport is not None:
+                connection._flush()
+                connection.transport.close()
+        self.sock.close()
+
+
 def create_grpc_server(
-    service: InferenceService, address: str, max_message_bytes: int
-) -> tuple[Any, int]:
-    """Build a ``grpc.aio`` server for ``service`` bound to ``address`` ("host:port").
+    service: InferenceService,
+    address: str,
+    max_message_bytes: int,
+    max_concurrent_streams: int = 1000,
+) -> tuple[GrpcServer, int]:
+    """Build the gRPC server for ``service`` bound to ``address`` ("host:port").
 
     Returns the (not yet started) server and the port it bound; port 0 picks a free one.
-    Must be called on the event loop that will run the server.
     """
-    server = aio.server(
-        options=[
-            ("grpc.max_receive_message_length", max_message_bytes),
-            ("grpc.max_send_message_length", max_message_bytes),
-            # Never share a port with another process: a second server must fail to bind.
-            ("grpc.so_reuseport", 0),
-        ]
-    )
-    pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(service), server)
+    host, _, port_text = address.rpartition(":")
+    host = host.strip("[]")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
     try:
-        port = server.add_insecure_port(address)
-    except RuntimeError as exc:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, int(port_text)))
+        sock.listen(1024)
+    except (OSError, ValueError) as exc:
+        sock.close()
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
         raise ConfigError(
-            f"cannot listen for gRPC on {address}: {exc}; choose another port with "
+            f"cannot listen for gRPC on {address}: {reason}; choose another port with "
             "--grpc-port (0 turns gRPC off)"
         ) from exc
-    if port == 0:  # older grpcio reports a failed bind this way
-        raise ConfigError(
-            f"cannot listen for gRPC on {address}; choose another port with --grpc-port "
-            "(0 turns gRPC off)"
-        )
-    return server, port
+    sock.setblocking(False)
+    server = GrpcServer(InferenceServicer(service), sock, max_message_bytes, max_concurrent_streams)
+    return server, sock.getsockname()[1]
