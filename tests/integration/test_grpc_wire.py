@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
 from shipyard.protocol import grpc_service_pb2 as pb
+from shipyard.protocol.http2 import ClientConnection, Response, encode_headers
 from shipyard.testing import RunningServer, identity_model, running_server, write_model
 from shipyard.types import DataType
 
@@ -219,3 +221,57 @@ def test_calls_over_max_concurrent_streams_are_refused(tmp_path: Path) -> None:
             received += chunk
         at = received.index(b"\x00\x00\x04\x03\x00\x00\x00\x00\x05")
         assert received[at + 9 : at + 13] == (7).to_bytes(4, "big")  # REFUSED_STREAM
+
+
+def test_stop_waits_for_an_answer_held_by_flow_control(tmp_path: Path) -> None:
+    """An answer larger than the client's window still completes when the server stops.
+
+    The call is answered (its task done) but most of the answer waits for the client's
+    WINDOW_UPDATE; the drain must wait for the connection to finish, not only for the calls'
+    tasks. The client is Shipyard's own HTTP/2 client end (h2's treats GOAWAY as the end of
+    the connection, which RFC 9113 does not), with 64 KiB windows, reading nothing while the
+    server stops.
+    """
+    repo = tmp_path / "repo"
+    write_model(repo, "wide", identity_model(DataType.FP32, [1, "n"]))
+    array = np.arange(75_000, dtype=np.float32).reshape(1, -1)  # 300 kB each way
+    request = pb.ModelInferRequest(model_name="wide")
+    tensor = request.inputs.add()
+    tensor.name, tensor.datatype = "INPUT0", "FP32"
+    tensor.shape.extend(array.shape)
+    request.raw_input_contents.append(array.tobytes())
+    client = ClientConnection(
+        max_body_bytes=1 << 20, stream_window=65_535, connection_window=65_535
+    )
+    with running_server(repo) as running, connect(running) as sock:
+        block = encode_headers(
+            [
+                (b":method", b"POST"),
+                (b":scheme", b"http"),
+                (b":path", INFER.encode()),
+                (b":authority", running.grpc_address.encode()),
+                (b"content-type", b"application/grpc"),
+            ]
+        )
+        sock.sendall(client.data_to_send())
+        client.receive(sock.recv(65536))  # the server's SETTINGS: its 4 MiB stream window
+        client.request(block, framed(request))
+        sock.sendall(client.data_to_send())
+        responses: list[Response] = []
+        data = b""
+        while len(data) < 60_000:  # the answer has started: the first 64 KiB of it
+            chunk = sock.recv(65536)
+            assert chunk, "no answer"
+            data += chunk
+        running.server.stop()  # the answer is computed; most of it waits for our window
+        time.sleep(0.3)  # long enough for a drain that does not wait to close the connection
+        while not responses:
+            assert data, "the server closed the connection before the answer was complete"
+            responses += client.receive(data)
+            sock.sendall(client.data_to_send())
+            if not responses:
+                data = sock.recv(65536)
+    (response,) = responses
+    assert ("grpc-status", "0") in response.trailers
+    answer = pb.ModelInferResponse.FromString(response.body[5:])
+    assert np.array_equal(np.frombuffer(answer.raw_output_contents[0], np.float32), array[0])

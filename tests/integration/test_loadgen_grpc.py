@@ -8,6 +8,7 @@ Trailers-Only and may send GOAWAY. A ``grpc.aio`` server on 127.0.0.1 stands in 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -17,9 +18,11 @@ import numpy as np
 import pytest
 from grpc import aio
 
-from shipyard.loadgen.grpc import INFER_METHOD, GrpcTransport, encode_request
+from shipyard.loadgen import grpc as grpc_load
+from shipyard.loadgen.grpc import GrpcTransport, encode_request
 from shipyard.loadgen.runner import run
 from shipyard.protocol import grpc_service_pb2 as pb
+from shipyard.protocol.http2 import ServerConnection
 from shipyard.types import DataType
 
 
@@ -83,10 +86,6 @@ def payload(model: str) -> bytes:
     return encode_request(model, None, [("input", DataType.FP32, x)])
 
 
-def test_method_path_is_the_services() -> None:
-    assert INFER_METHOD == "/inference.GRPCInferenceService/ModelInfer"
-
-
 def test_closed_loop_against_grpcio_server(reference: Reference) -> None:
     before = reference.calls
     reference.bodies.clear()
@@ -114,3 +113,73 @@ def test_open_loop_against_grpcio_server(reference: Reference) -> None:
     summary = run(transport, 8, 0.2, 1.0, rate=200)
     assert summary.errors == {}
     assert 150 <= summary.requests <= 250
+
+
+class Misbehaving(asyncio.Protocol):
+    """An HTTP/2 server end (Shipyard's) that never answers, or closes on the first call."""
+
+    connections = 0
+
+    def __init__(self, mode: str) -> None:
+        self.mode = mode
+        self.h2 = ServerConnection(max_body_bytes=1 << 20)
+        self.transport: Any = None
+
+    def connection_made(self, transport: Any) -> None:
+        Misbehaving.connections += 1
+        self.transport = transport
+        transport.write(self.h2.data_to_send())
+
+    def data_received(self, data: bytes) -> None:
+        requests = self.h2.receive(data)
+        self.transport.write(self.h2.data_to_send())
+        if requests and self.mode == "close":
+            self.transport.close()
+
+
+@contextlib.contextmanager
+def misbehaving(mode: str) -> Iterator[int]:
+    """A Misbehaving server on 127.0.0.1 in a thread; yields its port."""
+    ready = threading.Event()
+    holder: dict[str, Any] = {}
+
+    async def serve() -> None:
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(lambda: Misbehaving(mode), "127.0.0.1", 0)
+        holder["port"] = server.sockets[0].getsockname()[1]
+        holder["stop"] = stop = asyncio.Event()
+        holder["loop"] = loop
+        ready.set()
+        await stop.wait()
+        server.close()
+
+    thread = threading.Thread(target=lambda: asyncio.run(serve()), daemon=True)
+    thread.start()
+    assert ready.wait(10)
+    try:
+        yield int(holder["port"])
+    finally:
+        holder["loop"].call_soon_threadsafe(holder["stop"].set)
+        thread.join(10)
+
+
+def test_calls_without_an_answer_end_as_deadline_exceeded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A server that ignores grpc-timeout cannot hold a lane: the client's own timer fails it."""
+    monkeypatch.setattr(grpc_load, "CALL_TIMEOUT_S", 0.5)
+    with misbehaving("silent") as port:
+        summary = run(GrpcTransport(f"127.0.0.1:{port}", payload("echo")), 2, 0.0, 2.5)
+    assert summary.requests == 0
+    assert set(summary.errors) == {"DEADLINE_EXCEEDED"}
+    assert summary.errors["DEADLINE_EXCEEDED"] >= 2
+    assert "no answer in" in summary.first_error
+
+
+def test_reconnects_are_paced() -> None:
+    """A server that drops every connection at the first call is not hammered with reconnects."""
+    Misbehaving.connections = 0
+    with misbehaving("close") as port:
+        summary = run(GrpcTransport(f"127.0.0.1:{port}", payload("echo")), 4, 0.0, 1.0)
+    assert summary.requests == 0
+    assert set(summary.errors) == {"connection"}
+    # One reconnect per RECONNECT_PAUSE_S at most (about 20 in the second), with slack.
+    assert Misbehaving.connections <= 1.0 / grpc_load.RECONNECT_PAUSE_S * 2 + 5

@@ -321,6 +321,14 @@ def test_long_error_message_header_block_is_split_into_continuations() -> None:
             frames.PREFACE + frame(frames.PUSH_PROMISE, 4, 1, b"\x00\x00\x00\x02"),
             ErrorCode.PROTOCOL_ERROR,
         ),
+        (
+            frames.PREFACE + frame(frames.HEADERS, 5, 1, b"\x20" * (64 * 1024 + 1)),
+            ErrorCode.ENHANCE_YOUR_CALM,
+        ),
+        (
+            frames.PREFACE + frame(frames.WINDOW_UPDATE, 0, 7, b"\x00\x00\x00\x01"),
+            ErrorCode.PROTOCOL_ERROR,
+        ),
     ],
     ids=[
         "http1",
@@ -333,6 +341,8 @@ def test_long_error_message_header_block_is_split_into_continuations() -> None:
         "bad-hpack",
         "frame-over-limit",
         "push-promise",
+        "huge-headers-frame",
+        "window-update-on-idle-stream",
     ],
 )
 def test_protocol_violations_end_the_connection_with_goaway(data: bytes, code: int) -> None:
@@ -469,3 +479,90 @@ def test_client_stream_error_fails_the_call() -> None:
     reset = frame(frames.RST_STREAM, 0, stream_id, ErrorCode.STREAM_CLOSED.to_bytes(4, "big"))
     assert reset in client.data_to_send()
     assert client.open_streams == 0
+
+
+def test_header_cache_survives_evicting_the_front_entry() -> None:
+    """Blocks that replace the whole table, then a cached indexed block: still decoded right.
+
+    Each round's block adds two headers over half the 4 KiB table, so the second evicts the
+    first and everything before it. A cache that compared only the front entry's id() could
+    meet the same address again (the old entry freed, a new one allocated there) and answer
+    a stale value for the indexed block ``\\xbe`` (dynamic entry 1).
+    """
+
+    def string(value: bytes) -> bytes:
+        return frames._encode_integer(len(value), 7, 0) + value
+
+    def indexed_literal(name: bytes, value: bytes) -> bytes:  # literal, incremental indexing
+        return b"\x40" + string(name) + string(value)
+
+    prefix = b"\x83\x86" + b"\x04" + string(b"/inference.GRPCInferenceService/ServerLive")
+    server = ServerConnection(max_body_bytes=100)
+    reference = hpack.Decoder()
+    server.receive(frames.PREFACE)
+    blocks = [prefix + indexed_literal(b"authorization", b"Bearer " + b"a" * 2500)]
+    blocks.append(prefix + b"\xbe")
+    for token in b"bcdef":
+        big = [b"Bearer " + bytes([token]) * 2500, b"Bearer " + bytes([token - 32]) * 2500]
+        blocks.append(prefix + b"".join(indexed_literal(b"authorization", v) for v in big))
+        blocks.append(prefix + b"\xbe")
+    for block in blocks:
+        assert server._decode(block) == reference.decode(block)
+
+
+def test_stream_error_after_the_request_reports_the_stream() -> None:
+    """DATA after END_STREAM resets the stream and lists it, so its call gets cancelled."""
+    server = ServerConnection(max_body_bytes=100)
+    block = hpack.Encoder().encode(REQUEST_HEADERS)
+    data = frames.PREFACE + frame(frames.HEADERS, frames.FLAG_END_HEADERS, 1, block)
+    data += frame(frames.DATA, frames.FLAG_END_STREAM, 1, b"x")
+    assert len(server.receive(data)) == 1
+    assert server.open_streams == 1
+    assert server.receive(frame(frames.DATA, 0, 1, b"more")) == []
+    assert server.reset == [1]
+    assert server.open_streams == 0
+
+
+def test_headers_on_a_closed_stream_are_ignored() -> None:
+    """A client may still send on a stream the server answered early: no connection error."""
+    server = ServerConnection(max_body_bytes=100)
+    encoder = hpack.Encoder()
+    data = frames.PREFACE + frame(
+        frames.HEADERS, frames.FLAG_END_HEADERS, 1, encoder.encode(REQUEST_HEADERS)
+    )
+    server.receive(data)
+    server.respond(1, b"", b"", FAILED)  # answered before the request ended
+    server.data_to_send()
+    late = encoder.encode([("grpc-trailer", "x")])
+    assert server.receive(frame(frames.HEADERS, 5, 1, late)) == []
+    block = encoder.encode(REQUEST_HEADERS)
+    (request,) = server.receive(frame(frames.HEADERS, 5, 3, block))
+    assert request.stream_id == 3
+
+
+def test_larger_initial_window_overflowing_a_stream_is_a_connection_error() -> None:
+    pair = Pair()
+    stream_id = pair.send_request(b"x")
+    pair.pump()
+    window_update = frame(frames.WINDOW_UPDATE, 0, stream_id, (2**31 - 65_536).to_bytes(4, "big"))
+    pair.server.receive(window_update)  # the stream's window is now 2^31-1
+    settings = frame(frames.SETTINGS, 0, 0, b"\x00\x04" + (100_000).to_bytes(4, "big"))
+    with pytest.raises(ProtocolError) as info:
+        pair.server.receive(settings)
+    assert info.value.code == ErrorCode.FLOW_CONTROL_ERROR
+
+
+def test_data_over_the_connection_window_is_a_connection_error() -> None:
+    server = ServerConnection(max_body_bytes=1 << 30, connection_window=65_535)
+    encoder = hpack.Encoder()
+    data = frames.PREFACE
+    for stream_id in (1, 3):
+        data += frame(
+            frames.HEADERS, frames.FLAG_END_HEADERS, stream_id, encoder.encode(REQUEST_HEADERS)
+        )
+    server.receive(data)
+    with pytest.raises(ProtocolError) as info:
+        server.receive(
+            frame(frames.DATA, 0, 1, b"a" * 40_000) + frame(frames.DATA, 0, 3, b"a" * 40_000)
+        )
+    assert info.value.code == ErrorCode.FLOW_CONTROL_ERROR

@@ -45,7 +45,8 @@ __all__ = ["GrpcTransport", "encode_request", "fetch_metadata", "parse_address"]
 
 INFER_METHOD = "/inference.GRPCInferenceService/ModelInfer"
 CONNECT_TIMEOUT_S = 10.0
-#: A call that takes longer than this is counted as DEADLINE_EXCEEDED (sent as grpc-timeout).
+#: A call that takes longer than this is counted as DEADLINE_EXCEEDED: sent as grpc-timeout,
+#: and enforced here too (checked every second) for servers that ignore it.
 CALL_TIMEOUT_S = 60.0
 #: A failed reconnect waits this long before reporting, so a dead server is not hammered.
 RECONNECT_PAUSE_S = 0.05
@@ -127,13 +128,15 @@ def encode_request(
 class _Lane:
     """One call in flight at a time (one slot), multiplexed with the others on the channel."""
 
-    __slots__ = ("channel", "driver", "intended_ns", "stream_id")
+    __slots__ = ("channel", "connection", "driver", "intended_ns", "sent_ns", "stream_id")
 
     def __init__(self, channel: _Channel, driver: Driver) -> None:
         self.channel = channel
         self.driver = driver
         self.intended_ns = 0
+        self.sent_ns = 0
         self.stream_id = 0  # of the call in flight; 0 when idle
+        self.connection: _Connection | None = None  # that carries the call in flight
 
     def send(self, intended_ns: int) -> None:
         self.intended_ns = intended_ns
@@ -141,6 +144,7 @@ class _Lane:
 
     def report(self, status: str, detail: str) -> None:
         self.stream_id = 0
+        self.connection = None
         following = self.driver.completed(self.intended_ns, clock(), status, detail)
         if following is not None:
             self.send(following)
@@ -160,6 +164,8 @@ class _Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.lanes: dict[int, _Lane] = {}
         self._flush_scheduled = False
+        #: Resolved when the server's first SETTINGS arrive (its stream limit is known then).
+        self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
@@ -167,6 +173,8 @@ class _Connection(asyncio.Protocol):
 
     def start(self, lane: _Lane) -> None:
         lane.stream_id = self.h2.request(self.channel.headers, self.channel.body)
+        lane.connection = self
+        lane.sent_ns = clock()
         self.lanes[lane.stream_id] = lane
         if not self._flush_scheduled:  # calls started in one loop iteration leave together
             self._flush_scheduled = True
@@ -190,6 +198,8 @@ class _Connection(asyncio.Protocol):
             self.flush()
             self._lost(f"HTTP/2 protocol error: {exc.message}")
             return
+        if self.h2.settings_received and not self.ready.done():
+            self.ready.set_result(None)
         for stream_id in self.h2.oversized:
             lane = self.lanes.pop(stream_id, None)
             self.h2.reset_stream(stream_id, http2.ErrorCode.CANCEL)
@@ -210,7 +220,20 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
+        if not self.ready.done():
+            self.ready.set_exception(ConnectionError(f"{exc or 'closed by the server'}"))
+            self.ready.exception()  # connect() may have stopped waiting: do not log it unseen
         self._lost(f"connection lost: {exc or 'closed by the server'}")
+
+    def expire(self, now_ns: int) -> None:
+        """Fail the calls older than CALL_TIMEOUT_S (the server ignored their grpc-timeout)."""
+        limit_ns = int(CALL_TIMEOUT_S * 1e9)
+        for stream_id, lane in list(self.lanes.items()):
+            if now_ns - lane.sent_ns > limit_ns:
+                del self.lanes[stream_id]
+                self.h2.reset_stream(stream_id, http2.ErrorCode.CANCEL)
+                lane.report("DEADLINE_EXCEEDED", f"no answer in {CALL_TIMEOUT_S:.0f} s")
+        self.flush()
 
     def _lost(self, detail: str) -> None:
         if self.transport is not None:
@@ -263,25 +286,46 @@ class _Channel:
         )
         self.body = frame_message(payload)
         self.connection: _Connection | None = None
+        self.connections: set[_Connection] = set()  # the current one and retired ones draining
         self.waiting: collections.deque[_Lane] = collections.deque()
         self.connecting: asyncio.Task[None] | None = None
         self.closing = False
+        self.connected_ns = 0
+        self.watchdog: asyncio.TimerHandle | None = None
 
     async def connect(self) -> None:
         """Open a connection and start the calls waiting for one."""
         loop = asyncio.get_running_loop()
         connection = _Connection(self)
+        self.connected_ns = clock()
         try:
             await asyncio.wait_for(
                 loop.create_connection(lambda: connection, self.host, self.port),
                 timeout=CONNECT_TIMEOUT_S,
             )
+            # Calls wait for the server's SETTINGS, so they respect its stream limit.
+            await asyncio.wait_for(asyncio.shield(connection.ready), timeout=CONNECT_TIMEOUT_S)
         except (OSError, TimeoutError) as exc:
+            if connection.transport is not None:
+                connection.transport.close()
             raise LoadGeneratorError(
                 f"cannot connect to {self.host}:{self.port}: {exc or 'timed out'}"
             ) from exc
         self.connection = connection
+        self.connections.add(connection)
+        if self.watchdog is None:
+            self.watchdog = loop.call_later(1.0, self._check_deadlines)
         self.start_waiting()
+
+    def _check_deadlines(self) -> None:
+        now_ns = clock()
+        for connection in list(self.connections):
+            connection.expire(now_ns)
+        self.watchdog = (
+            None
+            if self.closing
+            else (asyncio.get_running_loop().call_later(1.0, self._check_deadlines))
+        )
 
     def call(self, lane: _Lane) -> None:
         connection = self.connection
@@ -299,12 +343,18 @@ class _Channel:
 
     def retire(self, connection: _Connection) -> None:
         """``connection`` takes no new calls (it failed or the server is going away)."""
+        if connection.transport is None:
+            self.connections.discard(connection)
         if self.connection is connection:
             self.connection = None
             if self.waiting and self.connecting is None and not self.closing:
                 self.connecting = asyncio.get_running_loop().create_task(self._reconnect())
 
     async def _reconnect(self) -> None:
+        # A server that accepts and then drops every connection is not hammered either.
+        pause_s = RECONNECT_PAUSE_S - (clock() - self.connected_ns) / 1e9
+        if pause_s > 0:
+            await asyncio.sleep(pause_s)
         try:
             await self.connect()
         except LoadGeneratorError as exc:
@@ -320,22 +370,27 @@ class _Channel:
         """Cancel the lane's call in flight, if any (RST_STREAM CANCEL)."""
         if lane in self.waiting:
             self.waiting.remove(lane)
-        connection = self.connection
+        connection = lane.connection  # not the channel's: that may be a newer connection
         if lane.stream_id and connection is not None:
             connection.lanes.pop(lane.stream_id, None)
             connection.h2.reset_stream(lane.stream_id, http2.ErrorCode.CANCEL)
             connection.flush()
         lane.stream_id = 0
+        lane.connection = None
 
     def close(self) -> None:
         self.closing = True
         if self.connecting is not None:
             self.connecting.cancel()
-        connection = self.connection
-        if connection is not None and connection.transport is not None:
-            connection.h2.goaway()
-            connection.flush()
-            connection.transport.close()
+        if self.watchdog is not None:
+            self.watchdog.cancel()
+            self.watchdog = None
+        for connection in list(self.connections):
+            if connection.transport is not None:
+                connection.h2.goaway()
+                connection.flush()
+                connection.transport.close()
+        self.connections.clear()
 
 
 class GrpcTransport:

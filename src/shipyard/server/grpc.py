@@ -445,14 +445,16 @@ class GrpcServer:
         self._server = await loop.create_server(lambda: _Connection(self), sock=self.sock)
 
     async def stop(self, grace: float) -> None:
-        """Stop accepting; in-flight calls get ``grace`` seconds, then are cancelled."""
+        """Stop accepting; calls in flight get ``grace`` seconds to be answered, then are cut."""
         self.closing = True
         if self._server is not None:
             self._server.close()
         for connection in list(self.connections):
             connection.goaway()
+        # Each connection closes itself once its calls are answered and their answers written
+        # (an answer may wait for the client's flow-control window), so wait for that.
         deadline = time.monotonic() + grace
-        while any(c.tasks for c in self.connections) and time.monotonic() < deadline:
+        while self.connections and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
         for connection in list(self.connections):
             for task in connection.tasks.values():

@@ -44,6 +44,11 @@ from shipyard.protocol.http2.frames import (
 
 __all__ = ["Endpoint", "Stream"]
 
+#: Decoded header blocks kept per connection, and the largest block kept: a repeated call's
+#: block is a few bytes of indexed fields, an answer's a few dozen.
+CACHED_BLOCKS = 256
+CACHED_BLOCK_BYTES = 1024
+
 
 @dataclass(slots=True)
 class Stream:
@@ -103,6 +108,9 @@ class Endpoint:
         self.peer_max_streams = 2**31 - 1
         self._send_window = DEFAULT_WINDOW
         self._recv_unacked = 0  # connection-level bytes received and not yet given back
+        self._recv_window = max(connection_window, DEFAULT_WINDOW)  # what the peer may send
+        #: Set once the peer's first SETTINGS arrived (a client waits for it before calling).
+        self.settings_received = False
         self._blocked: dict[int, None] = {}  # streams waiting for send window, in order
         self._continuation: tuple[int, int, bytearray] | None = None  # stream, flags, block
         self.goaway_sent = False
@@ -110,7 +118,8 @@ class Endpoint:
         self.goaway_received: int | None = None
         #: Streams whose body went over ``max_body_bytes`` in the last receive().
         self.oversized: list[int] = []
-        #: Streams the peer reset in the last receive().
+        #: Streams reset in the last receive(): by the peer, or by us for a stream error of
+        #: its making (whoever runs a call on one of them should stop).
         self.reset: list[int] = []
         settings = [
             (SETTINGS_INITIAL_WINDOW_SIZE, stream_window),
@@ -251,6 +260,7 @@ class Endpoint:
         self._buffer = buffer[offset:] if offset < end else b""
         if self._recv_unacked >= self._connection_window // 2:
             self._out.append(frame(WINDOW_UPDATE, 0, 0, UINT32.pack(self._recv_unacked)))
+            self._recv_window += self._recv_unacked
             self._recv_unacked = 0
         return messages
 
@@ -296,6 +306,8 @@ class Endpoint:
         elif kind == PRIORITY:
             if stream_id == 0:
                 raise ProtocolError(ErrorCode.PROTOCOL_ERROR, "PRIORITY on stream 0")
+            if len(payload) != 5:
+                self._stream_error(stream_id, ErrorCode.FRAME_SIZE_ERROR, messages)
         elif kind == PUSH_PROMISE:
             raise ProtocolError(ErrorCode.PROTOCOL_ERROR, "PUSH_PROMISE is not accepted")
         # Unknown frame types are ignored (RFC 9113 section 4.1).
@@ -305,6 +317,8 @@ class Endpoint:
 
     def _stream_error(self, stream_id: int, code: int, messages: list[Any]) -> None:
         """A stream error found in what the peer sent: reset that stream (RFC 9113 5.4.2)."""
+        if stream_id in self._streams:
+            self.reset.append(stream_id)
         self.reset_stream(stream_id, code)
 
     def _settings(self, flags: int, stream_id: int, payload: bytes) -> None:
@@ -314,6 +328,7 @@ class Endpoint:
             if payload:
                 raise ProtocolError(ErrorCode.FRAME_SIZE_ERROR, "SETTINGS ACK with a payload")
             return
+        self.settings_received = True
         if len(payload) % 6:
             raise ProtocolError(ErrorCode.FRAME_SIZE_ERROR, "SETTINGS length not a multiple of 6")
         for index in range(0, len(payload), 6):
@@ -327,6 +342,10 @@ class Endpoint:
                 self._peer_initial_window = value
                 for stream in self._streams.values():
                     stream.send_window += delta
+                    if stream.send_window > MAX_WINDOW:
+                        raise ProtocolError(
+                            ErrorCode.FLOW_CONTROL_ERROR, "a stream window went over 2^31-1"
+                        )
             elif identifier == SETTINGS_MAX_FRAME_SIZE:
                 if not DEFAULT_FRAME_SIZE <= value <= MAX_FRAME_SIZE_LIMIT:
                     raise ProtocolError(
@@ -357,6 +376,8 @@ class Endpoint:
             return
         stream = self._streams.get(stream_id)
         if stream is None:
+            if stream_id > self._last_stream_id:
+                raise ProtocolError(ErrorCode.PROTOCOL_ERROR, "WINDOW_UPDATE on an idle stream")
             return  # a stream we have closed: allowed, ignored
         if increment == 0:
             self._stream_error(stream_id, ErrorCode.PROTOCOL_ERROR, messages)
@@ -382,6 +403,11 @@ class Endpoint:
         block = self._strip_padding(flags, payload)
         if flags & FLAG_PRIORITY:
             block = block[5:]
+        if len(block) > self.max_header_list_bytes:
+            raise ProtocolError(
+                ErrorCode.ENHANCE_YOUR_CALM,
+                f"header block over {self.max_header_list_bytes} bytes",
+            )
         if flags & FLAG_END_HEADERS:
             self._header_block(flags, stream_id, self._decode(block), messages)
         else:
@@ -409,7 +435,10 @@ class Endpoint:
         if cached is not None:
             return cached
         table = self._decoder.header_table
-        before = self._table_state(table)
+        entries = table.dynamic_entries
+        # The front entry itself, not its id: held here, it cannot be freed and its address
+        # reused by a new entry, so "is" below tells a table that changed from one that did not.
+        count, front, size = len(entries), entries[0] if entries else None, table.maxsize
         try:
             headers = cast(list[tuple[str, str]], self._decoder.decode(block))
         except hpack.exceptions.OversizedHeaderListError as exc:
@@ -420,19 +449,20 @@ class Endpoint:
             raise ProtocolError(ErrorCode.COMPRESSION_ERROR, f"bad header block: {exc}") from exc
         # A block that left the decoder's table as it was (indexed fields, literals not
         # indexed) decodes the same way until a block that changes the table, which clears
-        # what was cached. Entries are only ever added at the front (or the size changes).
-        if self._table_state(table) == before:
-            if len(self._decoded) >= 256:
+        # what was cached. Entries are only ever added at the front; evictions without an
+        # addition come only from a size change.
+        unchanged = (
+            len(entries) == count
+            and (entries[0] if entries else None) is front
+            and table.maxsize == size
+        )
+        if not unchanged:
+            self._decoded.clear()
+        elif len(block) <= CACHED_BLOCK_BYTES:
+            if len(self._decoded) >= CACHED_BLOCKS:
                 self._decoded.clear()
             self._decoded[block] = headers
-        else:
-            self._decoded.clear()
         return headers
-
-    @staticmethod
-    def _table_state(table: Any) -> tuple[int, int, int]:
-        entries = table.dynamic_entries
-        return len(entries), id(entries[0]) if entries else 0, table.maxsize
 
     def _header_block(
         self, flags: int, stream_id: int, headers: list[tuple[str, str]], messages: list[Any]
@@ -443,6 +473,9 @@ class Endpoint:
         if stream_id == 0:
             raise ProtocolError(ErrorCode.PROTOCOL_ERROR, "DATA on stream 0")
         self._recv_unacked += len(payload)  # padding counts for flow control too
+        self._recv_window -= len(payload)
+        if self._recv_window < 0:
+            raise ProtocolError(ErrorCode.FLOW_CONTROL_ERROR, "DATA over the connection window")
         stream = self._streams.get(stream_id)
         if stream is None or stream.remote_closed or stream.headers is None:
             if stream_id > self._last_stream_id:

@@ -85,10 +85,12 @@ class ServerConnection(Endpoint):
                 return
             self._end_stream(stream, headers, messages)
             return
-        if stream_id % 2 == 0 or stream_id <= self._last_stream_id:
+        if stream_id % 2 == 0:
             raise ProtocolError(
-                ErrorCode.PROTOCOL_ERROR, f"stream {stream_id} is not a new client stream"
+                ErrorCode.PROTOCOL_ERROR, f"stream {stream_id} is not a client stream"
             )
+        if stream_id <= self._last_stream_id:
+            return  # a stream already closed (answered early, refused, reset): ignored
         self._last_stream_id = stream_id
         if self.goaway_sent:
             return  # after GOAWAY new streams are ignored (RFC 9113 section 6.8)
