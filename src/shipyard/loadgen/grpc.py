@@ -321,11 +321,9 @@ class _Channel:
         now_ns = clock()
         for connection in list(self.connections):
             connection.expire(now_ns)
-        self.watchdog = (
-            None
-            if self.closing
-            else (asyncio.get_running_loop().call_later(1.0, self._check_deadlines))
-        )
+        self.watchdog = None
+        if not self.closing:
+            self.watchdog = asyncio.get_running_loop().call_later(1.0, self._check_deadlines)
 
     def call(self, lane: _Lane) -> None:
         connection = self.connection
