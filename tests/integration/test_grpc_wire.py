@@ -26,6 +26,7 @@ import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
 from shipyard.protocol import grpc_service_pb2 as pb
+from shipyard.protocol.grpc_wire import frame_message
 from shipyard.protocol.http2 import ClientConnection, Response, encode_headers
 from shipyard.testing import RunningServer, identity_model, running_server, write_model
 from shipyard.types import DataType
@@ -96,8 +97,7 @@ def still_serves(server: RunningServer) -> None:
 
 
 def framed(message: Any) -> bytes:
-    payload: bytes = message.SerializeToString()
-    return b"\x00" + len(payload).to_bytes(4, "big") + payload
+    return frame_message(message.SerializeToString())
 
 
 def test_plain_h2_client_gets_an_answer(server: RunningServer) -> None:

@@ -35,7 +35,13 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
     ) from exc
 
 from shipyard.errors import LoadGeneratorError
-from shipyard.loadgen.runner import Driver, clock
+from shipyard.loadgen.runner import (
+    CONNECT_TIMEOUT_S,
+    RECONNECT_PAUSE_S,
+    Driver,
+    clock,
+    connect,
+)
 from shipyard.loadgen.stats import OK
 from shipyard.protocol.binary import array_to_raw
 from shipyard.protocol.grpc_wire import StatusCode, decode_message_text, frame_message
@@ -44,12 +50,9 @@ from shipyard.types import DataType
 __all__ = ["GrpcTransport", "encode_request", "fetch_metadata", "parse_address"]
 
 INFER_METHOD = "/inference.GRPCInferenceService/ModelInfer"
-CONNECT_TIMEOUT_S = 10.0
 #: A call that takes longer than this is counted as DEADLINE_EXCEEDED: sent as grpc-timeout,
 #: and enforced here too (checked every second) for servers that ignore it.
 CALL_TIMEOUT_S = 60.0
-#: A failed reconnect waits this long before reporting, so a dead server is not hammered.
-RECONNECT_PAUSE_S = 0.05
 #: The largest answer a call accepts.
 MAX_MESSAGE_BYTES = 256 * 1024 * 1024
 #: Message size limits well above anything a benchmark sends (gRPC's default is 4 MiB).
@@ -298,18 +301,14 @@ class _Channel:
         loop = asyncio.get_running_loop()
         connection = _Connection(self)
         self.connected_ns = clock()
-        try:
-            await asyncio.wait_for(
-                loop.create_connection(lambda: connection, self.host, self.port),
-                timeout=CONNECT_TIMEOUT_S,
-            )
-            # Calls wait for the server's SETTINGS, so they respect its stream limit.
+        await connect(connection, self.host, self.port)
+        try:  # calls wait for the server's SETTINGS, so they respect its stream limit
             await asyncio.wait_for(asyncio.shield(connection.ready), timeout=CONNECT_TIMEOUT_S)
         except (OSError, TimeoutError) as exc:
             if connection.transport is not None:
                 connection.transport.close()
             raise LoadGeneratorError(
-                f"cannot connect to {self.host}:{self.port}: {exc or 'timed out'}"
+                f"no HTTP/2 SETTINGS from {self.host}:{self.port}: {exc or 'timed out'}"
             ) from exc
         self.connection = connection
         self.connections.add(connection)

@@ -23,16 +23,18 @@ from typing import Any, cast
 import numpy.typing as npt
 
 from shipyard.errors import LoadGeneratorError
-from shipyard.loadgen.runner import Driver, clock
+from shipyard.loadgen.runner import (
+    CONNECT_TIMEOUT_S,
+    RECONNECT_PAUSE_S,
+    Driver,
+    clock,
+    connect,
+)
 from shipyard.loadgen.stats import OK
 from shipyard.protocol.binary import array_to_raw
 from shipyard.types import DataType
 
 __all__ = ["HttpTarget", "HttpTransport", "encode_request", "fetch_metadata", "raw_request"]
-
-CONNECT_TIMEOUT_S = 10.0
-#: A failed reconnect waits this long before reporting, so a dead server is not hammered.
-RECONNECT_PAUSE_S = 0.05
 
 
 class HttpTarget:
@@ -268,16 +270,7 @@ class HttpTransport:
 
     async def connect(self, connection: _Connection) -> None:
         """(Re)connect ``connection``'s socket."""
-        loop = asyncio.get_running_loop()
-        try:
-            await asyncio.wait_for(
-                loop.create_connection(lambda: connection, self.host, self.port),
-                timeout=CONNECT_TIMEOUT_S,
-            )
-        except (OSError, TimeoutError) as exc:
-            raise LoadGeneratorError(
-                f"cannot connect to {self.host}:{self.port}: {exc or 'timed out'}"
-            ) from exc
+        await connect(connection, self.host, self.port)
 
     async def open(self, count: int, driver: Driver) -> Sequence[_Connection]:
         connections = [_Connection(self, driver) for _ in range(count)]

@@ -29,10 +29,14 @@ from shipyard import eventloop
 from shipyard.errors import LoadGeneratorError
 from shipyard.loadgen.stats import Recorder, Summary
 
-__all__ = ["Driver", "Slot", "Transport", "measure", "run"]
+__all__ = ["Driver", "Slot", "Transport", "connect", "measure", "run"]
 
 #: How long requests still in flight when the window closes get to finish.
 DRAIN_S = 10.0
+#: How long a transport waits for a connection to open.
+CONNECT_TIMEOUT_S = 10.0
+#: A failed reconnect waits this long before reporting, so a dead server is not hammered.
+RECONNECT_PAUSE_S = 0.05
 clock = time.perf_counter_ns
 _T = TypeVar("_T")
 
@@ -133,6 +137,17 @@ async def _schedule(driver: Driver, rate: float, first_ns: int, end_ns: int) -> 
             sent += 1
             due = first_ns + int(sent * interval_ns)
     return sent
+
+
+async def connect(protocol: asyncio.Protocol, host: str, port: int) -> None:
+    """Open a TCP connection for ``protocol``; LoadGeneratorError when it cannot be had."""
+    loop = asyncio.get_running_loop()
+    try:
+        await asyncio.wait_for(
+            loop.create_connection(lambda: protocol, host, port), timeout=CONNECT_TIMEOUT_S
+        )
+    except (OSError, TimeoutError) as exc:
+        raise LoadGeneratorError(f"cannot connect to {host}:{port}: {exc or 'timed out'}") from exc
 
 
 async def measure(

@@ -41,8 +41,13 @@ class ServerInfo:
     grpc_port: int | None = None
 
 
-def bind_socket(host: str, port: int) -> socket.socket:
-    """Bind a listening TCP socket, turning 'address in use' into a clear ConfigError."""
+def bind_socket(
+    host: str, port: int, what: str = "", advice: str = "--http-port (0 picks a free one)"
+) -> socket.socket:
+    """Bind a listening TCP socket, turning 'address in use' into a clear ConfigError.
+
+    ``what`` names the listener in the message ("gRPC"), ``advice`` the flag that changes it.
+    """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -50,9 +55,10 @@ def bind_socket(host: str, port: int) -> socket.socket:
         sock.bind((host, port))
     except OSError as exc:
         sock.close()
+        listener = f" for {what}" if what else ""
         raise ConfigError(
-            f"cannot listen on {host}:{port}: {exc.strerror or exc}; "
-            "choose another port with --http-port (0 picks a free one)"
+            f"cannot listen{listener} on {host}:{port}: {exc.strerror or exc}; "
+            f"choose another port with {advice}"
         ) from exc
     sock.listen(2048)
     sock.setblocking(False)
@@ -107,8 +113,8 @@ class ShipyardServer:
             grpc_url = None
             if grpc_port is not None or config.grpc_port:
                 grpc_host = f"[{config.host}]" if ":" in config.host else config.host
-                grpc_address = f"{grpc_host}:{config.grpc_port if grpc_port is None else grpc_port}"
-                self._grpc, grpc_port = _grpc_server(service, grpc_address, config)
+                wanted = config.grpc_port if grpc_port is None else grpc_port
+                self._grpc, grpc_port = _grpc_server(service, config, wanted)
                 grpc_url = f"grpc://{grpc_host}:{grpc_port}"
             info = ServerInfo(
                 f"http://{url_host}:{port}",
@@ -189,15 +195,20 @@ class ShipyardServer:
         loop.call_soon_threadsafe(_stop)
 
 
-def _grpc_server(service: InferenceService, address: str, config: ServerConfig) -> tuple[Any, int]:
-    """Build the gRPC server (imported only now: grpc is an optional extra)."""
+def _grpc_server(service: InferenceService, config: ServerConfig, port: int) -> tuple[Any, int]:
+    """Build the gRPC server on ``port`` (0: a free one); returns it and the port it bound.
+
+    Imported only now: gRPC needs an optional extra.
+    """
     try:
-        from shipyard.server.grpc import create_grpc_server
+        from shipyard.server.grpc import GrpcServer
     except ImportError as exc:
         raise ConfigError(str(exc)) from exc
-    return create_grpc_server(
-        service, address, config.grpc_max_message_bytes, config.grpc_max_concurrent_streams
+    sock = bind_socket(config.host, port, "gRPC", "--grpc-port (0 turns gRPC off)")
+    server = GrpcServer(
+        service, sock, config.grpc_max_message_bytes, config.grpc_max_concurrent_streams
     )
+    return server, sock.getsockname()[1]
 
 
 async def describe_repository(config: ServerConfig) -> list[dict[str, Any]]:

@@ -46,7 +46,13 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
         "pip install 'shipyard[grpc]', or turn gRPC off with --grpc-port 0"
     ) from exc
 
-from shipyard.errors import ConfigError, ErrorCode, ShipyardError, UnsupportedError
+from shipyard.errors import (
+    ErrorCode,
+    InvalidInputError,
+    PayloadTooLargeError,
+    ShipyardError,
+    UnsupportedError,
+)
 from shipyard.protocol.grpc import (
     decode_infer_request,
     decode_parameters,
@@ -59,7 +65,7 @@ from shipyard.protocol.grpc import (
 from shipyard.server.service import InferenceService
 from shipyard.types import InferRequest
 
-__all__ = ["GRPC_STATUS", "GrpcServer", "InferenceServicer", "StatusCode", "create_grpc_server"]
+__all__ = ["GRPC_STATUS", "GrpcServer", "InferenceServicer", "StatusCode"]
 
 log = logging.getLogger(__name__)
 
@@ -91,15 +97,6 @@ _RESPONSE_HEADERS = http2.encode_headers(
     ]
 )
 _OK_TRAILERS = http2.encode_headers([(b"grpc-status", b"0")])
-
-
-class RpcError(Exception):
-    """A call's failure as a gRPC status and message."""
-
-    def __init__(self, code: StatusCode, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
 
 
 def _trailers_only(code: int, message: str, http_status: bytes = b"200") -> bytes:
@@ -221,7 +218,7 @@ def _check_repository(name: str) -> None:
 class _Call:
     """One call's request, validated: the method, the message bytes, the deadline."""
 
-    __slots__ = ("handler", "message", "parse", "path", "remaining_s")
+    __slots__ = ("deadline", "handler", "message", "parse", "path")
 
     def __init__(
         self,
@@ -229,13 +226,13 @@ class _Call:
         parse: Callable[[bytes], Any],
         handler: _Handler,
         message: bytes,
-        remaining_s: float | None,
+        deadline: float | None,
     ) -> None:
         self.path = path
         self.parse = parse
         self.handler = handler
         self.message = message
-        self.remaining_s = remaining_s
+        self.deadline = deadline  # time.monotonic() when the client gives up; None: never
 
 
 class _Connection(asyncio.Protocol):
@@ -318,15 +315,11 @@ class _Connection(asyncio.Protocol):
             elif name == "grpc-encoding":
                 encoding = value
         if method != "POST":
-            self.h2.respond(
-                stream_id, b"", b"", _trailers_only(StatusCode.INTERNAL, "gRPC uses POST", b"405")
-            )
+            self._fail(stream_id, StatusCode.INTERNAL, "gRPC uses POST", b"405")
             return
         if content_type is None or not content_type.startswith("application/grpc"):
             message = f"content-type {content_type!r} is not application/grpc"
-            self.h2.respond(
-                stream_id, b"", b"", _trailers_only(StatusCode.UNKNOWN, message, b"415")
-            )
+            self._fail(stream_id, StatusCode.UNKNOWN, message, b"415")
             return
         entry = self.server.methods.get(path or "")
         if entry is None:
@@ -349,40 +342,35 @@ class _Connection(asyncio.Protocol):
                 "send them uncompressed (identity)",
             )
             return
-        remaining_s = None
+        deadline = None
         if timeout is not None:
-            remaining_s = parse_timeout(timeout)
-            if remaining_s is None:
+            seconds = parse_timeout(timeout)
+            if seconds is None:
                 self._fail(stream_id, StatusCode.INVALID_ARGUMENT, f"bad grpc-timeout {timeout!r}")
                 return
-        call = _Call(path or "", entry[0], entry[1], payload, remaining_s)
-        task = self._loop.create_task(self._run(stream_id, call, time.monotonic()))
+            deadline = time.monotonic() + seconds
+        call = _Call(path or "", entry[0], entry[1], payload, deadline)
+        task = self._loop.create_task(self._run(stream_id, call))
         self.tasks[stream_id] = task
 
-    async def _run(self, stream_id: int, call: _Call, started: float) -> None:
+    async def _run(self, stream_id: int, call: _Call) -> None:
         try:
             try:
                 request = call.parse(call.message)
             except Exception as exc:  # protobuf's DecodeError
-                raise RpcError(
-                    StatusCode.INVALID_ARGUMENT, f"{call.path}: cannot parse the message ({exc})"
-                ) from exc
-            remaining_s = call.remaining_s
-            if remaining_s is not None:
-                remaining_s -= time.monotonic() - started
+                raise InvalidInputError(f"{call.path}: cannot parse the message ({exc})") from exc
+            deadline = call.deadline
+            remaining_s = None if deadline is None else deadline - time.monotonic()
             response = await call.handler(request, remaining_s)
             payload = response.SerializeToString()
             limit = self.server.max_message_bytes
             if len(payload) > limit:
-                raise RpcError(
-                    StatusCode.RESOURCE_EXHAUSTED,
+                raise PayloadTooLargeError(
                     f"the response of {len(payload)} bytes is over the limit of {limit} bytes "
-                    "(grpc_max_message_bytes)",
+                    "(grpc_max_message_bytes)"
                 )
         except ShipyardError as exc:
             self._fail(stream_id, GRPC_STATUS[exc.code], exc.message)
-        except RpcError as exc:
-            self._fail(stream_id, exc.code, exc.message)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -395,8 +383,11 @@ class _Connection(asyncio.Protocol):
             self.tasks.pop(stream_id, None)
         self._schedule_flush()
 
-    def _fail(self, stream_id: int, code: StatusCode, message: str) -> None:
-        self.h2.respond(stream_id, b"", b"", _trailers_only(code, message))
+    def _fail(
+        self, stream_id: int, code: StatusCode, message: str, http_status: bytes = b"200"
+    ) -> None:
+        """Answer with one header block (Trailers-Only): the status and its message."""
+        self.h2.respond(stream_id, b"", b"", _trailers_only(code, message, http_status))
 
     # -- output -----------------------------------------------------------------------------
 
@@ -422,16 +413,16 @@ class _Connection(asyncio.Protocol):
 
 
 class GrpcServer:
-    """The gRPC transport's listening socket and connections."""
+    """The gRPC transport on a listening socket that :mod:`shipyard.server.app` bound."""
 
     def __init__(
         self,
-        servicer: InferenceServicer,
+        service: InferenceService,
         sock: socket.socket,
         max_message_bytes: int,
         max_concurrent_streams: int = 1000,
     ) -> None:
-        self.methods = servicer.methods()
+        self.methods = InferenceServicer(service).methods()
         self.sock = sock
         self.max_message_bytes = max_message_bytes
         self.max_concurrent_streams = max_concurrent_streams
@@ -463,33 +454,3 @@ class GrpcServer:
                 connection._flush()
                 connection.transport.close()
         self.sock.close()
-
-
-def create_grpc_server(
-    service: InferenceService,
-    address: str,
-    max_message_bytes: int,
-    max_concurrent_streams: int = 1000,
-) -> tuple[GrpcServer, int]:
-    """Build the gRPC server for ``service`` bound to ``address`` ("host:port").
-
-    Returns the (not yet started) server and the port it bound; port 0 picks a free one.
-    """
-    host, _, port_text = address.rpartition(":")
-    host = host.strip("[]")
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, int(port_text)))
-        sock.listen(1024)
-    except (OSError, ValueError) as exc:
-        sock.close()
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
-        raise ConfigError(
-            f"cannot listen for gRPC on {address}: {reason}; choose another port with "
-            "--grpc-port (0 turns gRPC off)"
-        ) from exc
-    sock.setblocking(False)
-    server = GrpcServer(InferenceServicer(service), sock, max_message_bytes, max_concurrent_streams)
-    return server, sock.getsockname()[1]
