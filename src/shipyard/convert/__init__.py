@@ -71,11 +71,12 @@ def _convert_tflite(
     overrides: tuple[TensorSpec, ...],
     quantize: Quantize,
     sample: Path | None,
+    custom_objects: Path | None,
 ) -> TfliteModel:
     if resolved.framework == "keras":
         from shipyard.convert.keras_source import keras_to_tflite
 
-        return keras_to_tflite(resolved.path, overrides, quantize, sample)
+        return keras_to_tflite(resolved.path, overrides, quantize, sample, custom_objects)
     if resolved.framework == "tensorflow":
         from shipyard.convert.tensorflow_source import tensorflow_to_tflite
 
@@ -90,11 +91,12 @@ def _convert_source(
     trust_pickle: bool,
     weights: Path | None,
     exporter: Exporter | None,
+    custom_objects: Path | None,
 ) -> Converted:
     if resolved.framework == "keras":
         from shipyard.convert.keras_source import convert_keras
 
-        return convert_keras(resolved.path, overrides, opset)
+        return convert_keras(resolved.path, overrides, opset, custom_objects)
     if resolved.framework == "tensorflow":
         from shipyard.convert.tensorflow_source import convert_tensorflow
 
@@ -122,9 +124,10 @@ def _artifact(
     trust_pickle: bool,
     weights: Path | None,
     exporter: Exporter | None,
+    custom_objects: Path | None,
 ) -> _Artifact:
     if to == "tflite":
-        lite = _convert_tflite(resolved, overrides, quantize, sample)
+        lite = _convert_tflite(resolved, overrides, quantize, sample, custom_objects)
         return _Artifact(
             "model.tflite",
             lite.data,
@@ -134,7 +137,9 @@ def _artifact(
             lite.runner,
             lite.details,
         )
-    converted = _convert_source(resolved, overrides, opset, trust_pickle, weights, exporter)
+    converted = _convert_source(
+        resolved, overrides, opset, trust_pickle, weights, exporter, custom_objects
+    )
     data = converted.model.SerializeToString()
     runner = ort_runner(data, [spec.name for spec in converted.outputs], resolved.framework)
     return _Artifact(
@@ -184,13 +189,16 @@ def convert(
     tolerances: Tolerances | None = None,
     allow_mismatch: bool = False,
     progress: Callable[[str], None] | None = None,
+    custom_objects: Path | None = None,
 ) -> ConversionResult:
     """Convert SOURCE, check parity, publish ``repo/name/<v>/``; raise ConversionError.
 
-    ``inputs`` are ``NAME:DATATYPE:DIMS`` strings. ``quantize="int8"`` (TFLite only) needs
-    ``sample`` as calibration data; its default tolerances are :data:`INT8_TOLERANCES`. A
-    failed parity check raises :class:`ParityError` (its ``report`` attribute holds the
-    report) and publishes nothing, unless ``allow_mismatch``.
+    ``inputs`` are ``NAME:DATATYPE:DIMS`` strings. ``custom_objects`` (Keras only) is a
+    Python file, run before the model loads, that defines its custom classes.
+    ``quantize="int8"`` (TFLite only) needs ``sample`` as calibration data; its default
+    tolerances are :data:`INT8_TOLERANCES`. A failed parity check raises
+    :class:`ParityError` (its ``report`` attribute holds the report) and publishes nothing,
+    unless ``allow_mismatch``.
     """
     step = progress or (lambda _message: None)
     if tolerances is None:
@@ -216,8 +224,24 @@ def convert(
     resolved, overrides = _resolve(source, framework, inputs)
     fw: Framework = resolved.framework
     _check_backend(repo, name, to, fw)
+    if custom_objects is not None and resolved.framework != "keras":
+        raise ConversionError(
+            "--custom-objects applies to Keras models only",
+            step="load",
+            framework=resolved.framework,
+            hint="drop --custom-objects",
+        )
     art = _artifact(
-        resolved, to, overrides, quantize, sample, opset, trust_pickle, weights, exporter
+        resolved,
+        to,
+        overrides,
+        quantize,
+        sample,
+        opset,
+        trust_pickle,
+        weights,
+        exporter,
+        custom_objects,
     )
     step("checking parity")
     parity = check_parity(

@@ -7,6 +7,14 @@ exported with Keras's own ONNX export (``model.export(path, format="onnx")``), w
 dynamic batch axis. The graph's outputs are renamed after the model's ``output_names``. The
 parity reference is ``model.predict``.
 
+Functional models are exported as they are. A ``Sequential`` or subclassed model (which has
+no ``output_names``), or one whose saved inputs fix the batch size (a model built by ``fit``
+on the torch backend records the training batch), is first wrapped in a functional model on
+inputs with a free batch axis, named as the model's inputs (or ``--input``). A subclassed
+model's class is code: its file must be named with ``custom_objects`` (``--custom-objects
+FILE.py``), which is imported (run) before the model loads; it registers the classes with
+``@keras.saving.register_keras_serializable`` or lists them in a ``CUSTOM_OBJECTS`` dict.
+
 ``--to tflite`` needs TensorFlow: the file is re-loaded in a child process on the
 ``tensorflow`` backend, written as a SavedModel (signature ``serving_default``, outputs named
 after ``output_names``) and handed to the TFLite converter; the parity reference is still
@@ -44,15 +52,26 @@ __all__ = ["convert_keras", "keras_to_tflite"]
 
 _EXAMPLE_BATCH = 2
 _EXPORT_TIMEOUT_S = 600
-#: Run in a child process with KERAS_BACKEND=tensorflow: .keras file → SavedModel.
+#: Run in a child process with KERAS_BACKEND=tensorflow: .keras file → SavedModel. argv: the
+#: .keras file, the SavedModel folder, the custom-objects file or "", then NAME:shape:dtype
+#: per input, and the output names (after "--").
 _SAVED_MODEL_SCRIPT = """
+import runpy
 import sys
 import keras
 import tensorflow as tf
 
-model = keras.saving.load_model(sys.argv[1], compile=False)
-names = list(model.output_names)
-specs = [tf.TensorSpec(t.shape, t.dtype, name=t.name) for t in model.inputs]
+args = sys.argv[1:]
+split = args.index("--")
+path, target, custom = args[:3]
+custom_objects = runpy.run_path(custom).get("CUSTOM_OBJECTS") if custom else None
+model = keras.saving.load_model(path, compile=False, custom_objects=custom_objects)
+specs = []
+for text in args[3:split]:
+    name, dims, dtype = text.split(":")
+    shape = [None] + [int(d) for d in dims.split(",")[1:]]
+    specs.append(tf.TensorSpec(shape, dtype, name=name))
+names = args[split + 1:]
 
 
 def serve(*args):
@@ -67,7 +86,7 @@ def serve(*args):
 archive = keras.export.ExportArchive()
 archive.track(model)
 archive.add_endpoint("serving_default", serve, input_signature=specs)
-archive.write_out(sys.argv[2], verbose=False)
+archive.write_out(target, verbose=False)
 """
 
 
@@ -93,28 +112,72 @@ def _keras() -> Any:
     return keras
 
 
+def _custom_objects(path: Path | None) -> dict[str, Any] | None:
+    """Run ``path`` (the user's own module) so that its Keras classes register; return its
+    ``CUSTOM_OBJECTS`` dict when it has one."""
+    if path is None:
+        return None
+    if not path.is_file():
+        raise _error(f"{path} does not exist", "load", "pass the .py file that defines the classes")
+    import runpy
+
+    try:
+        namespace = runpy.run_path(str(path), run_name="shipyard_keras_custom_objects")
+    except Exception as exc:
+        raise converter_error("load custom objects", "keras", exc, f"fix {path}") from exc
+    found = namespace.get("CUSTOM_OBJECTS")
+    return dict(found) if isinstance(found, Mapping) else None
+
+
+def _is_functional(model: Any) -> bool:
+    return type(model).__name__ == "Functional"
+
+
 class _Model:
     """A loaded Keras model: its signature and a by-name reference (``predict``)."""
 
-    def __init__(self, path: Path, overrides: tuple[TensorSpec, ...]) -> None:
+    def __init__(
+        self, path: Path, overrides: tuple[TensorSpec, ...], custom_objects: Path | None = None
+    ) -> None:
         keras = _keras()
+        objects = _custom_objects(custom_objects)
         try:
             with quiet():
-                self.model = keras.saving.load_model(str(path), compile=False, safe_mode=True)
+                loaded = keras.saving.load_model(
+                    str(path), compile=False, safe_mode=True, custom_objects=objects
+                )
         except Exception as exc:
             raise converter_error(
                 "load",
                 "keras",
                 exc,
                 f"{path} must be a Keras 3 file saved with model.save('model.keras'); custom"
-                " layers must be registered (keras.saving.register_keras_serializable)",
+                " layers and subclassed models need their classes: pass --custom-objects"
+                " FILE.py (registered with keras.saving.register_keras_serializable)",
             ) from exc
-        tensors = list(getattr(self.model, "inputs", None) or [])
+        self.inputs = self._signature(path, loaded, overrides)
+        fixed_batch = any(
+            t.shape and t.shape[0] is not None for t in getattr(loaded, "inputs", None) or []
+        )
+        if _is_functional(loaded) and not fixed_batch:
+            self.model = loaded
+        else:
+            self.model = self._wrap(keras, loaded)
+        self.output_names = [str(n) for n in self.model.output_names]
+
+    def _signature(
+        self, path: Path, model: Any, overrides: tuple[TensorSpec, ...]
+    ) -> tuple[TensorSpec, ...]:
+        """The inputs, batch axis free: from the model's inputs, else from ``--input``."""
+        tensors = list(getattr(model, "inputs", None) or [])
         if not tensors:
+            if overrides and all(spec.datatype is not None for spec in overrides):
+                return tuple(TensorSpec(s.name, s.datatype, (-1, *s.shape[1:])) for s in overrides)
             raise _error(
                 f"{path} holds a model that was never built, so its inputs are unknown",
                 "signature",
-                "build it with keras.Input(...) (or call it once) before saving",
+                "build it with keras.Input(...) (or call it once) before saving, or give its"
+                " inputs with --input NAME:DATATYPE:DIMS",
             )
         specs = []
         for tensor in tensors:
@@ -122,13 +185,33 @@ class _Model:
                 datatype = DataType.from_numpy(np.dtype(str(tensor.dtype)))
             except (TypeError, ValueError) as exc:
                 raise _error(f"input {tensor.name!r}: {exc}", "signature") from exc
-            shape = tuple(-1 if d is None else int(d) for d in tensor.shape)
+            # Keras's first axis is always the batch, even when fit() recorded its size.
+            shape = (-1, *(-1 if d is None else int(d) for d in tuple(tensor.shape)[1:]))
             specs.append(TensorSpec(str(tensor.name), datatype, shape))
         try:
-            self.inputs = merge_specs(specs, overrides)
+            return merge_specs(specs, overrides)
         except ConfigError as exc:
             raise _error(exc.message, "signature") from exc
-        self.output_names = [str(n) for n in self.model.output_names]
+
+    def _wrap(self, keras: Any, model: Any) -> Any:
+        """A functional model that calls ``model`` on inputs with a free batch axis."""
+        try:
+            with quiet():
+                symbolic = [
+                    keras.Input(
+                        shape=spec.shape[1:], dtype=spec.datatype.numpy.name, name=spec.name
+                    )
+                    for spec in self.inputs
+                ]
+                outputs = model(symbolic[0] if len(symbolic) == 1 else symbolic, training=False)
+                return keras.Model(symbolic, outputs, name=model.name)
+        except Exception as exc:
+            raise converter_error(
+                "build a functional model",
+                "keras",
+                exc,
+                "the model cannot be called on inputs shaped like its signature; check --input",
+            ) from exc
 
     def predict(self, feed: Mapping[str, npt.NDArray[Any]]) -> dict[str, npt.NDArray[Any]]:
         """Run ``model.predict`` on named inputs; return the outputs by name."""
@@ -175,10 +258,13 @@ def _rename_outputs(model: onnx.ModelProto, names: list[str]) -> None:
 
 
 def convert_keras(
-    path: Path, input_overrides: tuple[TensorSpec, ...], opset: int | None
+    path: Path,
+    input_overrides: tuple[TensorSpec, ...],
+    opset: int | None,
+    custom_objects: Path | None = None,
 ) -> Converted:
     """Load a ``.keras`` file on the torch backend and export it with Keras's ONNX export."""
-    source = _Model(path, input_overrides)
+    source = _Model(path, input_overrides, custom_objects)
     source.call_once()
     with tempfile.TemporaryDirectory(prefix="shipyard-keras-") as tmp:
         target = Path(tmp) / "model.onnx"
@@ -218,12 +304,16 @@ def convert_keras(
     return Converted(model, inputs, outputs, reference, details)
 
 
-def _saved_model(path: Path, target: Path) -> None:
+def _saved_model(path: Path, target: Path, source: _Model, custom_objects: Path | None) -> None:
     """Write the .keras file as a SavedModel, in a child process on the tensorflow backend."""
     env = {**os.environ, "KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "3"}
+    specs = [
+        f"{s.name}:{','.join(map(str, s.shape))}:{s.datatype.numpy.name}" for s in source.inputs
+    ]
+    args = [str(path), str(target), str(custom_objects or ""), *specs, "--", *source.output_names]
     try:
         done = subprocess.run(
-            [sys.executable, "-c", _SAVED_MODEL_SCRIPT, str(path), str(target)],
+            [sys.executable, "-c", _SAVED_MODEL_SCRIPT, *args],
             env=env,
             capture_output=True,
             text=True,
@@ -254,16 +344,17 @@ def keras_to_tflite(
     input_overrides: tuple[TensorSpec, ...],
     quantize: Quantize,
     sample: Path | None,
+    custom_objects: Path | None = None,
 ) -> TfliteModel:
     """Convert a ``.keras`` file to TFLite; the reference is ``predict`` on the torch backend."""
-    source = _Model(path, input_overrides)
+    source = _Model(path, input_overrides, custom_objects)
     source.call_once()
     calibration: Arrays | None = None
     if sample is not None and quantize == "int8":
         calibration = load_sample(sample, source.inputs)
     with tempfile.TemporaryDirectory(prefix="shipyard-keras-") as tmp:
         saved = Path(tmp) / "saved_model"
-        _saved_model(path, saved)
+        _saved_model(path, saved, source, custom_objects)
         data, details = saved_model_to_tflite(
             saved, "serving_default", "keras", quantize, calibration
         )
