@@ -189,6 +189,11 @@ def repo_list(repository: Path) -> None:
 @click.option("--opset", type=click.IntRange(7), help="ONNX opset [default: the exporter's].")
 @click.option("--trust-pickle", is_flag=True, help="Allow loading pickle/joblib files.")
 @click.option("--weights", type=click.Path(path_type=Path), help="State dict for a factory.")
+@click.option(
+    "--custom-objects",
+    type=click.Path(path_type=Path),
+    help="Keras: a .py file defining the model's custom classes (it is run).",
+)
 @click.option("--exporter", type=click.Choice(["dynamo", "legacy"]), help="PyTorch exporter.")
 @click.option("--allow-mismatch", is_flag=True, help="Publish even if parity fails.")
 @click.option("--atol", type=float, help="Parity abs. tol. [default: 1e-4; int8: 5% of range]")
@@ -269,7 +274,21 @@ def hw_command(as_json: bool) -> None:
     help="none: graph optimization only.",
 )
 @_guard_options
-@click.option("--force", is_flag=True, help="Publish even if not faster or smaller.")
+@click.option(
+    "--objective",
+    type=click.Choice(["latency", "throughput", "size"]),
+    default="latency",
+    show_default=True,
+    help="What the candidate must be measurably better at on this machine to be published.",
+)
+@click.option("--force", is_flag=True, help="Publish even if not better at the objective.")
+@click.option(
+    "--reduce-range",
+    type=click.Choice(["auto", "on", "off"]),
+    default="auto",
+    show_default=True,
+    help="int8: 7-bit weights; auto: on x86 without VNNI/AMX, where full-range ones saturate.",
+)
 @click.option("--per-tensor", is_flag=True, help="Quantize weights per tensor, not per channel.")
 @click.option(
     "--graph-level", type=click.Choice(["basic", "extended"]), default="extended", show_default=True
@@ -281,9 +300,21 @@ def hw_command(as_json: bool) -> None:
     show_default=True,
     help="Seconds per benchmark phase (latency, throughput) and round.",
 )
+@click.option(
+    "--bench-rounds",
+    type=click.IntRange(1),
+    default=3,
+    show_default=True,
+    help="Interleaved benchmark rounds; their spread is the speed guard's noise margin.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def optimize_command(
-    target: str, per_tensor: bool, bench_seconds: float, as_json: bool, **options: Any
+    target: str,
+    per_tensor: bool,
+    bench_seconds: float,
+    bench_rounds: int,
+    as_json: bool,
+    **options: Any,
 ) -> None:
     """Optimize REPO/NAME, guard accuracy and speed, publish it as the next version."""
     import json
@@ -295,7 +326,9 @@ def optimize_command(
     repo_path, _, name = target.rstrip("/").rpartition("/")
     if not repo_path or not name:
         _fail(f"expected REPO/NAME (e.g. models/resnet), got {target!r}")
-    settings = BenchmarkSettings(latency_seconds=bench_seconds, throughput_seconds=bench_seconds)
+    settings = BenchmarkSettings(
+        latency_seconds=bench_seconds, throughput_seconds=bench_seconds, rounds=bench_rounds
+    )
     try:
         with console.status("optimizing...") as status:
             result = optimize(

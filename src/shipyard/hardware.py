@@ -17,7 +17,7 @@ import dataclasses
 import importlib.util
 import os
 import platform
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,11 +27,15 @@ __all__ = [
     "CpuInfo",
     "GpuInfo",
     "HardwareReport",
+    "Int8Kernels",
     "ProviderInfo",
+    "int8_kernels",
+    "int8_mismatch",
     "parse_cpuinfo",
     "parse_meminfo",
     "probe",
     "provider_info",
+    "this_cpu",
 ]
 
 SCHEMA = "shipyard.hardware/1"
@@ -77,6 +81,11 @@ _ARM_PARTS = {
 #: Features that make int8 matrix products fast (several int8 MACs per instruction).
 _INT8_DOT = ("AMX-INT8", "AVX-512 VNNI", "AVX-VNNI", "DOTPROD", "I8MM")
 _BF16 = ("AMX-BF16", "AVX-512 BF16", "BF16")
+#: x86 features with which ONNX Runtime's u8 x s8 kernels accumulate in 32 bits (VPDPBUSD, AMX
+#: tiles). Without them, x86 kernels add pairs of u8 x s8 products into 16 bits (VPMADDUBSW),
+#: which saturates when weights use the full int8 range.
+_X86_INT8_EXACT = ("AMX-INT8", "AVX-512 VNNI", "AVX-VNNI")
+_X86_ARCHITECTURES = ("x86_64", "amd64", "i386", "i686", "x86")
 
 _GPU_PROVIDERS = {
     "CUDAExecutionProvider",
@@ -157,6 +166,7 @@ class HardwareReport:
             },
             "openvino": {"devices": list(self.openvino_devices), "note": self.openvino_note},
             "litert": {"available": self.litert_available, "note": self.litert_note},
+            "int8_kernels": dataclasses.asdict(int8_kernels(self.cpu)),
         }
 
     def summary(self) -> dict[str, Any]:
@@ -171,7 +181,75 @@ class HardwareReport:
             "gpus": [g.name for g in self.gpus],
             "onnxruntime": self.onnxruntime_version,
             "providers": [p.name for p in self.providers],
+            "int8_kernels": int8_kernels(self.cpu).family,
         }
+
+
+@dataclass(frozen=True, slots=True)
+class Int8Kernels:
+    """The kind of int8 matrix kernels ONNX Runtime runs on a CPU, for choosing int8 weights.
+
+    ``family`` is one of ``x86-vnni`` (VNNI or AMX: exact 32-bit accumulation), ``x86-no-vnni``
+    (AVX2/AVX-512 without VNNI: pairs of u8 x s8 products summed into 16 bits, which
+    saturates with full-range weights), ``arm`` or ``other``.
+    """
+
+    family: str
+    #: What decided the family, for reports: "AVX2 without VNNI/AMX".
+    description: str
+    #: Whether full-range int8 weights can saturate the 16-bit sums (use 7-bit weights).
+    saturates: bool
+
+
+def int8_kernels(cpu: CpuInfo) -> Int8Kernels:
+    """Return which int8 kernels ONNX Runtime uses on ``cpu`` (see :class:`Int8Kernels`)."""
+    arch = cpu.architecture.lower()
+    if "NEON" in cpu.features or arch in ("aarch64", "arm64") or arch.startswith("arm"):
+        dot = [f for f in cpu.features if f in ("DOTPROD", "I8MM")]
+        return Int8Kernels("arm", f"ARM {', '.join(dot) or 'NEON'}", saturates=False)
+    if arch in _X86_ARCHITECTURES or "AVX2" in cpu.features:
+        exact = [f for f in cpu.features if f in _X86_INT8_EXACT]
+        if exact:
+            return Int8Kernels("x86-vnni", f"x86 with {', '.join(exact)}", saturates=False)
+        widest = next((f for f in ("AVX-512BW", "AVX2") if f in cpu.features), "SSE")
+        return Int8Kernels("x86-no-vnni", f"x86 {widest} without VNNI/AMX", saturates=True)
+    return Int8Kernels("other", f"{cpu.architecture or 'unknown'} CPU", saturates=False)
+
+
+def int8_mismatch(recorded: Mapping[str, Any], cpu: CpuInfo) -> str | None:
+    """Say why an int8 model made for ``recorded`` kernels may misbehave on ``cpu``; else None.
+
+    ``recorded`` is the ``int8`` entry an optimization report stores: ``family``,
+    ``description`` and ``reduce_range`` (7-bit weights).
+    """
+    here = int8_kernels(cpu)
+    family = recorded.get("family")
+    if not isinstance(family, str) or family == here.family:
+        return None
+    made_for = recorded.get("description", family)
+    if here.saturates and not recorded.get("reduce_range", False):
+        return (
+            f"quantized with full-range int8 weights for {made_for}; this CPU ({here.description})"
+            " saturates them, so accuracy may drop: re-run shipyard optimize on this machine"
+        )
+    if recorded.get("reduce_range", False) and not here.saturates:
+        return (
+            f"quantized with 7-bit weights for {made_for}; this CPU ({here.description}) could"
+            " use the full int8 range: re-run shipyard optimize here for better accuracy"
+        )
+    return (
+        f"quantized and timed on {made_for}, served on {here.description}: its accuracy and"
+        " speed were not measured on this kind of CPU"
+    )
+
+
+def this_cpu() -> CpuInfo:
+    """This machine's CPU from ``/proc/cpuinfo`` (cheap: no provider, GPU or runtime probe)."""
+    machine = platform.machine()
+    text = _read("/proc/cpuinfo")
+    if text.strip():
+        return parse_cpuinfo(text, machine)
+    return CpuInfo(platform.processor() or machine or "unknown", machine, None, os.cpu_count() or 1)
 
 
 def _blocks(text: str) -> list[dict[str, str]]:
@@ -381,11 +459,12 @@ def probe(
     """Probe this machine. Each keyword replaces one source (for tests and other machines)."""
     import onnxruntime
 
-    machine = platform.machine()
-    text = _read("/proc/cpuinfo") if cpuinfo_text is None else cpuinfo_text
-    if text.strip():
-        cpu = parse_cpuinfo(text, machine)
-    else:  # macOS, Windows: no /proc
+    if cpuinfo_text is None:
+        cpu = this_cpu()
+    elif cpuinfo_text.strip():
+        cpu = parse_cpuinfo(cpuinfo_text, platform.machine())
+    else:  # an injected empty text: what macOS and Windows (no /proc) give
+        machine = platform.machine()
         cpu = CpuInfo(
             platform.processor() or machine or "unknown", machine, None, os.cpu_count() or 1
         )

@@ -8,7 +8,6 @@ machine), then converts with ``shipyard convert`` and evaluates the ONNX model.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -19,28 +18,13 @@ from typing import Any
 import numpy as np
 import pytest
 
+from tests.examples.conftest import MNIST as EXAMPLE
+from tests.examples.conftest import MNIST_BUILD as BUILD
+from tests.examples.conftest import load_example as _load
+from tests.examples.conftest import run as _run
+
 torch = pytest.importorskip("torch", reason="the MNIST example needs torch (the [torch] extra)")
 ort = pytest.importorskip("onnxruntime")
-
-ROOT = Path(__file__).resolve().parents[2]
-EXAMPLE = ROOT / "examples" / "mnist"
-BUILD = EXAMPLE / "build"
-SHIPYARD = str(Path(sys.executable).with_name("shipyard"))
-
-
-def _load(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(f"mnist_example_{name}", EXAMPLE / f"{name}.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def _run(*args: str | Path, timeout: float = 280) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(a) for a in args], capture_output=True, text=True, timeout=timeout, check=False
-    )
 
 
 def _train(out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
@@ -56,11 +40,9 @@ def dataset() -> ModuleType:
 
 
 @pytest.fixture(scope="module")
-def trained() -> dict[str, Any]:
-    """The real trained weights in examples/mnist/build/ (FULL training if not cached)."""
-    result = _train(BUILD, "--reuse")
+def trained(mnist_trained: Path) -> dict[str, Any]:
+    """The metrics of the real trained weights in examples/mnist/build/."""
     metrics: dict[str, Any] = json.loads((BUILD / "metrics.json").read_text(encoding="utf-8"))
-    metrics["reused"] = "reusing" in result.stdout
     return metrics
 
 
@@ -111,29 +93,13 @@ def test_short_training_is_reproducible_and_cached(tmp_path: Path) -> None:
 @pytest.mark.slow
 @pytest.mark.timeout(400)
 def test_converted_model_accuracy(
-    trained: dict[str, Any], dataset: ModuleType, tmp_path: Path
+    trained: dict[str, Any], dataset: ModuleType, mnist_repo: Path
 ) -> None:
     """The trained model, converted by `shipyard convert`, scores >= 97.5% on the test split."""
     assert trained["test_accuracy"] >= 0.975, trained
     _, (images, labels) = dataset.load_split()
     inputs = dataset.to_input(images)
-    repo = tmp_path / "repo"
-    result = _run(
-        SHIPYARD,
-        "convert",
-        f"{EXAMPLE / 'model.py'}:factory",
-        "--weights",
-        BUILD / "weights.pt",
-        "--name",
-        "mnist",
-        "--repo",
-        repo,
-        "--input",
-        "input:FP32:-1,1,28,28",
-        "--sample",
-        BUILD / "sample.npz",  # written by train.py: 32 real test digits
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
+    repo = mnist_repo
     report = json.loads((repo / "mnist" / "1" / "report.json").read_text(encoding="utf-8"))
     assert report["parity"]["passed"]
     assert report["parity"]["batch"] == 32

@@ -27,13 +27,28 @@ def test_cli_publishes_and_prints_the_table(cnn_repo: Path) -> None:
     assert (cnn_repo / "cnn" / "2" / "report.json").is_file()
 
 
-def test_cli_refuses_a_clearly_slower_candidate(cnn_repo: Path) -> None:
-    """Without --force, the slower int8-dynamic CNN exits 1 naming --force; nothing published."""
-    result = _run(f"{cnn_repo}/cnn", "--quantize", "int8-dynamic", *FAST)
+def test_cli_refuses_a_candidate_not_better_at_the_objective(cnn_repo: Path) -> None:
+    """Graph optimization keeps the file's size: for --objective size it is refused, exit 1,
+    naming the objective and --force; nothing is published (no speed figure decides it)."""
+    result = _run(f"{cnn_repo}/cnn", "--objective", "size", "--bench-rounds", "2", *FAST)
     assert result.exit_code == 1
-    assert "slower on this hardware" in result.output
+    assert "speed guard (objective: size)" in result.output
+    assert "not measurably better at size on this hardware: size" in result.output
     assert "--force" in result.output
     assert not (cnn_repo / "cnn" / "2").exists()
+
+
+def test_cli_reduce_range_is_recorded_and_printed(cnn_repo: Path) -> None:
+    """--reduce-range on: the report records 7-bit weights and the summary says why."""
+    result = _run(
+        f"{cnn_repo}/cnn", "--quantize", "int8-dynamic", "--reduce-range", "on", "--force", *FAST
+    )
+    assert result.exit_code == 0, result.output
+    assert "int8 weights: 7-bit (reduce_range)" in result.output
+    assert "as --reduce-range on asks" in result.output
+    report = json.loads((cnn_repo / "cnn" / "2" / "report.json").read_text())
+    assert report["optimization"]["int8"]["reduce_range"] is True
+    assert report["optimization"]["int8"]["setting"] == "on"
 
 
 def test_cli_json_and_rejection_exit_code(cnn_repo: Path) -> None:

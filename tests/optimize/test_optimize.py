@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import tomllib
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import httpx
@@ -11,10 +12,22 @@ import numpy as np
 import onnx
 import pytest
 
+from shipyard.config import ModelConfig
 from shipyard.errors import InvalidInputError, NotFoundError, UnsupportedError
-from shipyard.optimize import optimize
+from shipyard.hardware import HardwareReport, probe
+from shipyard.optimize import BenchmarkSettings, Timer, optimize
+from shipyard.optimize.benchmark import LatencyStats, Measurement, ThroughputStats
 from shipyard.testing import cnn_model, running_server, write_model
+from tests.cpus import AVX2_EPYC, VNNI_XEON
 from tests.optimize.conftest import CONFIG, FAST, cnn_outputs
+
+#: The int8 paths whose accuracy holds on every CPU: 7-bit weights (what an x86 CPU without
+#: VNNI gets, forced here through the probe) and whatever this machine's CPU chooses.
+#: Without saturation int8 arithmetic is exact, so both compute the same on any kernel.
+INT8_PATHS = [
+    pytest.param(lambda: probe(cpuinfo_text=AVX2_EPYC), id="no-vnni-probe"),
+    pytest.param(lambda: None, id="this-cpu"),
+]
 
 PREPROCESS = """\
 [[preprocess]]
@@ -33,14 +46,101 @@ def _ops(path: Path) -> set[str]:
     return {node.op_type for node in onnx.load(str(path)).graph.node}
 
 
-def test_int8_dynamic_cnn_is_clearly_slower_and_not_published(cnn_repo: Path) -> None:
-    """Dynamic int8 makes the small CNN several times slower: the speed guard keeps fp32."""
-    result = optimize(cnn_repo, "cnn", method="int8-dynamic", benchmark=FAST)
+def _timer(before: tuple[float, float], after: tuple[float, float], rounds: int = 3) -> Timer:
+    """A timer that reports fixed (p50 ms, samples/s) for the source and the candidate."""
+
+    def timed(
+        models: Mapping[str, Path], config: ModelConfig, settings: BenchmarkSettings, *_: object
+    ) -> dict[str, list[Measurement]]:
+        source, candidate = models
+        figures = {source: before, candidate: after}
+        return {
+            key: [
+                Measurement(
+                    LatencyStats(1, 50, p50, p50, p50, p50, p50),
+                    ThroughputStats(settings.throughput_batch, 10, 1.0, per_s),
+                )
+                for _ in range(rounds)
+            ]
+            for key, (p50, per_s) in figures.items()
+        }
+
+    return timed
+
+
+def test_a_slower_candidate_is_not_published_and_the_refusal_has_the_figures(
+    cnn_repo: Path,
+) -> None:
+    """Measured 1.26x slower at latency (timer injected), int8 is not published; the
+    decision gives the figures and the way to publish it for its size."""
+    result = optimize(
+        cnn_repo, "cnn", method="int8-dynamic", timer=_timer((1.0, 1000), (1.26, 800))
+    )
     assert not result.published
     assert result.report["accuracy"]["passed"] is True
-    assert result.report["speed_guard"]["clearly_slower"] is True
-    assert result.report["speed_guard"]["verdict"].startswith("slower on this hardware")
+    guard = result.report["speed_guard"]
+    assert guard["objective"] == "latency"
+    assert guard["slower_latency"] is True
+    assert result.report["decision"].startswith(
+        "not published: slower at latency on this hardware: latency 1.26x slower,"
+        " throughput 1.25x lower (noise margin ±0.0% latency, ±0.0% throughput over 3 rounds)"
+    )
+    assert "--objective size would publish it" in result.report["decision"]
+    assert len(result.report["speed"]["rounds"]) == 3
     assert not (cnn_repo / "cnn" / "2").exists()
+
+
+def test_objective_size_publishes_the_smaller_slower_candidate(cnn_repo: Path) -> None:
+    """--objective size publishes the same measured-slower int8 model, saying it is slower."""
+    result = optimize(
+        cnn_repo,
+        "cnn",
+        method="int8-dynamic",
+        objective="size",
+        timer=_timer((1.0, 1000), (1.26, 800)),
+    )
+    assert result.published
+    assert result.report["speed_guard"]["verdict"].startswith("better at size: ")
+    assert "but latency 1.26x slower" in result.report["speed_guard"]["verdict"]
+
+
+def test_a_faster_candidate_is_published_for_latency(cnn_repo: Path) -> None:
+    """Measured 1.3x faster at latency (timer injected) beyond the noise: published."""
+    result = optimize(cnn_repo, "cnn", method="none", timer=_timer((1.3, 1000), (1.0, 1000)))
+    assert result.published, result.report["decision"]
+    assert result.report["speed_guard"]["verdict"] == "better at latency: latency 1.30x faster"
+
+
+@pytest.mark.parametrize(
+    ("cpuinfo", "reduce_range", "family"),
+    [(AVX2_EPYC, True, "x86-no-vnni"), (VNNI_XEON, False, "x86-vnni")],
+    ids=["avx2", "vnni"],
+)
+def test_int8_weights_follow_the_probed_cpu(
+    cnn_repo: Path, cpuinfo: str, reduce_range: bool, family: str
+) -> None:
+    """--reduce-range auto takes 7-bit weights on x86 without VNNI, the full range with VNNI;
+    report.json records the choice and the CPU it was made for."""
+    hardware: HardwareReport = probe(cpuinfo_text=cpuinfo)
+    result = optimize(
+        cnn_repo, "cnn", method="int8-dynamic", hardware=hardware, timer=_timer((1, 1), (1, 1))
+    )
+    int8 = result.report["optimization"]["int8"]
+    assert int8["reduce_range"] is reduce_range
+    assert (int8["setting"], int8["family"]) == ("auto", family)
+    assert result.report["optimization"]["weights"] == (
+        "int8 (7-bit range)" if reduce_range else "int8"
+    )
+    assert result.report["hardware"]["int8_kernels"] == family
+    forced = optimize(
+        cnn_repo,
+        "cnn",
+        method="int8-dynamic",
+        hardware=hardware,
+        reduce_range="off" if reduce_range else "on",
+        timer=_timer((1, 1), (1, 1)),
+    )
+    assert forced.report["optimization"]["int8"]["reduce_range"] is not reduce_range
 
 
 def test_int8_dynamic_passes_the_accuracy_guard_and_is_forced(cnn_repo: Path) -> None:
@@ -88,10 +188,15 @@ def test_bad_candidate_is_rejected_and_nothing_published(cnn_repo: Path) -> None
     assert sorted(p.name for p in (cnn_repo / "cnn").iterdir()) == ["1", "model.toml"]
 
 
+@pytest.mark.parametrize("hardware", INT8_PATHS)
 def test_int8_static_with_calibration_and_labels(
-    cnn_repo: Path, calibration: Path, validation: Path
+    cnn_repo: Path,
+    calibration: Path,
+    validation: Path,
+    hardware: Callable[[], HardwareReport | None],
 ) -> None:
-    """Static QDQ int8 calibrated on .npz data keeps accuracy vs labels within 1 point."""
+    """Static QDQ int8 calibrated on .npz data keeps accuracy vs labels within 1 point, with
+    7-bit weights and with this CPU's choice (published for size: speed is not tested here)."""
     result = optimize(
         cnn_repo,
         "cnn",
@@ -99,6 +204,8 @@ def test_int8_static_with_calibration_and_labels(
         calibration=calibration,
         validation=validation,
         benchmark=FAST,
+        objective="size",
+        hardware=hardware(),
     )
     assert result.published, result.report["decision"]
     assert {"QuantizeLinear", "DequantizeLinear"} <= _ops(cnn_repo / "cnn" / "2" / "model.onnx")
@@ -112,12 +219,24 @@ def test_int8_static_with_calibration_and_labels(
     assert calibrated["from"] == str(calibration)
 
 
+@pytest.mark.parametrize("hardware", INT8_PATHS)
 def test_published_version_is_served_close_to_the_original(
-    cnn_repo: Path, calibration: Path, images: np.ndarray
+    cnn_repo: Path,
+    calibration: Path,
+    validation: Path,
+    images: np.ndarray,
+    hardware: Callable[[], HardwareReport | None],
 ) -> None:
     """The int8-static version is what the server answers with, and it is close to fp32."""
     result = optimize(
-        cnn_repo, "cnn", method="int8-static", calibration=calibration, benchmark=FAST
+        cnn_repo,
+        "cnn",
+        method="int8-static",
+        calibration=calibration,
+        validation=validation,
+        benchmark=FAST,
+        objective="size",
+        hardware=hardware(),
     )
     assert result.version == 2
     batch = images[64:72]
@@ -219,8 +338,9 @@ def test_image_folder_without_preprocessing_is_refused(cnn_repo: Path, tmp_path:
         optimize(cnn_repo, "cnn", method="int8-static", calibration=folder)
 
 
+@pytest.mark.parametrize("hardware", INT8_PATHS)
 def test_image_folder_calibration_through_the_preprocessing(
-    tmp_path: Path, images: np.ndarray
+    tmp_path: Path, images: np.ndarray, hardware: Callable[[], HardwareReport | None]
 ) -> None:
     """PNG files are decoded by the model's [[preprocess]] entry and calibrate int8-static."""
     image_module = pytest.importorskip("PIL.Image")
@@ -232,7 +352,15 @@ def test_image_folder_calibration_through_the_preprocessing(
         pixels = (np.clip(image[0], 0, 1) * 255).astype(np.uint8)
         image_module.fromarray(pixels).save(folder / f"{i:02d}.png")
     (folder / "notes.txt").write_text("not an image")
-    result = optimize(repo, "cnn", method="int8-static", calibration=folder, benchmark=FAST)
+    result = optimize(
+        repo,
+        "cnn",
+        method="int8-static",
+        calibration=folder,
+        benchmark=FAST,
+        objective="size",
+        hardware=hardware(),
+    )
     assert result.published, result.report["decision"]
     assert result.report["optimization"]["calibration"] == {
         "from": str(folder),

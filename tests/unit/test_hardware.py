@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import onnxruntime
+import pytest
 from click.testing import CliRunner
 
 from shipyard.cli import main
@@ -12,11 +13,14 @@ from shipyard.hardware import (
     SCHEMA,
     CpuInfo,
     GpuInfo,
+    int8_kernels,
+    int8_mismatch,
     parse_cpuinfo,
     parse_meminfo,
     probe,
     provider_info,
 )
+from tests.cpus import AMX_XEON, ARM_N1, AVX2_EPYC, CPUS, VNNI_XEON
 
 _X86_FLAGS = (
     "fpu vme de pse tsc msr pae mce cx8 apic sep mtrr pge mca cmov pat pse36 clflush mmx fxsr"
@@ -161,7 +165,9 @@ def test_json_schema_is_stable() -> None:
     assert set(data) == {"schema", "cpu", "memory", "gpus", "gpu_note", "onnxruntime"} | {
         "openvino",
         "litert",
+        "int8_kernels",
     }
+    assert set(data["int8_kernels"]) == {"family", "description", "saturates"}
     assert set(data["cpu"]) == {
         "model",
         "architecture",
@@ -187,3 +193,64 @@ def test_cli_hw_table_and_json() -> None:
     as_json = runner.invoke(main, ["hw", "--json"], catch_exceptions=False)
     assert as_json.exit_code == 0
     assert json.loads(as_json.output)["schema"] == SCHEMA
+
+
+@pytest.mark.parametrize(
+    ("cpu", "family", "saturates"),
+    [
+        ("avx2-epyc", "x86-no-vnni", True),
+        ("avx512-skylake", "x86-no-vnni", True),
+        ("vnni-xeon", "x86-vnni", False),
+        ("amx-xeon", "x86-vnni", False),
+        ("arm-n1", "arm", False),
+    ],
+)
+def test_int8_kernels_follow_the_isa(cpu: str, family: str, saturates: bool) -> None:
+    """x86 without VNNI/AMX sums int8 products in 16 bits (saturates); VNNI, AMX, ARM do not."""
+    text, machine = CPUS[cpu]
+    kernels = int8_kernels(parse_cpuinfo(text, machine))
+    assert (kernels.family, kernels.saturates) == (family, saturates)
+
+
+def test_int8_kernels_describe_what_decided() -> None:
+    """The description names the widest x86 ISA, or the VNNI/AMX features that were found."""
+    assert int8_kernels(parse_cpuinfo(AVX2_EPYC)).description == "x86 AVX2 without VNNI/AMX"
+    amx = int8_kernels(parse_cpuinfo(AMX_XEON)).description
+    assert amx == "x86 with AVX-512 VNNI, AMX-INT8"
+    assert int8_kernels(parse_cpuinfo(ARM_N1, "aarch64")).description == "ARM DOTPROD"
+
+
+def test_int8_mismatch_flags_another_isa() -> None:
+    """Full-range int8 made on VNNI and served on AVX2 is flagged as saturating; 7-bit made on
+    AVX2 and served on VNNI as imprecise; the same family is not flagged."""
+    avx2, vnni, arm = (
+        parse_cpuinfo(AVX2_EPYC),
+        parse_cpuinfo(VNNI_XEON),
+        parse_cpuinfo(ARM_N1, "aarch64"),
+    )
+    full = {"family": "x86-vnni", "description": "x86 with AVX-512 VNNI", "reduce_range": False}
+    reduced = {
+        "family": "x86-no-vnni",
+        "description": "x86 AVX2 without VNNI/AMX",
+        "reduce_range": True,
+    }
+    assert int8_mismatch(full, vnni) is None
+    assert int8_mismatch(reduced, avx2) is None
+    saturating = int8_mismatch(full, avx2)
+    assert saturating is not None
+    assert "saturates them" in saturating
+    assert "x86 with AVX-512 VNNI" in saturating
+    imprecise = int8_mismatch(reduced, vnni)
+    assert imprecise is not None
+    assert "7-bit weights" in imprecise
+    other = int8_mismatch(full, arm)
+    assert other is not None
+    assert "not measured on this kind of CPU" in other
+    assert int8_mismatch({}, avx2) is None
+
+
+def test_report_carries_the_int8_kernels() -> None:
+    """The JSON report and the short summary name the int8 kernels of the probed CPU."""
+    report = probe(cpuinfo_text=AVX2_EPYC)
+    assert report.to_dict()["int8_kernels"]["family"] == "x86-no-vnni"
+    assert report.summary()["int8_kernels"] == "x86-no-vnni"

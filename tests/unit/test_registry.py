@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
@@ -18,9 +20,11 @@ from shipyard.errors import (
     ModelNotReadyError,
     NotFoundError,
 )
+from shipyard.hardware import parse_cpuinfo
 from shipyard.repository.registry import ModelRegistry, ModelState
 from shipyard.testing.models import add_sub_model, identity_model, write_model
 from shipyard.types import DataType, TensorSpec
+from tests.cpus import AVX2_EPYC, VNNI_XEON
 
 T = TypeVar("T")
 
@@ -558,3 +562,39 @@ def test_only_canonical_version_folders_count(repository: Path) -> None:
         await registry.close()
 
     arun(body())
+
+
+def _int8_report(family: str, description: str, reduce_range: bool) -> str:
+    int8 = {"family": family, "description": description, "reduce_range": reduce_range}
+    return json.dumps({"step": "optimize", "optimization": {"method": "int8-static", "int8": int8}})
+
+
+def test_int8_version_made_for_another_cpu_loads_with_a_warning(
+    repository: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Full-range int8 chosen on VNNI, loaded on an AVX2-only CPU: it serves, warns in the log
+    and in the served version; the same report on a VNNI CPU loads silently."""
+    write_model(repository, "m", identity_model())
+    (repository / "m" / "1" / "report.json").write_text(
+        _int8_report("x86-vnni", "x86 with AVX-512 VNNI", reduce_range=False)
+    )
+    avx2 = ModelRegistry(repository, 1.0, cpu=parse_cpuinfo(AVX2_EPYC))
+    with caplog.at_level(logging.WARNING, logger="shipyard.repository.registry"):
+        arun(avx2.load("m"))
+    (served,) = avx2.versions("m")
+    assert rows_of(avx2, "m")[0]["state"] == "READY"
+    assert len(served.warnings) == 1
+    assert "saturates them" in served.warnings[0]
+    assert any("model m version 1: quantized with full-range" in r.message for r in caplog.records)
+    vnni = ModelRegistry(repository, 1.0, cpu=parse_cpuinfo(VNNI_XEON))
+    arun(vnni.load("m"))
+    assert vnni.versions("m")[0].warnings == ()
+
+
+def test_unreadable_report_is_ignored(repository: Path) -> None:
+    """A report.json that is not JSON (or not an object) does not stop the version loading."""
+    write_model(repository, "m", identity_model())
+    (repository / "m" / "1" / "report.json").write_text("[1, 2")
+    registry = ModelRegistry(repository, 1.0, cpu=parse_cpuinfo(AVX2_EPYC))
+    arun(registry.load("m"))
+    assert registry.versions("m")[0].warnings == ()

@@ -6,15 +6,17 @@ and the speed guard against V on this machine (:mod:`~shipyard.optimize.guard`, 
 :mod:`~shipyard.optimize.benchmark` under the model's own ``model.toml`` session options), and
 publishes the candidate as the next version with ``report.json``
 (:mod:`~shipyard.optimize.report`) only when both guards pass (``force``: the speed guard's
-verdict is recorded but does not block). ``model.toml`` keeps every setting. See
-``docs/optimize.md``.
+verdict is recorded but does not block). The speed guard judges the ``objective`` the user
+asked for (latency, throughput or size). Int8 weights are chosen for this machine's CPU
+(``reduce_range``, :func:`~shipyard.optimize.quantize.choose_int8`). ``model.toml`` keeps every
+setting. See ``docs/optimize.md``.
 """
 
 from __future__ import annotations
 
 import datetime
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -25,16 +27,23 @@ from shipyard.errors import (
     ConversionError,
     InvalidInputError,
 )
-from shipyard.hardware import probe
-from shipyard.optimize.benchmark import BenchmarkSettings, benchmark_models
-from shipyard.optimize.data import Dataset, load_dataset, load_image_folder
+from shipyard.hardware import HardwareReport, probe
+from shipyard.optimize.benchmark import BenchmarkSettings, Measurement, benchmark_rounds
+from shipyard.optimize.data import Arrays, Dataset, load_dataset, load_image_folder
 from shipyard.optimize.guard import (
     DEFAULT_MAX_DROP,
     DEFAULT_MIN_GAIN,
     Metric,
+    Objective,
     speed_guard,
 )
-from shipyard.optimize.quantize import GraphLevel, Method, make_candidate
+from shipyard.optimize.quantize import (
+    GraphLevel,
+    Method,
+    ReduceRange,
+    choose_int8,
+    make_candidate,
+)
 from shipyard.optimize.versions import (
     baseline_version,
     guard_accuracy,
@@ -46,7 +55,23 @@ from shipyard.optimize.versions import (
 from shipyard.repository.layout import find_model
 from shipyard.repository.publish import publish
 
-__all__ = ["BenchmarkSettings", "Method", "Metric", "OptimizeResult", "optimize"]
+__all__ = [
+    "BenchmarkSettings",
+    "Method",
+    "Metric",
+    "Objective",
+    "OptimizeResult",
+    "ReduceRange",
+    "Timer",
+    "optimize",
+]
+
+#: Times model files round by round: :func:`~shipyard.optimize.benchmark.benchmark_rounds`'s
+#: signature (tests pass a deterministic one to exercise the decision).
+Timer = Callable[
+    [Mapping[str, Path], ModelConfig, BenchmarkSettings, Arrays, Callable[[str], None]],
+    dict[str, list[Measurement]],
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,14 +104,23 @@ def optimize(
     min_gain: float = DEFAULT_MIN_GAIN,
     benchmark: BenchmarkSettings | None = None,
     progress: Callable[[str], None] | None = None,
+    objective: Objective = "latency",
+    reduce_range: ReduceRange = "auto",
+    hardware: HardwareReport | None = None,
+    timer: Timer | None = None,
 ) -> OptimizeResult:
     """Optimize ``repo/name`` (see the module doc); publish the candidate if the guards pass.
+
+    ``hardware`` replaces this machine's probe (the int8 choice and the report follow it);
+    ``timer`` replaces :func:`~shipyard.optimize.benchmark.benchmark_rounds`.
 
     Raises NotFoundError (model or version), InvalidInputError (data files, flags),
     UnsupportedError and ConversionError (a tool failed); a rejection is not an error: the
     result says so and nothing is published.
     """
     step = progress or (lambda _text: None)
+    hardware = hardware or probe()
+    int8 = choose_int8(reduce_range, hardware.cpu) if method.startswith("int8") else None
     if method == "int8-static" and calibration is None:
         raise InvalidInputError("--quantize int8-static needs --calibration FILE.npz")
     settings = benchmark or BenchmarkSettings()
@@ -121,7 +155,10 @@ def optimize(
             calibration=calibration_data,
             per_channel=per_channel,
             graph_level=graph_level,
+            reduce_range=int8 is not None and int8.reduce_range,
         )
+        if int8 is not None:
+            done["int8"] = int8.to_dict()
         if "note" in done:
             notes.append(done.pop("note"))
         candidate = load_onnx(candidate_file, config, f"{method} candidate")
@@ -140,7 +177,6 @@ def optimize(
         for backend in {id(b): b for b in (original, baseline, candidate)}.values():
             backend.close()
         data = candidate_file.read_bytes()
-        hardware = probe()
         report: dict[str, Any] = {
             "shipyard_version": _version(),
             "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
@@ -164,23 +200,27 @@ def optimize(
         }
         if accuracy["passed"]:
             step("benchmarking")
-            timed = benchmark_models(
+            timed = (timer or benchmark_rounds)(
                 {f"v{version}": source_file, method: candidate_file},
                 config,
                 settings,
                 dataset.arrays,
-                progress=step,
+                step,
             )
             before, after = timed[f"v{version}"], timed[method]
             report["speed"] = {
-                "before": before.to_dict(),
-                "after": after.to_dict(),
+                "before": _median_round(before).to_dict(),
+                "after": _median_round(after).to_dict(),
+                "rounds": [
+                    {"before": b.to_dict(), "after": a.to_dict()}
+                    for b, a in zip(before, after, strict=True)
+                ],
                 "settings": asdict(settings),
                 "session_options": asdict(config.onnxruntime),
             }
             report["speed_providers"] = _providers(config)
             report["speed_guard"] = speed_guard(
-                before, after, source_file.stat().st_size, len(data), min_gain
+                before, after, source_file.stat().st_size, len(data), objective, min_gain
             )
     return _decide(repo, name, report, data, config, original, force)
 
@@ -213,6 +253,15 @@ def _decide(
     new_version, path = publish(repo, name, {"model.onnx": data}, inputs, outputs, report)
     report["version"] = new_version
     return OptimizeResult(report, new_version, path)
+
+
+def _median_round(rounds: list[Measurement]) -> Measurement:
+    """The round with the median latency and the round with the median throughput (what the
+    report shows as "before"/"after"; the guard itself pairs the rounds)."""
+    by_latency = sorted(rounds, key=lambda m: m.latency.p50_ms)
+    by_throughput = sorted(rounds, key=lambda m: m.throughput.samples_per_s)
+    middle = (len(rounds) - 1) // 2
+    return Measurement(by_latency[middle].latency, by_throughput[middle].throughput)
 
 
 def _check_signature(original: OnnxRuntimeBackend, candidate: OnnxRuntimeBackend) -> None:

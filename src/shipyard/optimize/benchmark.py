@@ -6,9 +6,10 @@ phase warms up first, then runs until its time budget or run cap is spent, so a 
 takes a known time whatever the model's speed.
 
 :func:`measure_latency` and :func:`measure_throughput` take any zero-argument callable, so the
-tuner can time other call paths with the same code; :func:`benchmark_models` times several
-model files under one config with interleaved rounds (A B A B ...), keeping each model's best
-round, which cancels most of the drift of a shared, noisy machine.
+tuner can time other call paths with the same code. :func:`benchmark_rounds` times several
+model files under one config in interleaved rounds (A B A B ...) and keeps every round, so a
+comparison can pair the rounds (which cancels most of the drift of a shared, noisy machine) and
+read its noise from their spread; :func:`benchmark_models` keeps each model's best round.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ __all__ = [
     "Measurement",
     "ThroughputStats",
     "benchmark_models",
+    "benchmark_rounds",
     "feed_for",
     "measure_latency",
     "measure_throughput",
@@ -47,8 +49,8 @@ class BenchmarkSettings:
     latency_seconds: float = 1.0
     throughput_seconds: float = 1.0
     throughput_batch: int = 32
-    #: Interleaved rounds when comparing models; each model keeps its best round.
-    rounds: int = 2
+    #: Interleaved rounds when comparing models: their spread is the comparison's noise.
+    rounds: int = 3
     #: Upper bound on timed runs per phase, whatever the time budget.
     max_runs: int = 100_000
 
@@ -154,6 +156,35 @@ def _best(a: Measurement | None, b: Measurement) -> Measurement:
     return Measurement(latency, throughput)
 
 
+def benchmark_rounds(
+    models: Mapping[str, Path],
+    config: ModelConfig,
+    settings: BenchmarkSettings | None = None,
+    data: Arrays | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, list[Measurement]]:
+    """Time each model file under ``config``'s session options, round by round, interleaved.
+
+    Returns every round's measurement per key of ``models`` (round ``i`` of each model ran
+    back to back). ``data`` (one array per input, samples on the first axis) supplies realistic
+    inputs; the default is random numbers of the right shape.
+    """
+    settings = settings or BenchmarkSettings()
+    step = progress or (lambda _text: None)
+    rounds = max(settings.rounds, 1)
+    backends = {key: OnnxRuntimeBackend(path, config) for key, path in models.items()}
+    timed: dict[str, list[Measurement]] = {key: [] for key in models}
+    try:
+        for round_ in range(rounds):
+            for key, backend in backends.items():
+                step(f"benchmarking {key} (round {round_ + 1}/{rounds})")
+                timed[key].append(_measure(backend, settings, data))
+    finally:
+        for backend in backends.values():
+            backend.close()
+    return timed
+
+
 def benchmark_models(
     models: Mapping[str, Path],
     config: ModelConfig,
@@ -161,24 +192,16 @@ def benchmark_models(
     data: Arrays | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, Measurement]:
-    """Time each model file under ``config``'s session options; keys as in ``models``.
-
-    ``data`` (one array per input, samples on the first axis) supplies realistic inputs; the
-    default is random numbers of the right shape.
-    """
-    settings = settings or BenchmarkSettings()
-    step = progress or (lambda _text: None)
-    backends = {key: OnnxRuntimeBackend(path, config) for key, path in models.items()}
-    best: dict[str, Measurement | None] = dict.fromkeys(models)
-    try:
-        for round_ in range(max(settings.rounds, 1)):
-            for key, backend in backends.items():
-                step(f"benchmarking {key} (round {round_ + 1}/{settings.rounds})")
-                best[key] = _best(best[key], _measure(backend, settings, data))
-    finally:
-        for backend in backends.values():
-            backend.close()
-    return {key: value for key, value in best.items() if value is not None}
+    """Like :func:`benchmark_rounds`, keeping each model's best latency and throughput."""
+    timed = benchmark_rounds(models, config, settings, data, progress)
+    best: dict[str, Measurement] = {}
+    for key, rounds in timed.items():
+        merged: Measurement | None = None
+        for measurement in rounds:
+            merged = _best(merged, measurement)
+        if merged is not None:
+            best[key] = merged
+    return best
 
 
 def _measure(

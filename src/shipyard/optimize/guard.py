@@ -27,11 +27,16 @@ decision (``argmax``, or ``topk`` with its labels) is compared on the scores it 
 is the agreement of the label clients get first. The raw-output figures are kept in
 ``raw_outputs``.
 
-**Speed guard.** A candidate must be faster (p50 latency at batch 1, or throughput at batch N)
-or smaller (file size) than the model it replaces, each by more than ``min_gain`` (a fraction,
-so measurement noise does not count as a gain); otherwise it is not published unless forced.
-A candidate that passes by size alone while being slower is published with the loss stated in
-the verdict (``slower``), e.g. int8-dynamic on a small CNN.
+**Speed guard.** The candidate must be better than the model it replaces at the user's
+``objective`` on this machine: ``latency`` (p50 at batch 1, the default), ``throughput``
+(samples/s at batch N) or ``size`` (file bytes). Both models are timed in interleaved rounds
+(:func:`~shipyard.optimize.benchmark.benchmark_rounds`); each round gives one paired ratio,
+the ratio used is the median of them, and the **noise margin** is their relative spread
+(max - min over median), so a gain or loss counts only when it exceeds what the rounds
+themselves disagree by. "Better" also needs more than ``min_gain`` (a gain worth a new
+version). A candidate that is measurably slower at a speed objective is never published
+without ``force``; with ``size`` it may be slower, and the verdict says by how much. With a
+single round the noise cannot be measured, and ``min_gain`` stands in for it.
 """
 
 from __future__ import annotations
@@ -55,7 +60,9 @@ from shipyard.types import TensorSpec
 __all__ = [
     "DEFAULT_MAX_DROP",
     "DEFAULT_MIN_GAIN",
+    "OBJECTIVES",
     "Metric",
+    "Objective",
     "PostProcessing",
     "accuracy_guard",
     "client_postprocessing",
@@ -65,11 +72,12 @@ __all__ = [
 
 Metric = Literal["accuracy", "top1-agreement", "cosine", "max-abs"]
 METRICS: tuple[str, ...] = get_args(Metric)
+#: What a candidate must be better at to be published: see the module docstring.
+Objective = Literal["latency", "throughput", "size"]
+OBJECTIVES: tuple[str, ...] = get_args(Objective)
 DEFAULT_MAX_DROP = 0.01
+#: The smallest gain (a fraction) worth publishing a new version for.
 DEFAULT_MIN_GAIN = 0.05
-#: A candidate whose latency and throughput are both worse by more than this is "clearly
-#: slower" and is not published without --force, however much smaller it is.
-SLOWER_LIMIT = 0.25
 #: Samples per model call during validation.
 VALIDATION_BATCH = 64
 
@@ -277,26 +285,61 @@ def _figures(
     return figures
 
 
+def _paired(ratios: Sequence[float], min_gain: float) -> tuple[float, float | None, float]:
+    """The median of per-round ratios, their relative spread (None for one round), and the
+    margin a change must exceed to be more than noise."""
+    middle = float(np.median(ratios))
+    if len(ratios) < 2:
+        return middle, None, min_gain
+    spread = (max(ratios) - min(ratios)) / max(middle, 1e-12)
+    return middle, spread, spread
+
+
 def speed_guard(
-    before: Measurement,
-    after: Measurement,
+    before: Sequence[Measurement],
+    after: Sequence[Measurement],
     size_before: int,
     size_after: int,
+    objective: Objective = "latency",
     min_gain: float = DEFAULT_MIN_GAIN,
 ) -> dict[str, Any]:
-    """Is ``after`` faster or smaller than ``before`` by more than ``min_gain``, and not clearly
-    slower (latency and throughput both worse by more than SLOWER_LIMIT)? With ratios."""
-    latency_ratio = before.latency.p50_ms / max(after.latency.p50_ms, 1e-9)
-    throughput_ratio = after.throughput.samples_per_s / max(before.throughput.samples_per_s, 1e-9)
+    """Is ``after`` better than ``before`` at ``objective``, beyond the rounds' noise?
+
+    ``before`` and ``after`` are the same rounds of the two models (round ``i`` of each ran
+    back to back). Returns the ratios (> 1 is better for speedups, < 1 for size), the noise
+    margins, which changes are measurable, ``passed`` and a one-line ``verdict``.
+    """
+    if objective not in OBJECTIVES:
+        raise InvalidInputError(
+            f"unknown objective {objective!r}; use one of {', '.join(OBJECTIVES)}"
+        )
+    if not before or len(before) != len(after):
+        raise ValueError("speed_guard needs the same number (>= 1) of rounds for both models")
+    latency, latency_noise, latency_margin = _paired(
+        [
+            b.latency.p50_ms / max(a.latency.p50_ms, 1e-9)
+            for b, a in zip(before, after, strict=True)
+        ],
+        min_gain,
+    )
+    throughput, throughput_noise, throughput_margin = _paired(
+        [
+            a.throughput.samples_per_s / max(b.throughput.samples_per_s, 1e-9)
+            for b, a in zip(before, after, strict=True)
+        ],
+        min_gain,
+    )
     size_ratio = size_after / max(size_before, 1)
-    faster_latency = latency_ratio > 1 + min_gain
-    faster_throughput = throughput_ratio > 1 + min_gain
+    faster_latency = latency > 1 + max(min_gain, latency_margin)
+    faster_throughput = throughput > 1 + max(min_gain, throughput_margin)
+    slower_latency = latency < 1 - latency_margin
+    slower_throughput = throughput < 1 - throughput_margin
     smaller = size_ratio < 1 - min_gain
     gains = [
         text
         for ok, text in (
-            (faster_latency, f"latency {latency_ratio:.2f}x faster"),
-            (faster_throughput, f"throughput {throughput_ratio:.2f}x higher"),
+            (faster_latency, f"latency {latency:.2f}x faster"),
+            (faster_throughput, f"throughput {throughput:.2f}x higher"),
             (smaller, f"{1 / size_ratio:.2f}x smaller" if size_ratio else "smaller"),
         )
         if ok
@@ -304,39 +347,58 @@ def speed_guard(
     losses = [
         text
         for ok, text in (
-            (latency_ratio < 1 - min_gain, f"latency {1 / max(latency_ratio, 1e-9):.2f}x slower"),
-            (
-                throughput_ratio < 1 - min_gain,
-                f"throughput {1 / max(throughput_ratio, 1e-9):.2f}x lower",
-            ),
+            (slower_latency, f"latency {1 / max(latency, 1e-9):.2f}x slower"),
+            (slower_throughput, f"throughput {1 / max(throughput, 1e-9):.2f}x lower"),
         )
         if ok
     ]
-    # Clearly slower: both latency and throughput worse by more than the noise these machines
-    # show. A smaller model that is clearly slower is not an optimization on this hardware.
-    clearly_slower = max(latency_ratio, throughput_ratio) < 1 - SLOWER_LIMIT
-    if clearly_slower:
-        verdict = f"slower on this hardware: {', '.join(losses)}" + (
-            f" (although {', '.join(gains)})" if gains else ""
-        )
-    elif gains:
-        verdict = "better: " + ", ".join(gains) + (f"; but {', '.join(losses)}" if losses else "")
+    passed = {"latency": faster_latency, "throughput": faster_throughput, "size": smaller}[
+        objective
+    ]
+    rounds = len(before)
+    noise = (
+        f"noise margin ±{latency_margin:.1%} latency, ±{throughput_margin:.1%} throughput"
+        f" over {rounds} rounds"
+        if rounds > 1
+        else f"1 round, so the noise is unmeasured: the {min_gain:.0%} minimum gain stands in"
+    )
+    if passed:
+        verdict = f"better at {objective}: " + ", ".join(gains)
+        if losses:
+            verdict += f"; but {', '.join(losses)}"
+    elif objective != "size" and (slower_latency if objective == "latency" else slower_throughput):
+        verdict = f"slower at {objective} on this hardware: {', '.join(losses)} ({noise})"
+        if gains:
+            verdict += f", although {', '.join(gains)}"
     else:
-        verdict = (
-            f"neither faster nor smaller on this hardware (latency {latency_ratio:.2f}x,"
-            f" throughput {throughput_ratio:.2f}x, size {size_ratio:.2f}x of the original)"
-        )
+        figure = {
+            "latency": f"latency {latency:.2f}x",
+            "throughput": f"throughput {throughput:.2f}x",
+            "size": f"size {size_ratio:.2f}x of the original",
+        }[objective]
+        verdict = f"not measurably better at {objective} on this hardware: {figure}"
+        if objective != "size":
+            verdict += f" ({noise}; a gain must exceed {min_gain:.0%})"
+        others = gains + losses
+        if others:
+            verdict += f"; {', '.join(others)}"
+    if not passed and smaller and objective != "size":
+        verdict += "; --objective size would publish it for its size"
     return {
+        "objective": objective,
         "min_gain": min_gain,
-        "latency_speedup": latency_ratio,
-        "throughput_speedup": throughput_ratio,
+        "rounds": rounds,
+        "latency_speedup": latency,
+        "throughput_speedup": throughput,
         "size_ratio": size_ratio,
+        "noise": {"latency": latency_noise, "throughput": throughput_noise},
         "faster_latency": faster_latency,
         "faster_throughput": faster_throughput,
         "smaller": smaller,
+        "slower_latency": slower_latency,
+        "slower_throughput": slower_throughput,
         "slower": bool(losses),
-        "clearly_slower": clearly_slower,
-        "passed": bool(gains) and not clearly_slower,
+        "passed": passed,
         "verdict": verdict,
     }
 

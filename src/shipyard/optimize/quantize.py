@@ -17,6 +17,13 @@ dependency beyond the ``onnxruntime`` wheel is needed.
 
 The int8 methods run ONNX Runtime's quantization pre-processing (symbolic shape inference and
 basic optimization) first, as its documentation asks.
+
+**Int8 weights follow the CPU** (:func:`choose_int8`). On x86 without VNNI or AMX, ONNX
+Runtime's u8 x s8 kernels add pairs of products into 16 bits (``VPMADDUBSW``), which saturates
+when weights use the whole int8 range; ONNX Runtime's quantization guide recommends 7-bit
+weights (``reduce_range``) there. With VNNI or AMX (32-bit accumulation) and on ARM, the full
+range is exact and more precise. Without saturation the integer arithmetic is exact on every
+kernel, so a reduce-range model computes the same on any CPU.
 """
 
 from __future__ import annotations
@@ -24,18 +31,73 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal, get_args
 
 from shipyard.errors import ConversionError, InvalidInputError
+from shipyard.hardware import CpuInfo, int8_kernels
 from shipyard.optimize.data import Dataset, batches
 from shipyard.types import TensorSpec
 
-__all__ = ["GraphLevel", "Method", "make_candidate"]
+__all__ = [
+    "GraphLevel",
+    "Int8Choice",
+    "Method",
+    "ReduceRange",
+    "choose_int8",
+    "make_candidate",
+]
 
 Method = Literal["none", "int8-dynamic", "int8-static", "fp16"]
 GraphLevel = Literal["basic", "extended"]
+#: ``--reduce-range``: ``auto`` follows the CPU; ``on``/``off`` force 7-bit/full-range weights.
+ReduceRange = Literal["auto", "on", "off"]
 METHODS: tuple[str, ...] = get_args(Method)
+REDUCE_RANGE: tuple[str, ...] = get_args(ReduceRange)
+
+
+@dataclass(frozen=True, slots=True)
+class Int8Choice:
+    """The int8 weight range chosen for a CPU, and why (stored in report.json)."""
+
+    #: 7-bit weights (ONNX Runtime's ``reduce_range``) instead of the full int8 range.
+    reduce_range: bool
+    #: The ``--reduce-range`` setting that led to it: auto, on or off.
+    setting: str
+    #: :attr:`shipyard.hardware.Int8Kernels.family` of the CPU it was made for.
+    family: str
+    #: That CPU's int8 kernels in words: "x86 AVX2 without VNNI/AMX".
+    description: str
+    #: Why, in one sentence.
+    reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """The report's ``optimization.int8`` entry."""
+        return asdict(self)
+
+
+def choose_int8(setting: ReduceRange, cpu: CpuInfo) -> Int8Choice:
+    """Choose 7-bit or full-range int8 weights for ``cpu`` (``auto``) or as ``setting`` says."""
+    if setting not in REDUCE_RANGE:
+        raise InvalidInputError(f"--reduce-range {setting!r}: use one of {', '.join(REDUCE_RANGE)}")
+    kernels = int8_kernels(cpu)
+    if setting == "auto":
+        reduce = kernels.saturates
+        reason = (
+            f"7-bit weights: {kernels.description} sums int8 products in 16 bits, which"
+            " saturates with full-range weights"
+            if reduce
+            else f"full-range weights: {kernels.description} accumulates int8 products exactly"
+        )
+    else:
+        reduce = setting == "on"
+        reason = f"{'7-bit' if reduce else 'full-range'} weights, as --reduce-range {setting} asks"
+        if kernels.saturates and not reduce:
+            reason += f" (this CPU, {kernels.description}, may saturate them)"
+    return Int8Choice(reduce, setting, kernels.family, kernels.description, reason)
+
+
 #: Samples per calibration batch (a model with a fixed first dimension gets that instead).
 CALIBRATION_BATCH = 16
 
@@ -147,8 +209,11 @@ def make_candidate(
     calibration: Dataset | None = None,
     per_channel: bool = True,
     graph_level: GraphLevel = "extended",
+    reduce_range: bool = False,
 ) -> dict[str, Any]:
     """Write ``method``'s candidate of ``source`` to ``target``; return what was done (report).
+
+    ``reduce_range``: int8 weights in 7 bits (see :func:`choose_int8`).
 
     Raises InvalidInputError for missing calibration data and ConversionError (with ONNX
     Runtime's message) when a tool fails.
@@ -172,14 +237,18 @@ def make_candidate(
         try:
             with _quiet():
                 quantize_dynamic(
-                    str(pre), str(target), per_channel=per_channel, weight_type=QuantType.QInt8
+                    str(pre),
+                    str(target),
+                    per_channel=per_channel,
+                    reduce_range=reduce_range,
+                    weight_type=QuantType.QInt8,
                 )
         except Exception as exc:
             raise _tool_error(
                 "int8-dynamic quantization", exc, "try --quantize int8-static"
             ) from exc
         return done | {
-            "weights": "int8",
+            "weights": "int8 (7-bit range)" if reduce_range else "int8",
             "activations": "dynamic uint8",
             "per_channel": per_channel,
         }
@@ -199,6 +268,7 @@ def make_candidate(
                 reader,
                 quant_format=QuantFormat.QDQ,
                 per_channel=per_channel,
+                reduce_range=reduce_range,
                 activation_type=QuantType.QInt8,
                 weight_type=QuantType.QInt8,
                 nodes_to_exclude=keep_float,
@@ -209,7 +279,7 @@ def make_candidate(
         ) from exc
     return done | {
         "format": "QDQ",
-        "weights": "int8",
+        "weights": "int8 (7-bit range)" if reduce_range else "int8",
         "activations": "int8",
         "per_channel": per_channel,
         "kept_in_float": keep_float,

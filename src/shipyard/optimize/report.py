@@ -1,11 +1,12 @@
 """The optimization report (stored as report.json) and the tables ``shipyard`` prints.
 
-``report.json`` of an optimized version holds: what was done (``optimization``), the accuracy
-guard's figures (``accuracy``; after the model's post-processing when it has any, with the
-raw-output figures in ``raw_outputs``), sizes, latency/throughput before and after
-(``speed``), the speed guard's verdict (``speed_guard``), the hardware it was measured on
-(``hardware``, the short form of :meth:`shipyard.hardware.HardwareReport.summary`) and the
-decision.
+``report.json`` of an optimized version holds: what was done (``optimization``, with the int8
+weight range chosen for the CPU in ``optimization.int8``), the accuracy guard's figures
+(``accuracy``; after the model's post-processing when it has any, with the raw-output figures
+in ``raw_outputs``), sizes, latency/throughput before and after (``speed``: the median rounds,
+and every round), the speed guard's verdict for the objective (``speed_guard``), the hardware
+it was measured on (``hardware``, the short form of
+:meth:`shipyard.hardware.HardwareReport.summary`) and the decision.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from shipyard.hardware import HardwareReport
+from shipyard.hardware import HardwareReport, int8_kernels
 
 __all__ = ["print_hardware", "print_optimization"]
 
@@ -31,6 +32,15 @@ def print_hardware(console: Console, hw: HardwareReport) -> None:
     cores = "?" if cpu.physical_cores is None else str(cpu.physical_cores)
     console.print(f"         {cores} physical / {cpu.logical_cores} logical cores")
     console.print(f"         {', '.join(cpu.features) or 'no AVX2/AVX-512/NEON-class features'}")
+    int8 = int8_kernels(cpu)
+    console.print(
+        f"[bold]Int8[/]    {int8.description}: "
+        + (
+            "int8 products summed in 16 bits, which saturates (shipyard optimize: 7-bit weights)"
+            if int8.saturates
+            else "int8 products summed exactly (shipyard optimize: full-range weights)"
+        )
+    )
     console.print(
         f"[bold]Memory[/]  {_gib(hw.memory_total_bytes)} total,"
         f" {_gib(hw.memory_available_bytes)} available"
@@ -91,11 +101,16 @@ def print_optimization(console: Console, report: dict[str, Any]) -> None:
         b, a = speed["before"], speed["after"]
         guard = report["speed_guard"]
         for key in ("p50_ms", "p99_ms"):
+            ratio = (
+                guard["latency_speedup"]  # the median of the paired rounds
+                if key == "p50_ms"
+                else b["latency"][key] / max(a["latency"][key], 1e-9)
+            )
             table.add_row(
                 f"latency {key[:3]} (batch {b['latency']['batch']})",
                 _ms(b["latency"][key]),
                 _ms(a["latency"][key]),
-                _change(b["latency"][key] / max(a["latency"][key], 1e-9), "faster", "slower"),
+                _change(ratio, "faster", "slower"),
             )
         table.add_row(
             f"throughput (batch {b['throughput']['batch']})",
@@ -132,10 +147,18 @@ def print_optimization(console: Console, report: dict[str, Any]) -> None:
         f"accuracy guard: {verdict} ({acc['metric']} drop {acc['drop']:.4g},"
         f" max {acc['max_drop']:g})"
     )
+    int8 = opt.get("int8")
+    if int8:
+        console.print(
+            f"int8 weights: {'7-bit (reduce_range)' if int8['reduce_range'] else 'full range'}"
+            f" for {int8['description']}: {int8['reason']}"
+        )
     if speed:
         guard = report["speed_guard"]
         colour = "green" if guard["passed"] else "yellow"
-        console.print(f"speed guard: [{colour}]{guard['verdict']}[/]")
+        console.print(
+            f"speed guard (objective: {guard['objective']}): [{colour}]{guard['verdict']}[/]"
+        )
     hw = report["hardware"]
     console.print(
         f"measured on {hw['cpu']} ({hw['logical_cores']} logical cores), ONNX Runtime"

@@ -25,7 +25,9 @@ from shipyard.errors import (
     NotFoundError,
     ShipyardError,
 )
+from shipyard.hardware import CpuInfo, this_cpu
 from shipyard.processing import Pipeline, build_pipeline
+from shipyard.repository.evidence import load_warnings, read_report
 from shipyard.repository.layout import ModelSource, find_model, parse_version, scan_repository
 from shipyard.stats import ModelStats
 from shipyard.types import TensorSpec
@@ -58,6 +60,8 @@ class ServedVersion:
     stats: ModelStats
     #: Pre- and post-processing around the model (``None``: the model has none).
     pipeline: Pipeline | None = None
+    #: What loading it warned about (e.g. int8 weights chosen for another kind of CPU).
+    warnings: tuple[str, ...] = ()
 
     @property
     def max_batch_size(self) -> int:
@@ -79,10 +83,14 @@ class _Entry:
 class ModelRegistry:
     """Which models are loaded, and the operations that change that."""
 
-    def __init__(self, root: Path, drain_timeout_s: float = 30.0) -> None:
+    def __init__(
+        self, root: Path, drain_timeout_s: float = 30.0, cpu: CpuInfo | None = None
+    ) -> None:
         self.root = root
         self.drain_timeout_s = drain_timeout_s
         self._entries: dict[str, _Entry] = {}
+        #: The CPU versions are checked against at load (read from /proc on first load).
+        self._cpu = cpu
 
     # -- queries --------------------------------------------------------------------------
 
@@ -290,6 +298,11 @@ class ModelRegistry:
             for instance in instances:
                 instance.close()
             raise
+        if self._cpu is None:
+            self._cpu = this_cpu()
+        warnings = load_warnings(read_report(source.version_dir(version)), self._cpu)
+        for warning in warnings:
+            log.warning("model %s version %d: %s", config.name, version, warning)
         stats = ModelStats(config.name, str(version))
         batcher = DynamicBatcher(
             config.name,
@@ -308,6 +321,7 @@ class ModelRegistry:
             batcher,
             stats,
             pipeline,
+            warnings,
         )
 
 
