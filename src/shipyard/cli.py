@@ -545,8 +545,8 @@ def tune_command(
 
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from shipyard.tuning import TuneSettings, tune
     from shipyard.tuning.report import print_tune
-    from shipyard.tuning.tune import TuneSettings, tune
 
     repo_path, _, name = target.rstrip("/").rpartition("/")
     if not repo_path or not name:
