@@ -22,9 +22,11 @@ $(TF_STAMP): $(STAMP)
 	$(PY) -m pip install --quiet -c constraints.txt -e '.[keras,tensorflow,tflite]'
 	touch $(TF_STAMP)
 
+# ruff, then the import contracts of pyproject.toml (the layers of docs/architecture.md).
 lint: install
 	$(VENV)/bin/ruff check src tests benchmarks examples
 	$(VENV)/bin/ruff format --check src tests benchmarks examples
+	$(VENV)/bin/lint-imports
 
 check: lint
 	$(VENV)/bin/mypy
@@ -55,4 +57,4 @@ bench: install
 	$(PY) benchmarks/serve_overhead.py $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis demo-repo
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis .import_linter_cache demo-repo

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import tomllib
 import zipfile
 from collections.abc import Iterator
@@ -14,6 +15,7 @@ import httpx
 import numpy as np
 import pytest
 
+from shipyard.repository.settings import update_settings
 from shipyard.testing import RunningServer, running_server
 from tests.convert.conftest import infer, run_cli
 from tests.convert.tf_models import images, keras_cnn, keras_predict
@@ -102,14 +104,25 @@ def test_tflite_metadata_and_platform(keras_server: RunningServer) -> None:
     assert config["max_batch_size"] > 0
 
 
-def test_tflite_concurrent_batches(keras_repo: dict[str, Any], keras_server: RunningServer) -> None:
+def test_tflite_concurrent_batches(keras_repo: dict[str, Any], tmp_path: Path) -> None:
     """Concurrent requests of different batch sizes are batched, resized and answered right."""
+    repo = tmp_path / "repo"
+    shutil.copytree(keras_repo["repo"] / "tflite", repo / "tflite")
+    config = repo / "tflite" / "model.toml"
+    # A queue delay far longer than the requests take to arrive: they run as one batch.
+    delay = {"dynamic_batching.max_queue_delay_us": 2_000_000}
+    text = config.read_text(encoding="utf-8") if config.exists() else ""
+    config.write_text(update_settings(text, "tflite", delay), encoding="utf-8")
     batches = [images(rows, seed=20 + rows) for rows in (1, 4, 2, 5, 1, 3, 2, 4)]
-    with ThreadPoolExecutor(8) as pool:
-        answers = list(pool.map(lambda d: infer(keras_server.url, "tflite", "image", d), batches))
+    with running_server(repo, grpc=False) as server, ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda d: infer(server.url, "tflite", "image", d), batches))
+        stats = httpx.get(f"{server.url}/v2/models/tflite/stats", timeout=10).json()
     for data, answer in zip(batches, answers, strict=True):
         expected = keras_predict(keras_repo["model"], data)
         np.testing.assert_allclose(answer["probs"], expected, atol=1e-5, rtol=1e-5)
+    (entry,) = stats["model_stats"]
+    assert int(entry["inference_stats"]["success"]["count"]) == len(batches)
+    assert int(entry["execution_count"]) < len(batches), "no two requests were batched"
 
 
 def test_wrong_shape_is_a_clear_400(keras_server: RunningServer) -> None:

@@ -19,7 +19,13 @@ from typing import IO, Any
 import httpx
 import pytest
 
-from shipyard.testing import add_sub_model, identity_model, slow_model, write_model
+from shipyard.testing import (
+    add_sub_model,
+    identity_model,
+    slow_model,
+    wait_until_blocking,
+    write_model,
+)
 
 SHIPYARD = str(Path(sys.executable).parent / "shipyard")
 STARTUP_TIMEOUT_S = 60.0
@@ -210,10 +216,7 @@ def test_sigterm_drains_in_flight_requests(repository: Path, start: Any) -> None
     with ThreadPoolExecutor(max_workers=2) as pool:
         # One instance: the first request runs at once, the second waits in the queue.
         running, queued = pool.submit(infer, 1.0), pool.submit(infer, 2.0)
-        deadline = time.monotonic() + 30
-        while queue_size(url, "slow") < 1:
-            assert time.monotonic() < deadline, "the second request never queued"
-            time.sleep(0.01)
+        wait_until_blocking(lambda: queue_size(url, "slow") >= 1, "the second request queues", 30)
         assert not running.done()
         signalled = time.monotonic()
         server.process.send_signal(signal.SIGTERM)

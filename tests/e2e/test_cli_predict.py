@@ -93,3 +93,31 @@ def test_predict_unreachable_server(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "cannot reach" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_predict_takes_the_version_flag_and_its_old_name(
+    server: RunningServer, tmp_path: Path
+) -> None:
+    """--version picks the version's route, as in every command; --model-version still works."""
+    image = tmp_path / "seven.png"
+    image.write_bytes(image_bytes(digit_image(0.75)))
+    for flag in ("--version", "--model-version"):
+        result = shipyard("predict", server.url, "--model", "digits", flag, "1", str(image))
+        assert result.returncode == 0, result.stderr
+        assert "seven" in result.stdout
+    missing = shipyard("predict", server.url, "--model", "digits", "--version", "9", str(image))
+    assert missing.returncode == 2
+    assert "server answered 404" in missing.stderr
+    clash = shipyard(
+        "predict",
+        server.url,
+        "--model",
+        "digits",
+        "--version",
+        "1",
+        "--model-version",
+        "2",
+        str(image),
+    )
+    assert clash.returncode == 2
+    assert "disagree" in clash.stderr

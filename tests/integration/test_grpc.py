@@ -38,6 +38,8 @@ from shipyard.testing import (
     identity_model,
     running_server,
     slow_model,
+    wait_until,
+    wait_until_blocking,
     write_model,
 )
 from shipyard.types import DataType
@@ -326,14 +328,6 @@ def _batcher(server: RunningServer) -> Any:
     return service.registry.get("slow").batcher
 
 
-async def _until(condition: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + WAIT_S
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"gave up waiting for {what}")
-        await asyncio.sleep(0.005)
-
-
 def _stats(client: Any) -> dict[str, Any]:
     entry: dict[str, Any] = client.get_inference_statistics("slow", as_json=True)["model_stats"][0]
     return entry
@@ -349,8 +343,7 @@ def test_slow_model_does_not_delay_server_live(slow_server: RunningServer) -> No
         try:
             assert await client.is_server_live()  # the connection is up before timing
             running = asyncio.create_task(client.infer("slow", [infer_input("INPUT0", x, grpcaio)]))
-            await _until(lambda: batcher.busy == 1, "the model to start")
-            await asyncio.sleep(0.1)
+            await wait_until(lambda: batcher.busy == 1, "the model to start")
             start = time.perf_counter()
             assert await client.is_server_live()
             elapsed = time.perf_counter() - start
@@ -374,7 +367,7 @@ def test_call_deadline_drops_the_queued_request(slow_server: RunningServer) -> N
         client = grpcaio.InferenceServerClient(slow_server.grpc_address)
         try:
             running = asyncio.create_task(client.infer("slow", [infer_input("INPUT0", x, grpcaio)]))
-            await _until(lambda: batcher.busy == 1, "the model to start")
+            await wait_until(lambda: batcher.busy == 1, "the model to start")
             with pytest.raises(InferenceServerException) as info:
                 await client.infer("slow", [infer_input("INPUT0", x, grpcaio)], client_timeout=0.2)
             await running
@@ -405,11 +398,11 @@ def test_cancelled_call_never_reaches_the_model(slow_server: RunningServer) -> N
         client = grpcaio.InferenceServerClient(slow_server.grpc_address)
         try:
             running = asyncio.create_task(client.infer("slow", [infer_input("INPUT0", x, grpcaio)]))
-            await _until(lambda: batcher.busy == 1, "the model to start")
+            await wait_until(lambda: batcher.busy == 1, "the model to start")
             queued = asyncio.create_task(client.infer("slow", [infer_input("INPUT0", x, grpcaio)]))
-            await _until(lambda: batcher.queued == 1, "the second call to queue")
+            await wait_until(lambda: batcher.queued == 1, "the second call to queue")
             queued.cancel()
-            await _until(lambda: batcher.queued == 0, "the server to drop the cancelled call")
+            await wait_until(lambda: batcher.queued == 0, "the server to drop the cancelled call")
             await running
         finally:
             await client.close()
@@ -457,12 +450,12 @@ def test_http_and_grpc_requests_are_batched_together(slow_server: RunningServer)
         loop = asyncio.get_running_loop()
         try:
             first = asyncio.create_task(client.infer("slow", [infer_input("INPUT0", x, grpcaio)]))
-            await _until(lambda: batcher.busy == 1, "the model to start")
+            await wait_until(lambda: batcher.busy == 1, "the model to start")
             by_grpc = asyncio.create_task(
                 client.infer("slow", [infer_input("INPUT0", x + 1, grpcaio)])
             )
             by_http = loop.run_in_executor(None, http_infer)
-            await _until(lambda: batcher.queued == 2, "both requests to queue")
+            await wait_until(lambda: batcher.queued == 2, "both requests to queue")
             return list(await asyncio.gather(first, by_grpc, by_http))
         finally:
             await client.close()
@@ -500,10 +493,7 @@ def test_stop_drains_in_flight_grpc_calls(tmp_path: Path) -> None:
 
         worker = threading.Thread(target=call)
         worker.start()
-        deadline = time.monotonic() + WAIT_S
-        while batcher.busy == 0 and time.monotonic() < deadline:
-            time.sleep(0.005)
-        assert batcher.busy == 1
+        wait_until_blocking(lambda: batcher.busy == 1, "the model to start", WAIT_S)
         server.server.stop()
         worker.join(WAIT_S)
         assert not worker.is_alive()

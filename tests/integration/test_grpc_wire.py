@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import gzip
 import socket
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -264,13 +263,19 @@ def test_stop_waits_for_an_answer_held_by_flow_control(tmp_path: Path) -> None:
             assert chunk, "no answer"
             data += chunk
         running.server.stop()  # the answer is computed; most of it waits for our window
-        time.sleep(0.3)  # long enough for a drain that does not wait to close the connection
+        # Read, granting no window, until the server's GOAWAY arrives: a drain that does not
+        # wait for the connection closes it right after sending GOAWAY.
+        responses += client.receive(data)
+        while client.goaway_received is None:
+            data = sock.recv(65536)
+            assert data, "the server closed the connection before its GOAWAY"
+            responses += client.receive(data)
+        sock.sendall(client.data_to_send())
         while not responses:
+            data = sock.recv(65536)
             assert data, "the server closed the connection before the answer was complete"
             responses += client.receive(data)
             sock.sendall(client.data_to_send())
-            if not responses:
-                data = sock.recv(65536)
     (response,) = responses
     assert ("grpc-status", "0") in response.trailers
     answer = pb.ModelInferResponse.FromString(response.body[5:])

@@ -7,12 +7,10 @@ import asyncio
 import shutil
 import statistics
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from shipyard.batching.batcher import DynamicBatcher
@@ -22,6 +20,7 @@ from shipyard.testing import (
     identity_model,
     running_server,
     slow_model,
+    wait_until,
     write_model,
 )
 
@@ -50,15 +49,6 @@ def batcher(server: RunningServer, model: str) -> DynamicBatcher:
     service = server.server.service
     assert service is not None
     return service.registry.get(model).batcher
-
-
-async def wait_until(condition: Callable[[], bool], what: str, timeout_s: float = 10.0) -> None:
-    """Poll ``condition`` every few milliseconds until it holds; fail after ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout_s} s waiting until {what}")
-        await asyncio.sleep(0.002)
 
 
 def model_stats(client: httpx.Client, model: str) -> dict[str, Any]:

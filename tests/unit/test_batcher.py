@@ -22,6 +22,7 @@ from shipyard.errors import (
     OverloadedError,
 )
 from shipyard.stats import ModelStats
+from shipyard.testing import wait_until
 from shipyard.types import DataType, TensorSpec
 
 Arrays = dict[str, npt.NDArray[Any]]
@@ -113,15 +114,6 @@ async def settle() -> None:
         await asyncio.sleep(0)
 
 
-async def until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    """Wait (yielding to the loop) until ``condition`` holds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached")
-        await asyncio.sleep(0.001)
-
-
 def submit(
     batcher: DynamicBatcher, inputs: Arrays, outputs: Sequence[str] = ("y",), timeout_us: int = 0
 ) -> asyncio.Task[Arrays]:
@@ -133,7 +125,7 @@ async def hold_first(batcher: DynamicBatcher, backend: FakeBackend) -> asyncio.T
     """Occupy the only instance with a 1-row request that blocks until the gate opens."""
     backend.gate.clear()
     first = submit(batcher, rows(1, 100))
-    await until(lambda: len(backend.calls) == 1)
+    await wait_until(lambda: len(backend.calls) == 1, "the first request runs")
     return first
 
 
@@ -308,7 +300,8 @@ def test_max_queue_delay_waits_then_dispatches() -> None:
     async def body() -> None:
         started = time.monotonic()
         first = submit(batcher, rows(1, 0))
-        await asyncio.sleep(0.01)
+        await wait_until(lambda: batcher.queued == 1, "the first request queues")
+        await settle()
         assert backend.calls == []  # still waiting for the delay
         second = submit(batcher, rows(2, 10))
         await asyncio.gather(first, second)
@@ -360,7 +353,7 @@ def test_two_instances_run_concurrently() -> None:
     async def body() -> None:
         backend.gate.clear()
         tasks = [submit(batcher, rows(1, i)) for i in range(2)]
-        await until(lambda: len(backend.calls) == 2)
+        await wait_until(lambda: len(backend.calls) == 2, "the second batch runs")
         assert batcher.busy == 2
         backend.gate.set()
         await asyncio.gather(*tasks)
@@ -431,9 +424,12 @@ def test_timeout_does_not_cancel_a_request_that_started() -> None:
 
     async def body() -> None:
         backend.gate.clear()
+        loop = asyncio.get_running_loop()
+        expires = loop.time() + 0.01
         task = submit(batcher, rows(1), timeout_us=10_000)
-        await until(lambda: len(backend.calls) == 1)
-        await asyncio.sleep(0.03)
+        await wait_until(lambda: len(backend.calls) == 1, "the request runs")
+        await wait_until(lambda: loop.time() > expires, "its timeout has passed")
+        await settle()  # the expiry timer, due by now, has run
         backend.gate.set()
         assert (await task)["y"].shape == (1, 2)
 

@@ -6,8 +6,8 @@ response head, reads the status and ``Content-Length`` and waits for that many b
 HTTP library, coroutine, future or header dictionary per request: one Python process drives
 well over 10k requests/s this way and stays far from being the bottleneck it measures.
 
-Also here: building the request for a model (JSON or binary tensors) and reading a model's
-metadata over HTTP.
+Also here: building the request for a model (JSON or binary tensors), and the plain one-off
+client (:func:`send`) that reads a model's metadata, which ``shipyard predict`` uses too.
 """
 
 from __future__ import annotations
@@ -34,28 +34,43 @@ from shipyard.loadgen.stats import OK
 from shipyard.protocol.binary import array_to_raw
 from shipyard.types import DataType
 
-__all__ = ["HttpTarget", "HttpTransport", "encode_request", "fetch_metadata", "raw_request"]
+__all__ = [
+    "HttpTarget",
+    "HttpTransport",
+    "encode_request",
+    "error_text",
+    "fetch_metadata",
+    "raw_request",
+    "send",
+]
 
 
 class HttpTarget:
-    """Where requests go: host, port and the path prefix of a base URL."""
+    """Where requests go: host, port and the path prefix of a base URL.
 
-    def __init__(self, url: str) -> None:
+    ``tls=True`` also accepts ``https://`` URLs, for one-off requests through :func:`send`
+    (the load transport speaks plain HTTP only).
+    """
+
+    def __init__(self, url: str, *, tls: bool = False) -> None:
         parsed = urllib.parse.urlsplit(url if "://" in url else f"http://{url}")
-        if parsed.scheme != "http":
+        if parsed.scheme != "http" and not (tls and parsed.scheme == "https"):
             raise LoadGeneratorError(
-                f"{url}: only http:// URLs are supported over HTTP (no TLS); for gRPC pass "
+                f"{url}: only http:// and https:// URLs are supported"
+                if tls
+                else f"{url}: only http:// URLs are supported over HTTP (no TLS); for gRPC pass "
                 "--protocol grpc"
             )
         if not parsed.hostname:
             raise LoadGeneratorError(f"{url}: no host in the URL")
         self.host = parsed.hostname
+        self.tls = parsed.scheme == "https"
         try:
-            self.port = parsed.port or 80
+            self.port = parsed.port or (443 if self.tls else 80)
         except ValueError as exc:
             raise LoadGeneratorError(f"{url}: bad port ({exc})") from exc
         self.prefix = parsed.path.rstrip("/")
-        self.url = f"http://{parsed.netloc}{self.prefix}"
+        self.url = f"{parsed.scheme}://{parsed.netloc}{self.prefix}"
 
     def model_path(self, model: str, version: str | None) -> str:
         """``/v2/models/NAME[/versions/V]`` under the URL's path."""
@@ -63,23 +78,40 @@ class HttpTarget:
         return f"{path}/versions/{urllib.parse.quote(version, safe='')}" if version else path
 
 
-def fetch_metadata(target: HttpTarget, model: str, version: str | None) -> dict[str, Any]:
-    """``GET /v2/models/NAME[/versions/V]``: the model's inputs and outputs."""
-    connection = http.client.HTTPConnection(target.host, target.port, timeout=CONNECT_TIMEOUT_S)
+def send(
+    target: HttpTarget,
+    method: str,
+    path: str,
+    body: bytes | None = None,
+    headers: dict[str, str] | None = None,
+    timeout_s: float = CONNECT_TIMEOUT_S,
+) -> tuple[int, bytes]:
+    """Send one request on a connection of its own; return the status and the body.
+
+    ``timeout_s`` bounds the connect and each read. Raises LoadGeneratorError ("cannot reach
+    ...") when the server cannot be reached or breaks the exchange off; any status is returned.
+    """
+    kind = http.client.HTTPSConnection if target.tls else http.client.HTTPConnection
+    connection = kind(target.host, target.port, timeout=timeout_s)
     try:
-        connection.request("GET", target.model_path(model, version))
+        connection.request(method, path, body=body, headers=headers or {})
         response = connection.getresponse()
-        status, body = response.status, response.read()
+        return response.status, response.read()
     except (OSError, http.client.HTTPException) as exc:
         raise LoadGeneratorError(f"cannot reach {target.url}: {exc}") from exc
     finally:
         connection.close()
+
+
+def fetch_metadata(target: HttpTarget, model: str, version: str | None) -> dict[str, Any]:
+    """``GET /v2/models/NAME[/versions/V]``: the model's inputs and outputs."""
+    status, body = send(target, "GET", target.model_path(model, version))
     if status == 404:
         what = f"model {model!r}" + (f" version {version}" if version else "")
-        raise LoadGeneratorError(f"{what} not found at {target.url}: {_error_text(body)}")
+        raise LoadGeneratorError(f"{what} not found at {target.url}: {error_text(body)}")
     if status != 200:
         raise LoadGeneratorError(
-            f"model metadata from {target.url}: HTTP {status}: {_error_text(body)}"
+            f"model metadata from {target.url}: HTTP {status}: {error_text(body)}"
         )
     try:
         metadata: dict[str, Any] = json.loads(body)
@@ -88,7 +120,8 @@ def fetch_metadata(target: HttpTarget, model: str, version: str | None) -> dict[
     return metadata
 
 
-def _error_text(body: bytes) -> str:
+def error_text(body: bytes) -> str:
+    """The ``error`` of a V2 error body, else the start of the body as text."""
     try:
         return str(json.loads(body)["error"])
     except (ValueError, KeyError, TypeError):
@@ -195,7 +228,7 @@ class _Connection(asyncio.Protocol):
             status, detail = OK, ""
         else:
             status = self.status.decode("latin-1")
-            detail = _error_text(bytes(buffer[buffer.find(b"\r\n\r\n") + 4 : self.need]))
+            detail = error_text(bytes(buffer[buffer.find(b"\r\n\r\n") + 4 : self.need]))
         del buffer[: self.need]
         self.need = -1
         self.busy = False

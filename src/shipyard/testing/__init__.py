@@ -1,4 +1,5 @@
-"""Test helpers that ship with the package: tiny model builders and a real-server fixture."""
+"""Test helpers that ship with the package: tiny model builders, a real-server fixture, and
+waits on a condition with a deadline."""
 
 from shipyard.testing.models import (
     add_sub_model,
@@ -8,6 +9,7 @@ from shipyard.testing.models import (
     write_model,
 )
 from shipyard.testing.server import RunningServer, running_server
+from shipyard.testing.waiting import wait_until, wait_until_blocking
 
 __all__ = [
     "RunningServer",
@@ -16,5 +18,7 @@ __all__ = [
     "identity_model",
     "running_server",
     "slow_model",
+    "wait_until",
+    "wait_until_blocking",
     "write_model",
 ]

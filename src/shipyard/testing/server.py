@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from shipyard import eventloop
 from shipyard.config import ServerConfig
-from shipyard.server.app import ServerInfo, ShipyardServer, bind_socket
+from shipyard.server.app import ServerInfo, ShipyardServer
+from shipyard.server.embedded import embedded_server
 
 __all__ = ["RunningServer", "running_server"]
 
@@ -45,44 +44,18 @@ def running_server(
     """Start a server on 127.0.0.1 and a free port; stop it gracefully on exit.
 
     gRPC listens on a free port of its own too (``grpc=False``: HTTP only, no grpc extra
-    needed), so one server answers both transports, as in production.
+    needed), so one server answers both transports, as in production. ``settings`` are
+    further :class:`~shipyard.config.ServerConfig` fields.
 
     Returns once the server listens and has tried to load every model (models that failed to
-    load are reported by the repository index, as in production).
+    load are reported by the repository index, as in production). The server itself is
+    :func:`shipyard.server.embedded.embedded_server`.
     """
     config = ServerConfig(
         repository=repository, host="127.0.0.1", http_port=0, grpc_port=0, **settings
     )
-    sock = bind_socket(config.host, 0)
-    server = ShipyardServer(config)
-    started = threading.Event()
-    holder: dict[str, Any] = {}
-
-    def on_ready(info: ServerInfo) -> None:
-        holder["info"] = info
-        started.set()
-
-    def run() -> None:
-        try:
-            eventloop.run(
-                server.serve(http_socket=sock, on_ready=on_ready, grpc_port=0 if grpc else None)
-            )
-        except BaseException as exc:  # reported to the waiting test below
-            holder["error"] = exc
-            started.set()
-
-    thread = threading.Thread(target=run, name="shipyard-test-server", daemon=True)
-    thread.start()
-    if not started.wait(startup_timeout_s):
-        server.stop()
-        raise TimeoutError(f"server did not start within {startup_timeout_s} s")
-    if "error" in holder:
-        raise RuntimeError(f"server failed to start: {holder['error']!r}") from holder["error"]
-    info: ServerInfo = holder["info"]
-    try:
-        yield RunningServer(info.http_url, info.http_port, server, info)
-    finally:
-        server.stop()
-        thread.join(timeout=config.drain_timeout_s + 10)
-        if thread.is_alive():
-            raise RuntimeError("server thread did not stop")
+    with embedded_server(
+        config, grpc_port=0 if grpc else None, startup_timeout_s=startup_timeout_s
+    ) as running:
+        info = running.info
+        yield RunningServer(info.http_url, info.http_port, running.server, info)

@@ -5,9 +5,9 @@ variant's file (linked, not copied, when the file system allows) and a ``model.t
 the model's own with the candidate's settings written by
 :func:`shipyard.repository.settings.update_settings` (the same edit that writes the winner, so
 every measurement also proves the file the tuner will write). It starts a real server on it
-(:func:`shipyard.testing.running_server`: HTTP on a free 127.0.0.1 port, in a thread of this
-process, with the cyclic garbage collector frozen as ``shipyard serve`` does after loading) and
-drives it with the ``shipyard bench`` load generator at each concurrency.
+(:func:`shipyard.server.embedded.embedded_server`: HTTP on a free 127.0.0.1 port, in a thread
+of this process, with the cyclic garbage collector frozen as ``shipyard serve`` does after
+loading) and drives it with the ``shipyard bench`` load generator at each concurrency.
 
 The load generator runs in a separate, long-lived process (:class:`LoadWorker`, see
 :mod:`shipyard.tuning.loadworker`): on the same event loop or in the same process it would
@@ -37,6 +37,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
+from shipyard.config import ServerConfig
 from shipyard.errors import LoadGeneratorError, ShipyardError
 from shipyard.loadgen import http as http_load
 from shipyard.loadgen.inputs import build_inputs
@@ -222,17 +223,19 @@ def serve_and_measure(
     worker: LoadWorker,
 ) -> Measured:
     """Serve ``model_file`` under ``toml_text`` and measure it at every concurrency."""
-    from shipyard.testing.server import running_server
+    # Imported here: the load worker process imports this package and needs no server.
+    from shipyard.server.embedded import embedded_server
 
     with tempfile.TemporaryDirectory(prefix="shipyard-tune-") as tmp:
         repo = _repository(Path(tmp), name, model_file, model_dir, toml_text)
         try:
-            with running_server(repo, grpc=False) as server:
+            config = ServerConfig(repository=repo, host="127.0.0.1", http_port=0, grpc_port=0)
+            with embedded_server(config) as server:
                 row = next((r for r in server.info.models if r["name"] == name), None)
                 if row is None or row["state"] != "READY":
                     reason = row.get("reason", "") if row else "not loaded"
                     return Measured(None, f"the server could not load it: {reason}")
-                target = http_load.HttpTarget(server.url)
+                target = http_load.HttpTarget(server.info.http_url)
                 metadata = http_load.fetch_metadata(target, name, None)
                 inputs = build_inputs(metadata, workload.input_file)
                 body, headers = http_load.encode_request(inputs, workload.binary)

@@ -1,5 +1,6 @@
-"""The tuning report: ``tune-report.json`` (built here), the table ``shipyard tune`` prints, and
-the sentence that says why the winner won. The HTML page is :mod:`~shipyard.tuning.html`.
+"""The tuning report: ``tune-report.json`` (built here, once, from the typed results), the
+``report.json`` of a published variant, and the table ``shipyard tune`` prints. The HTML page is
+:mod:`~shipyard.tuning.html`.
 
 ``tune-report.json`` (schema ``shipyard.tune/1``) holds the goal, the budget used, the hardware,
 the variants (made, skipped or rejected, with the accuracy guard's figures), every candidate
@@ -11,21 +12,23 @@ is on the Pareto front, a finalist, the winner), the Pareto front of every measu
 from __future__ import annotations
 
 import datetime
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from shipyard import __version__
 from shipyard.hardware import HardwareReport
-from shipyard.tuning.search import Objective, Score, pareto_front, rank
+from shipyard.tuning.baseline import Baseline, settings_changes
+from shipyard.tuning.decide import Decision
+from shipyard.tuning.explore import Exploration, Trial
+from shipyard.tuning.publish import Publication
+from shipyard.tuning.search import Objective, Score, pareto_front
+from shipyard.tuning.settings import TuneSettings
 from shipyard.tuning.variants import Variant
 
-if TYPE_CHECKING:
-    from shipyard.tuning.tune import Trial, _Baseline, _Tuner
-
-__all__ = ["SCHEMA", "build_report", "print_tune"]
+__all__ = ["SCHEMA", "build_report", "print_tune", "version_report"]
 
 SCHEMA = "shipyard.tune/1"
 
@@ -56,20 +59,20 @@ def _points(trial: Trial) -> list[dict[str, Any]]:
     ]
 
 
-def _goal(tuner: _Tuner) -> dict[str, Any]:
-    settings = tuner.settings
-    levels = ", ".join(map(str, tuner.levels))
+def _goal(settings: TuneSettings) -> dict[str, Any]:
+    levels = settings.levels()
+    shown = ", ".join(map(str, levels))
     if settings.slo_p99_ms is None:
-        objective = f"the lowest p99 latency (geometric mean over concurrencies {levels})"
+        objective = f"the lowest p99 latency (geometric mean over concurrencies {shown})"
     else:
         objective = (
             f"the highest throughput whose p99 <= {settings.slo_p99_ms:g} ms, at any of"
-            f" concurrencies {levels}"
+            f" concurrencies {shown}"
         )
     return {
         "objective": objective,
         "slo_p99_ms": settings.slo_p99_ms,
-        "concurrency": list(tuner.levels),
+        "concurrency": list(levels),
         "duration_s": settings.duration_s,
         "warmup_s": settings.warmup_s,
         "encoding": "binary" if settings.binary else "json",
@@ -79,115 +82,89 @@ def _goal(tuner: _Tuner) -> dict[str, Any]:
     }
 
 
-def _why(tuner: _Tuner, winner: Trial, best: Trial, kept: bool, met: bool | None) -> str:
-    score = tuner.score
-    settings = tuner.settings
-    baseline = tuner.trials[0]
-    ws, bs = score(winner), score(baseline)
-    averaged = " (averaged over two rounds)" if winner.id in tuner.finalists else ""
-    if met is False:
-        return (
-            f"No candidate met p99 <= {settings.slo_p99_ms:g} ms at any measured concurrency"
-            f" ({', '.join(map(str, tuner.levels))}). The closest is #{winner.id}"
-            f" ({winner.candidate.label()}): lowest p99 {ws.p99_ms:.3g} ms at concurrency"
-            f" {ws.concurrency} ({ws.rps:,.0f} req/s){averaged}."
-        )
-    if kept:
-        other = score(best)
-        return (
-            f"No candidate beat the current settings by more than the {settings.margin:.0%}"
-            f" noise margin: the best other, #{best.id} ({best.candidate.label()}), reached"
-            f" {other.describe()} against the current {bs.describe()}; nothing needs to change."
-        )
-    if settings.slo_p99_ms is None:
-        goal = "the lowest p99 latency"
-    else:
-        goal = f"the highest throughput within p99 <= {settings.slo_p99_ms:g} ms"
-    text = f"#{winner.id} ({winner.candidate.label()}) has {goal}: {ws.describe()}{averaged}"
-    if winner is not baseline:
-        if bs.tier == ws.tier:
-            ratio = Objective.relative(ws, bs)
-            text += f", {ratio:.2f}x better than the current settings ({bs.describe()})"
-        elif bs.tier == 0 and settings.slo_p99_ms is not None:
-            text += f"; the current settings miss the SLO (lowest p99 {bs.p99_ms:.3g} ms)"
-        changed = winner.candidate.differences(baseline.candidate)
-        text += ". Changed: " + ", ".join(f"{d} {a} -> {b}" for d, (a, b) in changed.items())
-    measured = {t.id: score(t) for t in tuner.trials if t.points is not None and t is not winner}
-    order = rank(measured)
-    if order:
-        runner = tuner.trials[order[0] - 1]
-        text += (
-            f". Runner-up: #{runner.id} ({runner.candidate.label()}), {score(runner).describe()}"
-        )
-    return text + "."
+def _winner(
+    settings: TuneSettings, base: Baseline, exploration: Exploration, decision: Decision
+) -> dict[str, Any]:
+    objective = settings.objective
+    winner = decision.winner
+    return {
+        "id": winner.id,
+        "label": winner.candidate.label(),
+        "candidate": winner.candidate.to_dict(),
+        "score": _score_dict(objective.score(winner.points), objective),
+        "points": _points(winner),
+        "changes": settings_changes(winner.candidate, base),
+        "kept_current_settings": winner.id == exploration.baseline.id,
+        "why": decision.why,
+    }
+
+
+def _created(now: datetime.datetime) -> str:
+    return now.isoformat(timespec="seconds")
 
 
 def build_report(
     *,
-    tuner: _Tuner,
-    base: _Baseline,
-    winner: Trial,
-    best: Trial,
-    kept_baseline: bool,
-    met_slo: bool | None,
-    variants: dict[str, Variant],
-    hardware: HardwareReport,
+    name: str,
     version: int,
-    notes: Sequence[str],
+    settings: TuneSettings,
+    hardware: HardwareReport,
+    base: Baseline,
+    exploration: Exploration,
+    decision: Decision,
+    publication: Publication,
+    now: datetime.datetime,
 ) -> dict[str, Any]:
-    """The JSON report (the decision and what was written are added by the caller)."""
-    from shipyard import __version__
-    from shipyard.tuning.tune import settings_changes
-
+    """``tune-report.json`` of a finished run (``version``: the version tuned)."""
+    objective = settings.objective
     items = [
         ((t.id, p.concurrency), p.rps, float(p.p99_ms))
-        for t in tuner.trials
+        for t in exploration.trials
         for p in t.points or []
         if p.ok and p.p99_ms is not None
     ]
     front = pareto_front(items)
     on_front = {trial_id for trial_id, _c in front}
     by_key = {key: (rps, p99) for key, rps, p99 in items}
-    candidates = []
-    for trial in tuner.trials:
-        candidates.append(
-            {
-                "id": trial.id,
-                "label": trial.candidate.label(),
-                "explored": trial.dimension,
-                "candidate": trial.candidate.to_dict(),
-                "changes": settings_changes(trial.candidate, base),
-                "status": "measured" if trial.points is not None else "failed",
-                "reason": trial.reason,
-                "first_error": trial.first_error,
-                "rounds": len(trial.rounds),
-                "seconds": round(trial.seconds, 2),
-                "points": _points(trial),
-                "score": _score_dict(tuner.score(trial), tuner.objective),
-                "pareto": trial.id in on_front,
-                "finalist": trial.id in tuner.finalists,
-                "winner": trial is winner,
-                "baseline": trial.id == 1,
-            }
-        )
-    used = tuner.elapsed()
+    finalists = {t.id for t in exploration.finalists}
+    candidates = [
+        {
+            "id": trial.id,
+            "label": trial.candidate.label(),
+            "explored": trial.dimension,
+            "candidate": trial.candidate.to_dict(),
+            "changes": settings_changes(trial.candidate, base),
+            "status": "measured" if trial.points is not None else "failed",
+            "reason": trial.reason,
+            "first_error": trial.first_error,
+            "rounds": len(trial.rounds),
+            "seconds": round(trial.seconds, 2),
+            "points": _points(trial),
+            "score": _score_dict(objective.score(trial.points), objective),
+            "pareto": trial.id in on_front,
+            "finalist": trial.id in finalists,
+            "winner": trial.id == decision.winner.id,
+            "baseline": trial.id == exploration.baseline.id,
+        }
+        for trial in exploration.trials
+    ]
     return {
         "schema": SCHEMA,
         "shipyard_version": __version__,
-        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "created": _created(now),
         "step": "tune",
-        "model": tuner.name,
+        "model": name,
         "version": version,
-        "goal": _goal(tuner),
+        "goal": _goal(settings),
         "budget": {
-            "budget_s": tuner.settings.budget_s,
-            "used_s": round(used, 1),
-            "candidates": len(tuner.trials),
-            "search": "converged" if tuner.converged else "stopped by the time budget",
+            "budget_s": settings.budget_s,
+            "used_s": round(exploration.elapsed_s, 1),
+            "candidates": len(exploration.trials),
+            "search": "converged" if exploration.converged else "stopped by the time budget",
         },
         "hardware": hardware.summary(),
-        "variants": [v.to_dict() for v in variants.values()],
-        "pruned_variants": tuner.pruned,
+        "variants": [v.to_dict() for v in exploration.variants.values()],
+        "pruned_variants": exploration.pruned,
         "candidates": candidates,
         "pareto_front": [
             {
@@ -198,22 +175,53 @@ def build_report(
             }
             for trial_id, c in front
         ],
-        "met_slo": met_slo,
-        "winner": {
-            "id": winner.id,
-            "label": winner.candidate.label(),
-            "candidate": winner.candidate.to_dict(),
-            "score": _score_dict(tuner.score(winner), tuner.objective),
-            "points": _points(winner),
-            "changes": settings_changes(winner.candidate, base),
-            "kept_current_settings": winner.id == 1,
-            "why": _why(tuner, winner, best, kept_baseline, met_slo),
-        },
+        "met_slo": decision.met_slo,
+        "winner": _winner(settings, base, exploration, decision),
         "notes": [
-            *notes,
+            *exploration.notes,
             "inter_op_threads is not searched: ONNX Runtime uses it only in its parallel"
             " execution mode, which Shipyard does not enable",
         ],
+        "decision": publication.summary,
+        "written": {
+            "model_toml": bool(publication.settings),
+            "settings": publication.settings,
+            "version": publication.version,
+        },
+    }
+
+
+def version_report(
+    *,
+    settings: TuneSettings,
+    hardware: HardwareReport,
+    base: Baseline,
+    exploration: Exploration,
+    decision: Decision,
+    variant: Variant,
+    source_version: int,
+    baseline_version: int,
+    source_bytes: int,
+    now: datetime.datetime,
+) -> dict[str, Any]:
+    """The ``report.json`` of the winning ``variant`` published as a new version."""
+    return {
+        "created": _created(now),
+        "shipyard_version": __version__,
+        "step": "tune",
+        "optimization": {
+            "source_version": source_version,
+            "baseline_version": baseline_version,
+            **variant.details,
+        },
+        "accuracy": variant.accuracy,
+        "size": {"before_bytes": source_bytes, "after_bytes": variant.size_bytes},
+        "tuning": {
+            "goal": _goal(settings),
+            "winner": _winner(settings, base, exploration, decision),
+            "report": "tune-report.json in the model folder",
+        },
+        "hardware": hardware.summary(),
     }
 
 

@@ -190,9 +190,9 @@ def test_parallel_winner_is_written_as_execution_mode_and_inter_op_threads() -> 
     from shipyard.config import ModelConfig, parse_model_config
     from shipyard.hardware import probe
     from shipyard.repository.settings import update_settings
-    from shipyard.tuning.tune import _baseline, settings_changes
+    from shipyard.tuning.baseline import Baseline, settings_changes
 
-    base = _baseline(ModelConfig(name="m"), True, probe())
+    base = Baseline.resolve(ModelConfig(name="m"), True, probe())
     assert base.candidate.inter_op_threads == 1
     winner = dataclasses.replace(base.candidate, inter_op_threads=2)
     changes = settings_changes(winner, base)
@@ -201,7 +201,7 @@ def test_parallel_winner_is_written_as_execution_mode_and_inter_op_threads() -> 
     config = parse_model_config("m", tomllib.loads(text))
     assert config.onnxruntime.execution_mode == "parallel"
     assert config.onnxruntime.inter_op_threads == 2
-    parallel = _baseline(config, True, probe())
+    parallel = Baseline.resolve(config, True, probe())
     assert parallel.candidate.inter_op_threads == 2
     back = settings_changes(dataclasses.replace(parallel.candidate, inter_op_threads=1), parallel)
     assert back == {"onnxruntime.execution_mode": "sequential"}

@@ -1,0 +1,83 @@
+"""What every ``shipyard`` command shares: the console, one-line errors, REPO/NAME, the guard's
+options and the models table."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NoReturn, TypeVar
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+__all__ = [
+    "GUARD_OPTIONS",
+    "console",
+    "fail",
+    "guard_options",
+    "print_model_table",
+    "split_target",
+]
+
+# soft_wrap: URLs and commands stay on one line when the output is not a terminal.
+console = Console(stderr=False, highlight=False, soft_wrap=True)
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+#: The accuracy guard's options, shared by ``optimize`` and ``tune`` (same names, same rules).
+GUARD_OPTIONS = (
+    click.option("--calibration", type=click.Path(path_type=Path), help="int8-static data (.npz)."),
+    click.option("--validation", type=click.Path(path_type=Path), help="Guard data (.npz)."),
+    click.option(
+        "--metric",
+        type=click.Choice(["accuracy", "top1-agreement", "cosine", "max-abs"]),
+        help="Accuracy guard metric [default: accuracy with labels, else top1-agreement/cosine].",
+    ),
+    click.option("--max-drop", type=click.FloatRange(0), default=0.01, show_default=True),
+)
+
+
+def guard_options(command: _F) -> _F:
+    """Add the accuracy guard's options to ``command``, in help order."""
+    for option in reversed(GUARD_OPTIONS):
+        command = option(command)
+    return command
+
+
+def fail(message: str) -> NoReturn:
+    """Print ``error: message`` on stderr and exit with status 2 (bad input, nothing done)."""
+    click.echo(f"error: {message}", err=True)
+    sys.exit(2)
+
+
+def split_target(target: str) -> tuple[Path, str]:
+    """Split ``REPO/NAME`` (a model folder in a repository) into the repository and the name."""
+    repo_path, _, name = target.rstrip("/").rpartition("/")
+    if not repo_path or not name:
+        fail(f"expected REPO/NAME (e.g. models/resnet), got {target!r}")
+    return Path(repo_path), name
+
+
+def _shapes(specs: list[dict[str, Any]]) -> str:
+    return ", ".join(f"{s['name']} {s['datatype']}{s['shape']}" for s in specs) or "-"
+
+
+def print_model_table(rows: list[dict[str, Any]]) -> None:
+    """Print the models table (name, versions, state, inputs, outputs)."""
+    table = Table(title="Models", title_justify="left")
+    for column in ("name", "versions", "state", "inputs", "outputs"):
+        table.add_column(column)
+    for row in rows:
+        state = row["state"] if not row.get("reason") else f"{row['state']}: {row['reason']}"
+        table.add_row(
+            row["name"],
+            ", ".join(row["versions"]) or "-",
+            state,
+            _shapes(row["inputs"]),
+            _shapes(row["outputs"]),
+        )
+    if not console.is_terminal:  # logs and pipes: one line per model, not 80-column wraps
+        console.width = max(console.width, 160)
+    console.print(table)

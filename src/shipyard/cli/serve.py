@@ -1,0 +1,86 @@
+"""``shipyard serve REPOSITORY``: serve every model over HTTP and gRPC until SIGINT/SIGTERM."""
+
+from __future__ import annotations
+
+import gc
+from pathlib import Path
+from typing import Any
+
+import click
+
+from shipyard import __version__, eventloop
+from shipyard.cli.common import console, fail, print_model_table
+from shipyard.config import LOG_LEVELS, ServerConfig
+from shipyard.errors import ShipyardError
+from shipyard.log import configure_logging
+
+__all__ = ["serve"]
+
+
+@click.command()
+@click.argument("repository", type=click.Path(path_type=Path))
+@click.option("--host", default=None, help="Address to listen on [default: 127.0.0.1].")
+@click.option(
+    "--http-port", type=int, default=None, help="HTTP port; 0 picks a free one [default: 8000]."
+)
+@click.option(
+    "--grpc-port", type=int, default=None, help="gRPC port; 0 turns gRPC off [default: 8001]."
+)
+@click.option("--model", "models", multiple=True, help="Load only this model (repeatable).")
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="A TOML file with a [server] table.",
+)
+@click.option(
+    "--max-request-bytes", type=int, default=None, help="Largest request body [default: 64 MiB]."
+)
+@click.option(
+    "--drain-timeout",
+    "drain_timeout_s",
+    type=float,
+    default=None,
+    help="Seconds in-flight requests get on shutdown [default: 30].",
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(LOG_LEVELS),
+    default=None,
+    help="Log verbosity [default: info].",
+)
+def serve(repository: Path, config_file: Path | None, **flags: Any) -> None:
+    """Serve every model in REPOSITORY over HTTP and gRPC until SIGINT/SIGTERM."""
+    from shipyard.server.app import ServerInfo, ShipyardServer
+
+    flags["models"] = flags["models"] or None
+    try:
+        config = ServerConfig.resolve(config_file, flags={"repository": repository, **flags})
+    except ShipyardError as exc:
+        fail(exc.message)
+    configure_logging(config.log_level)
+
+    def ready(info: ServerInfo) -> None:
+        console.print(f"Shipyard {__version__} serving {config.repository}")
+        console.print(
+            f"  HTTP  {info.http_url}   (Open Inference Protocol v2, metrics at /metrics)"
+        )
+        if info.grpc_url:
+            console.print(f"  gRPC  {info.grpc_url}   (inference.GRPCInferenceService)")
+        print_model_table(info.models)
+        name = next((r["name"] for r in info.models if r["versions"]), "<model>")
+        console.print(f"Try: curl {info.http_url}/v2/models/{name}")
+        console.print("Press Ctrl-C to stop.")
+        # What is loaded by now lives as long as the process: keep it out of the cyclic GC's
+        # scans, or each full collection walks it again, stalling requests for tens of ms
+        # under load (benchmarks/RESULTS.md, "Where the time goes").
+        gc.freeze()
+
+    server = ShipyardServer(config)
+    try:
+        eventloop.run(server.serve(on_ready=ready))
+    except ShipyardError as exc:
+        fail(exc.message)
+    except KeyboardInterrupt:
+        pass

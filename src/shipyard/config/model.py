@@ -1,0 +1,152 @@
+"""A model's serving settings: :class:`ModelConfig` and its parts, typed and frozen.
+
+They are read from ``<repo>/<name>/model.toml`` by :mod:`~shipyard.config.model_toml` (every
+field is documented in ``docs/model-config.md``); anything the file leaves out is inferred from
+the model itself. The tuner writes the same settings that the server reads.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from shipyard.types import TensorSpec
+
+__all__ = [
+    "BACKENDS",
+    "DEFAULT_MAX_BATCH_SIZE",
+    "DynamicBatchingConfig",
+    "ExecutionMode",
+    "GraphOptimizationLevel",
+    "ModelConfig",
+    "OnnxRuntimeConfig",
+    "PostprocessConfig",
+    "PreprocessConfig",
+    "StepConfig",
+    "VersionPolicy",
+]
+
+#: ``max_batch_size`` given to a model whose first dimension is dynamic and whose
+#: ``model.toml`` does not say otherwise.
+DEFAULT_MAX_BATCH_SIZE = 32
+
+#: Values of model.toml's ``backend`` (``auto``: chosen from the version folder's model file).
+BACKENDS = ("auto", "onnxruntime", "tflite")
+
+ExecutionMode = Literal["sequential", "parallel"]
+GraphOptimizationLevel = Literal["disable", "basic", "extended", "all"]
+
+
+@dataclass(frozen=True, slots=True)
+class DynamicBatchingConfig:
+    """How concurrent requests are merged into one model execution."""
+
+    #: How long the oldest queued request may wait for more to arrive (0: never wait; a
+    #: request runs as soon as an instance is free, taking whatever queued meanwhile).
+    max_queue_delay_us: int = 0
+    #: Batch sizes to dispatch at once when reached, without waiting for the delay.
+    preferred_batch_sizes: tuple[int, ...] = ()
+    #: Requests that may wait; one more is refused at once with 503.
+    max_queue_size: int = 1024
+    #: Deadline in microseconds for requests that do not send a ``timeout`` parameter (0: none).
+    default_timeout_us: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class OnnxRuntimeConfig:
+    """ONNX Runtime session options."""
+
+    #: Threads used inside one operator (0: ONNX Runtime's default, one per core).
+    intra_op_threads: int = 1
+    #: Threads used across independent operators (0: ONNX Runtime's default); ONNX Runtime
+    #: uses them only when ``execution_mode`` is "parallel".
+    inter_op_threads: int = 1
+    graph_optimization_level: GraphOptimizationLevel = "all"
+    #: Whether idle intra-op threads spin; spinning burns the CPU the HTTP side needs.
+    allow_spinning: bool = False
+    #: Execution providers in order of preference; empty: the best available on this machine.
+    providers: tuple[str, ...] = ()
+    #: "sequential" runs one operator at a time; "parallel" runs independent branches of the
+    #: graph at once on the inter-op threads.
+    execution_mode: ExecutionMode = "sequential"
+
+
+@dataclass(frozen=True, slots=True)
+class VersionPolicy:
+    """Which versions of a model are served: the latest N, all, or specific ones."""
+
+    kind: Literal["latest", "all", "specific"] = "latest"
+    latest: int = 1
+    versions: tuple[int, ...] = ()
+
+    def select(self, available: list[int]) -> list[int]:
+        """Return the versions to serve out of ``available``, newest first."""
+        ordered = sorted(available, reverse=True)
+        if self.kind == "all":
+            return ordered
+        if self.kind == "specific":
+            return [v for v in ordered if v in self.versions]
+        return ordered[: self.latest]
+
+
+@dataclass(frozen=True, slots=True)
+class StepConfig:
+    """One processing step as written in model.toml: ``{op = "resize", size = [28, 28]}``.
+
+    Only the shape is checked here; :mod:`shipyard.processing` checks the op and its options
+    when the model loads.
+    """
+
+    op: str
+    #: The step's other keys, in file order (arrays become tuples, so the config stays frozen).
+    options: tuple[tuple[str, Any], ...] = ()
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """The option ``key``, or ``default`` when the step does not set it."""
+        return dict(self.options).get(key, default)
+
+
+@dataclass(frozen=True, slots=True)
+class PreprocessConfig:
+    """``[[preprocess]]``: turn the client-facing BYTES input ``input`` into model tensors."""
+
+    input: str
+    #: The model input the steps feed (``None`` for ``tokenize``, whose targets are named
+    #: ``input_ids``, ``attention_mask`` and ``token_type_ids``).
+    target: str | None
+    steps: tuple[StepConfig, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class PostprocessConfig:
+    """``[[postprocess]]``: transform the model output ``output`` before it is returned."""
+
+    output: str
+    steps: tuple[StepConfig, ...] = ()
+    #: A labels file (one label per line, relative to the model folder) for ``topk``, the
+    #: ``classification`` parameter and ``/predict``.
+    labels: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ModelConfig:
+    """A model's serving configuration, as read from ``model.toml`` (the tuner writes the same)."""
+
+    name: str
+    #: ``onnxruntime``, ``tflite``, or ``auto`` (model.toml names none): ``tflite`` for a version
+    #: folder with model.tflite and no model.onnx, else ``onnxruntime``.
+    backend: str = "auto"
+    #: Largest batch the model runs; 0 turns batching off (inputs then carry no batch dim
+    #: of Shipyard's own). ``None``: inferred (dynamic dim 0 → DEFAULT_MAX_BATCH_SIZE, else 0).
+    max_batch_size: int | None = None
+    #: ``None`` turns dynamic batching off; the default is on whenever max_batch_size > 0.
+    dynamic_batching: DynamicBatchingConfig | None = field(default_factory=DynamicBatchingConfig)
+    instance_count: int = 1
+    onnxruntime: OnnxRuntimeConfig = field(default_factory=OnnxRuntimeConfig)
+    version_policy: VersionPolicy = field(default_factory=VersionPolicy)
+    #: Overrides of the signature read from the model file (full shapes, -1 for variable).
+    inputs: tuple[TensorSpec, ...] = ()
+    outputs: tuple[TensorSpec, ...] = ()
+    #: Pre- and post-processing run in the server around the model (docs/processing.md).
+    preprocess: tuple[PreprocessConfig, ...] = ()
+    postprocess: tuple[PostprocessConfig, ...] = ()

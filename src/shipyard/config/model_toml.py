@@ -1,0 +1,269 @@
+"""Read ``model.toml`` into a :class:`~shipyard.config.model.ModelConfig`, naming any bad key.
+
+:func:`parse_model_config` checks a parsed table (unknown keys, types, ranges) and
+:func:`load_model_config` reads the file, with the defaults when there is none.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from shipyard.config.model import (
+    BACKENDS,
+    DynamicBatchingConfig,
+    ModelConfig,
+    OnnxRuntimeConfig,
+    PostprocessConfig,
+    PreprocessConfig,
+    StepConfig,
+    VersionPolicy,
+)
+from shipyard.config.resolve import check_int, check_keys, check_table
+from shipyard.errors import ConfigError
+from shipyard.types import DataType, TensorSpec
+
+__all__ = ["load_model_config", "parse_model_config"]
+
+
+def _tensor_specs(value: Any, where: str) -> tuple[TensorSpec, ...]:
+    if not isinstance(value, list):
+        raise ConfigError(f"{where} must be an array of tables ([[{where}]])")
+    specs = []
+    for i, item in enumerate(value):
+        at = f"{where}[{i}]"
+        table = check_table(item, at)
+        check_keys(table, {"name", "datatype", "shape"}, at)
+        if not isinstance(table.get("name"), str) or not table["name"]:
+            raise ConfigError(f"{at}.name must be a non-empty string")
+        try:
+            datatype = DataType.parse(str(table.get("datatype")))
+        except ValueError as exc:
+            raise ConfigError(f"{at}.datatype: {exc}") from exc
+        shape = table.get("shape")
+        if not isinstance(shape, list) or not all(
+            isinstance(d, int) and not isinstance(d, bool) and d >= -1 for d in shape
+        ):
+            raise ConfigError(f"{at}.shape must be an array of integers >= -1, got {shape!r}")
+        specs.append(TensorSpec(table["name"], datatype, tuple(shape)))
+    return tuple(specs)
+
+
+def _frozen(value: Any) -> Any:
+    if isinstance(value, list):
+        return tuple(_frozen(v) for v in value)
+    if isinstance(value, Mapping):
+        return tuple((k, _frozen(v)) for k, v in value.items())
+    return value
+
+
+def _steps(value: Any, where: str) -> tuple[StepConfig, ...]:
+    if not isinstance(value, list):
+        raise ConfigError(f'{where} must be an array of steps, e.g. [{{op = "softmax"}}]')
+    steps = []
+    for i, item in enumerate(value):
+        table = check_table(item, f"{where}[{i}]")
+        op = table.get("op")
+        if not isinstance(op, str) or not op:
+            raise ConfigError(f"{where}[{i}] needs an 'op' string, e.g. op = \"resize\"")
+        options = tuple((k, _frozen(v)) for k, v in table.items() if k != "op")
+        steps.append(StepConfig(op, options))
+    return tuple(steps)
+
+
+def _name(table: Mapping[str, Any], key: str, where: str, required: bool = True) -> str | None:
+    value = table.get(key)
+    if value is None and not required:
+        return None
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{where}.{key} must be a non-empty string")
+    return value
+
+
+def _preprocess(value: Any) -> tuple[PreprocessConfig, ...]:
+    if not isinstance(value, list):
+        raise ConfigError("preprocess must be an array of tables ([[preprocess]])")
+    entries = []
+    for i, item in enumerate(value):
+        at = f"preprocess[{i}]"
+        table = check_table(item, at)
+        check_keys(table, {"input", "target", "steps"}, at)
+        entries.append(
+            PreprocessConfig(
+                input=str(_name(table, "input", at)),
+                target=_name(table, "target", at, required=False),
+                steps=_steps(table.get("steps", []), f"{at}.steps"),
+            )
+        )
+    return tuple(entries)
+
+
+def _postprocess(value: Any) -> tuple[PostprocessConfig, ...]:
+    if not isinstance(value, list):
+        raise ConfigError("postprocess must be an array of tables ([[postprocess]])")
+    entries = []
+    for i, item in enumerate(value):
+        at = f"postprocess[{i}]"
+        table = check_table(item, at)
+        check_keys(table, {"output", "steps", "labels"}, at)
+        entries.append(
+            PostprocessConfig(
+                output=str(_name(table, "output", at)),
+                steps=_steps(table.get("steps", []), f"{at}.steps"),
+                labels=_name(table, "labels", at, required=False),
+            )
+        )
+    return tuple(entries)
+
+
+def _batching(value: Any) -> DynamicBatchingConfig | None:
+    if value is False:
+        return None
+    if value is True:
+        return DynamicBatchingConfig()
+    table = check_table(value, "dynamic_batching")
+    fields = {f.name for f in dataclasses.fields(DynamicBatchingConfig)}
+    check_keys(table, fields | {"enabled"}, "dynamic_batching")
+    enabled = table.get("enabled", True)
+    if not isinstance(enabled, bool):
+        raise ConfigError(f"dynamic_batching.enabled must be true or false, got {enabled!r}")
+    preferred = table.get("preferred_batch_sizes", [])
+    if not isinstance(preferred, list):
+        raise ConfigError("dynamic_batching.preferred_batch_sizes must be an array of integers")
+    config = DynamicBatchingConfig(
+        max_queue_delay_us=check_int(
+            table.get("max_queue_delay_us", 0), "dynamic_batching.max_queue_delay_us"
+        ),
+        preferred_batch_sizes=tuple(
+            sorted({check_int(v, "dynamic_batching.preferred_batch_sizes[]", 1) for v in preferred})
+        ),
+        max_queue_size=check_int(
+            table.get("max_queue_size", 1024), "dynamic_batching.max_queue_size", 1
+        ),
+        default_timeout_us=check_int(
+            table.get("default_timeout_us", 0), "dynamic_batching.default_timeout_us"
+        ),
+    )
+    # Validated even when disabled, so turning batching back on never reveals a typo.
+    return config if enabled else None
+
+
+def _onnxruntime(value: Any) -> OnnxRuntimeConfig:
+    table = check_table(value, "onnxruntime")
+    check_keys(table, {f.name for f in dataclasses.fields(OnnxRuntimeConfig)}, "onnxruntime")
+    default = OnnxRuntimeConfig()
+    level = table.get("graph_optimization_level", default.graph_optimization_level)
+    if level not in ("disable", "basic", "extended", "all"):
+        raise ConfigError(
+            "onnxruntime.graph_optimization_level must be one of disable, basic, extended, all;"
+            f" got {level!r}"
+        )
+    spinning = table.get("allow_spinning", default.allow_spinning)
+    if not isinstance(spinning, bool):
+        raise ConfigError(f"onnxruntime.allow_spinning must be true or false, got {spinning!r}")
+    providers = table.get("providers", [])
+    if not isinstance(providers, list) or not all(isinstance(p, str) for p in providers):
+        raise ConfigError("onnxruntime.providers must be an array of provider names")
+    mode = table.get("execution_mode", default.execution_mode)
+    if mode not in ("sequential", "parallel"):
+        raise ConfigError(
+            f"onnxruntime.execution_mode must be sequential or parallel, got {mode!r}"
+        )
+    return OnnxRuntimeConfig(
+        intra_op_threads=check_int(
+            table.get("intra_op_threads", default.intra_op_threads), "onnxruntime.intra_op_threads"
+        ),
+        inter_op_threads=check_int(
+            table.get("inter_op_threads", default.inter_op_threads), "onnxruntime.inter_op_threads"
+        ),
+        execution_mode=mode,
+        graph_optimization_level=level,
+        allow_spinning=spinning,
+        providers=tuple(providers),
+    )
+
+
+def _version_policy(value: Any) -> VersionPolicy:
+    table = check_table(value, "version_policy")
+    check_keys(table, {"latest", "all", "specific"}, "version_policy")
+    if len(table) != 1:
+        raise ConfigError(
+            "version_policy takes exactly one of: latest = N, all = true, specific = [1, 2]"
+        )
+    if "latest" in table:
+        return VersionPolicy(
+            "latest", latest=check_int(table["latest"], "version_policy.latest", 1)
+        )
+    if "all" in table:
+        if table["all"] is not True:
+            raise ConfigError("version_policy.all must be true")
+        return VersionPolicy("all")
+    versions = table["specific"]
+    if not isinstance(versions, list) or not versions:
+        raise ConfigError("version_policy.specific must be a non-empty array of versions")
+    return VersionPolicy(
+        "specific", versions=tuple(check_int(v, "version_policy.specific[]", 1) for v in versions)
+    )
+
+
+_TOP_LEVEL_KEYS = {
+    "name",
+    "backend",
+    "max_batch_size",
+    "dynamic_batching",
+    "instance_count",
+    "onnxruntime",
+    "version_policy",
+    "inputs",
+    "outputs",
+    "preprocess",
+    "postprocess",
+}
+
+
+def parse_model_config(name: str, table: Mapping[str, Any]) -> ModelConfig:
+    """Build a :class:`ModelConfig` from a parsed ``model.toml`` table; raise ConfigError."""
+    check_keys(table, _TOP_LEVEL_KEYS, "model.toml")
+    if "name" in table and table["name"] != name:
+        raise ConfigError(
+            f"model.toml: name {table['name']!r} differs from the folder name {name!r}; "
+            "remove the key or rename the folder"
+        )
+    backend = table.get("backend", "auto")
+    if backend not in BACKENDS:
+        raise ConfigError(
+            f"model.toml: unknown backend {backend!r}; available: {', '.join(BACKENDS)}"
+        )
+    max_batch = table.get("max_batch_size")
+    return ModelConfig(
+        name=name,
+        backend=backend,
+        max_batch_size=None if max_batch is None else check_int(max_batch, "max_batch_size"),
+        dynamic_batching=_batching(table.get("dynamic_batching", {})),
+        instance_count=check_int(table.get("instance_count", 1), "instance_count", 1),
+        onnxruntime=_onnxruntime(table.get("onnxruntime", {})),
+        version_policy=_version_policy(table.get("version_policy", {"latest": 1})),
+        inputs=_tensor_specs(table.get("inputs", []), "inputs"),
+        outputs=_tensor_specs(table.get("outputs", []), "outputs"),
+        preprocess=_preprocess(table.get("preprocess", [])),
+        postprocess=_postprocess(table.get("postprocess", [])),
+    )
+
+
+def load_model_config(name: str, path: Path) -> ModelConfig:
+    """Read ``path`` (a model.toml) if it exists, else return the defaults for ``name``."""
+    if not path.exists():
+        return ModelConfig(name=name)
+    try:
+        table = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read it: {exc.strerror or exc}") from exc
+    try:
+        return parse_model_config(name, table)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc.message}") from exc
