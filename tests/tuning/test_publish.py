@@ -107,7 +107,33 @@ def test_a_win_inside_the_margin_keeps_the_current_settings(hardware: HardwareRe
     assert decision.kept_baseline
     assert decision.winner.id == 1
     assert decision.best.id == 2
-    assert "noise margin" in decision.why
+    assert "the 5% margin (the noise was not measured: no second round)" in decision.why
+    assert decision.noise is None
+
+
+def twice(trial_id: int, candidate: Candidate, first_rps: float, second_rps: float) -> Trial:
+    """A finalist measured in two rounds at concurrency 1 (p99 5 ms both times)."""
+    rounds = ((Point(1, first_rps, 2.5, 5.0),), (Point(1, second_rps, 2.5, 5.0),))
+    return Trial(trial_id, candidate, "start", rounds, "", 1.0)
+
+
+@pytest.mark.parametrize(("spread", "kept"), [(1.25, True), (1.02, False)], ids=["noisy", "steady"])
+def test_the_margin_grows_with_the_noise_measured_between_rounds(
+    hardware: HardwareReport, spread: float, kept: bool
+) -> None:
+    """A candidate 15% faster wins when the finalists' two rounds agree within 2%, and not
+    when they differ by 25%: the noise measured on this machine is the margin."""
+    base = base_of(hardware)
+    other = dataclasses.replace(base.candidate, instance_count=2)
+    baseline = twice(1, base.candidate, 1000, 1000 * spread)
+    rival = twice(2, other, 1150, 1150 * spread)
+    exploration = Exploration((baseline, rival), baseline, (baseline, rival), {}, {}, True, (), 3.0)
+    decision = decide(exploration, TuneSettings(margin=0.05, slo_p99_ms=50, concurrency=(1,)))
+    assert decision.kept_baseline is kept
+    assert decision.noise == pytest.approx(spread - 1)
+    assert decision.margin == pytest.approx(max(0.05, spread - 1))
+    if kept:
+        assert "noise between the finalists' two rounds: 25.0%" in decision.why
 
 
 def test_a_missed_slo_writes_nothing_unless_forced(

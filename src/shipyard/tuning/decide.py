@@ -2,7 +2,11 @@
 
 The winner is the best of the finalists (or of every measured trial when there was no time to
 measure finalists twice): the highest throughput within the SLO, or the lowest p99 without one.
-It replaces the current settings only when it beats them by more than the noise margin.
+It replaces the current settings only when it beats them by more than the margin, the same
+rule as ``shipyard optimize``'s speed guard: the margin is the larger of ``--margin`` (the
+smallest gain worth a change) and the **noise measured** on this machine, the largest
+difference between the two rounds of any finalist (the current settings included). Without a
+second round the noise is unknown and ``--margin`` stands in, which the reason says.
 """
 
 from __future__ import annotations
@@ -29,6 +33,10 @@ class Decision:
     met_slo: bool | None
     #: One paragraph for people: why this trial won, against what.
     why: str
+    #: The noise measured between the finalists' two rounds (a fraction; ``None``: unknown).
+    noise: float | None = None
+    #: The margin the winner had to beat the current settings by: max(--margin, noise).
+    margin: float = 0.0
 
 
 def decide(exploration: Exploration, settings: TuneSettings) -> Decision:
@@ -37,13 +45,30 @@ def decide(exploration: Exploration, settings: TuneSettings) -> Decision:
     baseline = exploration.baseline
     pool = list(exploration.finalists) or [t for t in exploration.trials if t.points is not None]
     best = _best(objective, pool) or baseline
+    noise = measured_noise(objective, exploration.finalists)
+    margin = max(settings.margin, noise or 0.0)
     keep = best.id != baseline.id and not objective.better(
-        objective.score(best.points), objective.score(baseline.points), settings.margin
+        objective.score(best.points), objective.score(baseline.points), margin
     )
     winner = baseline if keep else best
     met = None if settings.slo_p99_ms is None else objective.score(winner.points).tier == 1
-    why = _why(exploration, settings, winner, best, keep, met)
-    return Decision(winner, best, keep, met, why)
+    why = _why(exploration, settings, winner, best, keep, met, noise, margin)
+    return Decision(winner, best, keep, met, why, noise, margin)
+
+
+def measured_noise(objective: Objective, trials: tuple[Trial, ...]) -> float | None:
+    """The largest relative difference between two rounds of the same trial, on the ranked
+    figure (``None`` when no trial was measured twice in the same tier)."""
+    spreads = []
+    for trial in trials:
+        if len(trial.rounds) < 2:
+            continue
+        first, second = (objective.score(points) for points in trial.rounds[:2])
+        if first.tier != second.tier or first.tier < 0:
+            continue
+        ratio = Objective.relative(first, second)
+        spreads.append(max(ratio, 1 / ratio) - 1 if ratio > 0 else float("inf"))
+    return max(spreads) if spreads else None
 
 
 def _best(objective: Objective, trials: list[Trial]) -> Trial | None:
@@ -59,6 +84,8 @@ def _why(
     best: Trial,
     kept: bool,
     met: bool | None,
+    noise: float | None,
+    margin: float,
 ) -> str:
     objective = settings.objective
 
@@ -78,10 +105,17 @@ def _why(
         )
     if kept:
         other = score(best)
+        if noise is None:
+            basis = f"the {margin:.0%} margin (the noise was not measured: no second round)"
+        else:
+            basis = (
+                f"the {margin:.0%} margin (noise between the finalists' two rounds:"
+                f" {noise:.1%}; --margin {settings.margin:.0%})"
+            )
         return (
-            f"No candidate beat the current settings by more than the {settings.margin:.0%}"
-            f" noise margin: the best other, #{best.id} ({best.candidate.label()}), reached"
-            f" {other.describe()} against the current {bs.describe()}; nothing needs to change."
+            f"No candidate beat the current settings by more than {basis}: the best other,"
+            f" #{best.id} ({best.candidate.label()}), reached {other.describe()} against the"
+            f" current {bs.describe()}; nothing needs to change."
         )
     if settings.slo_p99_ms is None:
         goal = "the lowest p99 latency"

@@ -95,6 +95,8 @@ def _winner(
         "points": _points(winner),
         "changes": settings_changes(winner.candidate, base),
         "kept_current_settings": winner.id == exploration.baseline.id,
+        "noise": decision.noise,
+        "margin": decision.margin,
         "why": decision.why,
     }
 
@@ -177,11 +179,7 @@ def build_report(
         ],
         "met_slo": decision.met_slo,
         "winner": _winner(settings, base, exploration, decision),
-        "notes": [
-            *exploration.notes,
-            "inter_op_threads is not searched: ONNX Runtime uses it only in its parallel"
-            " execution mode, which Shipyard does not enable",
-        ],
+        "notes": list(exploration.notes),
         "decision": publication.summary,
         "written": {
             "model_toml": bool(publication.settings),
