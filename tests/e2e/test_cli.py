@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import queue
 import re
@@ -19,6 +20,7 @@ from typing import IO, Any
 import httpx
 import pytest
 
+from shipyard.hardware import int8_kernels, this_cpu
 from shipyard.testing import (
     add_sub_model,
     identity_model,
@@ -295,6 +297,27 @@ def test_repo_list_prints_the_table_without_serving(repository: Path) -> None:
     assert "UNAVAILABLE" in broken[0]
     assert "http://" not in result.stdout
     assert "Traceback" not in result.stderr
+
+
+def test_repo_list_flags_int8_made_for_another_kind_of_cpu(repository: Path) -> None:
+    """A version whose report.json says its int8 weights were chosen for another kind of CPU
+    than this one is listed READY, with a warning line naming the model and the version."""
+    here = int8_kernels(this_cpu())
+    other = (
+        {"family": "x86-no-vnni", "description": "x86 AVX2 without VNNI/AMX", "reduce_range": True}
+        if here.family != "x86-no-vnni"
+        else {"family": "x86-vnni", "description": "x86 with AVX-512 VNNI", "reduce_range": False}
+    )
+    write_model(repository, "q", identity_model())
+    report = {"step": "optimize", "optimization": {"method": "int8-static", "int8": other}}
+    (repository / "q" / "1" / "report.json").write_text(json.dumps(report))
+    result = run_cli("repo", "list", str(repository))
+    assert result.returncode == 0, result.stderr
+    assert re.search(r"q\s.*READY", result.stdout), result.stdout
+    warning = [line for line in result.stdout.splitlines() if line.startswith("warning: q ")]
+    assert len(warning) == 1, result.stdout
+    assert "version 1: quantized" in warning[0]
+    assert other["description"] in warning[0]
 
 
 def test_repo_list_of_missing_repository(tmp_path: Path) -> None:

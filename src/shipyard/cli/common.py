@@ -65,7 +65,7 @@ def _shapes(specs: list[dict[str, Any]]) -> str:
 
 
 def print_model_table(rows: list[dict[str, Any]]) -> None:
-    """Print the models table (name, versions, state, inputs, outputs)."""
+    """Print the models table (name, versions, state, inputs, outputs), then its warnings."""
     table = Table(title="Models", title_justify="left")
     for column in ("name", "versions", "state", "inputs", "outputs"):
         table.add_column(column)
@@ -81,3 +81,6 @@ def print_model_table(rows: list[dict[str, Any]]) -> None:
     if not console.is_terminal:  # logs and pipes: one line per model, not 80-column wraps
         console.width = max(console.width, 160)
     console.print(table)
+    for row in rows:
+        for warning in row.get("warnings", ()):
+            console.print(f"[yellow]warning:[/] {row['name']} {warning}")

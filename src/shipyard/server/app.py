@@ -224,7 +224,8 @@ async def describe_repository(config: ServerConfig) -> list[dict[str, Any]]:
 
 
 def _model_rows(service: InferenceService) -> list[dict[str, Any]]:
-    """One row per model for the startup table: name, versions, state, inputs, outputs."""
+    """One row per model for the startup table: name, versions, state, inputs, outputs, and
+    what loading its versions warned about."""
     rows: dict[str, dict[str, Any]] = {}
     for entry in service.repository_index():
         row = rows.setdefault(
@@ -236,6 +237,7 @@ def _model_rows(service: InferenceService) -> list[dict[str, Any]]:
                 "reason": entry.get("reason", ""),
                 "inputs": [],
                 "outputs": [],
+                "warnings": [],
             },
         )
         if "version" in entry:
@@ -245,4 +247,9 @@ def _model_rows(service: InferenceService) -> list[dict[str, Any]]:
             metadata = service.model_metadata(name)
             row["inputs"] = [spec.to_dict() for spec in metadata.inputs]
             row["outputs"] = [spec.to_dict() for spec in metadata.outputs]
+            row["warnings"] = [
+                f"version {served.version}: {warning}"
+                for served in service.registry.versions(name)
+                for warning in served.warnings
+            ]
     return list(rows.values())
