@@ -2,11 +2,12 @@
 
 Builds ``shipyard.testing.cnn_model()`` (FP32 1x28x28 in, 10 probabilities out), makes each
 candidate with the same code ``shipyard optimize`` uses (:func:`make_candidate`), then times all
-four with :func:`benchmark_models` under Shipyard's default session options (one intra-op
-thread, graph optimization "all"), interleaved in rounds so drift on a shared machine hits
-every variant alike; each keeps its best round. Calibration and validation data are smooth
-random blobs shaped like MNIST digits. Prints a Markdown table with ratios against fp32 and
-the machine it ran on; paste it into ``benchmarks/RESULTS.md``.
+four with :func:`benchmark_models` under Shipyard's default session options (intra-op threads
+"auto", which is one thread for this cheap CNN; graph optimization "all"), interleaved in
+rounds so drift on a shared machine hits every variant alike; each keeps its best round.
+Calibration and validation data are smooth random blobs shaped like MNIST digits. Prints a
+Markdown table with ratios against fp32 and the machine it ran on; paste it into
+``benchmarks/RESULTS.md``.
 
     .venv/bin/python benchmarks/quantization.py [--seconds 2] [--rounds 3]
 """
@@ -126,7 +127,8 @@ def _print(
     print(
         f"{hw.cpu.model}, {hw.cpu.logical_cores} logical cores"
         f" ({', '.join(f for f in hw.cpu.features if 'VNNI' in f or 'AMX' in f) or 'no VNNI'}),"
-        f" ONNX Runtime {hw.onnxruntime_version}, 1 intra-op thread; {args.rounds} interleaved"
+        f" ONNX Runtime {hw.onnxruntime_version}, intra-op threads 'auto' (1 for this CNN);"
+        f" {args.rounds} interleaved"
         f" rounds of {args.seconds:g} s per phase, best round; load average {load[0]:.1f} ->"
         f" {load[1]:.1f}"
     )

@@ -13,6 +13,9 @@ measures the comparison rows:
   created on first use ("x floor" column, same concurrency);
 * the server's ONNX Runtime settings at concurrency 64 with binary tensors: intra-op threads
   1 vs 2 and instance_count 1 vs 2 (via ``model.toml``);
+* a compute-bound model, ResNet-18 (``resnet18.py``, ~1.8 GFLOP per image): raw ONNX Runtime
+  at batch 1 with its default threads and with one, against ``shipyard serve`` with default
+  settings (``intra_op_threads = "auto"``) at concurrency 1 and 8, binary;
 * optionally Triton's perf_analyzer as a second load generator (``--perf-analyzer``; installed
   by ``setup_perf_analyzer.sh``).
 
@@ -59,6 +62,7 @@ BEGIN = "<!-- serve_overhead: begin (written by benchmarks/serve_overhead.py) --
 END = "<!-- serve_overhead: end -->"
 MODEL = "cnn"
 INPUT, OUTPUT = "input", "probabilities"
+RESNET = "ResNet-18"
 HOST = "127.0.0.1"
 FLOOR_VENV = ROOT / ".bench-venv"
 FLOOR_PACKAGES = ["fastapi", "uvicorn[standard]", "onnxruntime", "numpy"]
@@ -137,10 +141,11 @@ def wait_for_idle(limit_s: float, threshold: float = 1.0, every_s: float = 30.0)
 # -- raw ONNX Runtime ----------------------------------------------------------------------
 
 
-def ort_session(path: Path, config: OnnxRuntimeConfig) -> ort.InferenceSession:
-    """A session with the options Shipyard's backend sets (see backends/onnxruntime.py)."""
+def ort_session(path: Path, config: OnnxRuntimeConfig, threads: int = 1) -> ort.InferenceSession:
+    """A session with the options Shipyard's backend sets (see backends/onnxruntime.py);
+    ``threads`` intra-op threads (what "auto" chooses for the CNN: 1; 0: ORT's default)."""
     options = ort.SessionOptions()
-    options.intra_op_num_threads = config.intra_op_threads
+    options.intra_op_num_threads = threads
     options.inter_op_num_threads = config.inter_op_threads
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     spin = "1" if config.allow_spinning else "0"
@@ -149,10 +154,20 @@ def ort_session(path: Path, config: OnnxRuntimeConfig) -> ort.InferenceSession:
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-def raw_ort(path: Path, batch: int, warmup_s: float, duration_s: float) -> Row:
+def raw_ort(
+    path: Path,
+    batch: int,
+    warmup_s: float,
+    duration_s: float,
+    *,
+    image: tuple[int, ...] = (1, 28, 28),
+    threads: int = 1,
+    target: str = "raw ONNX Runtime",
+    note: str = "",
+) -> Row:
     """Call ``session.run`` back to back; rps counts images (rows), latency is per call."""
-    session = ort_session(path, OnnxRuntimeConfig())
-    x = np.random.default_rng(1).random((batch, 1, 28, 28), dtype=np.float32)
+    session = ort_session(path, OnnxRuntimeConfig(), threads)
+    x = np.random.default_rng(1).random((batch, *image), dtype=np.float32)
     feed = {INPUT: x}
     run = session.run
     end = time.perf_counter() + warmup_s
@@ -170,7 +185,8 @@ def raw_ort(path: Path, batch: int, warmup_s: float, duration_s: float) -> Row:
         now = done
     elapsed = (now - start) / 1e9
     p50, p99 = np.percentile(np.array(times) / 1e6, [50, 99])
-    return Row("raw ONNX Runtime", f"batch {batch}", 1, batch * len(times) / elapsed, p50, p99)
+    rps = batch * len(times) / elapsed
+    return Row(target, f"batch {batch}", 1, rps, p50, p99, note=note)
 
 
 # -- processes -----------------------------------------------------------------------------
@@ -300,7 +316,7 @@ def floor_python(framework: str) -> Path:
 def floor_server(model: Path, framework: str) -> Iterator[int]:
     """The floor endpoint under uvicorn in a subprocess; yields its port once ready."""
     port = free_port()
-    settings = dataclasses.asdict(OnnxRuntimeConfig())
+    settings = dataclasses.asdict(OnnxRuntimeConfig(intra_op_threads=1))  # "auto" for the CNN
     env = {
         **os.environ,
         "FLOOR_MODEL": str(model),
@@ -321,8 +337,9 @@ def floor_server(model: Path, framework: str) -> Iterator[int]:
 
 
 def requests(pixels: np.ndarray) -> dict[str, tuple[bytes, dict[str, str]]]:
-    """The V2 request bodies (and headers) for one image, per encoding."""
-    shape = [1, 1, 28, 28]
+    """The V2 request bodies (and headers) for one image (``pixels``: ``[1, ...]``), per
+    encoding."""
+    shape = list(pixels.shape)
     values = pixels.astype(np.float32).reshape(-1).tolist()
     as_json = {"inputs": [{"name": INPUT, "shape": shape, "datatype": "FP32", "data": values}]}
     raw = pixels.astype("<f4").tobytes()
@@ -356,9 +373,14 @@ def raw_request(port: int, path: str, body: bytes, headers: dict[str, str]) -> b
 
 
 def check_answer(
-    port: int, path: str, body: bytes, headers: dict[str, str], expected: np.ndarray
+    port: int,
+    path: str,
+    body: bytes,
+    headers: dict[str, str],
+    expected: np.ndarray,
+    atol: float = 1e-5,
 ) -> None:
-    """Send one request and compare the probabilities with raw ONNX Runtime's."""
+    """Send one request and compare the outputs with raw ONNX Runtime's."""
     status, response_headers, payload = call(port, "POST", path, body, headers)
     if status != 200:
         raise RuntimeError(f"{path}: HTTP {status}: {payload[:300]!r}")
@@ -369,7 +391,7 @@ def check_answer(
         got = np.asarray(json.loads(payload)["outputs"][0]["data"], dtype=np.float32)
     else:
         got = np.frombuffer(payload[int(length) :], dtype="<f4")
-    if not np.allclose(got.reshape(-1), expected.reshape(-1), atol=1e-5):
+    if not np.allclose(got.reshape(-1), expected.reshape(-1), atol=atol):
         raise RuntimeError(f"{path}: wrong answer {got} (expected {expected})")
 
 
@@ -519,8 +541,30 @@ def table(rows: list[Row]) -> list[str]:
     floors = {r.concurrency: r.rps for r in rows if r.target.startswith("floor")}
     lines = [HEADER, RULE]
     for row in rows:
+        if RESNET in row.target:
+            continue
         floor = 0.0 if row.target.startswith("raw") else floors.get(row.concurrency, 0.0)
         lines.append(format_row(row, ort32, floor))
+    return lines
+
+
+def resnet_table(rows: list[Row]) -> list[str]:
+    """The ResNet-18 rows; "x ORT" is req/s over raw ORT batch 1 with its default threads."""
+    base = next((r.rps for r in rows if r.target == f"raw ONNX Runtime ({RESNET})"), 0.0)
+    picked = [r for r in rows if RESNET in r.target]
+    if not picked:
+        return []
+    lines = [
+        "| target | encoding | c | req/s | p50 ms | p99 ms | errors | x ORT (default threads) |",
+        "|---|---|--:|--:|--:|--:|--:|--:|",
+    ]
+    for row in picked:
+        target = f"{row.target} ({row.note})" if row.note else row.target
+        ratio = f"{row.rps / base:.2f}" if base else "-"
+        lines.append(
+            f"| {target} | {row.encoding} | {row.concurrency} | {row.rps:,.1f} "
+            f"| {row.p50_ms:.1f} | {row.p99_ms:.1f} | {row.errors} | {ratio} |"
+        )
     return lines
 
 
@@ -544,6 +588,8 @@ def targets(rows: list[Row]) -> list[str]:
     pa_binary = find("shipyard (perf_analyzer)", "binary", 64)
     pa_grpc = find("shipyard (perf_analyzer)", "grpc raw", 64)
     c1 = find("shipyard", "binary", 1)
+    resnet_ort = find(f"raw ONNX Runtime ({RESNET})", "batch 1", 1)
+    resnet_c8 = find(f"shipyard ({RESNET})", "binary", 8)
     out = []
 
     def line(ok: bool, text: str) -> None:
@@ -580,6 +626,13 @@ def targets(rows: list[Row]) -> list[str]:
             f"c=1 binary p99 within 0.5 ms of raw ORT batch 1: {c1.p99_ms:.2f} ms vs "
             f"{ort1.p99_ms:.2f} ms p99 ({ort1.p50_ms:.2f} ms p50), +{gap:.2f} ms",
         )
+    if resnet_ort and resnet_c8:
+        ratio = resnet_c8.rps / resnet_ort.rps
+        line(
+            ratio >= 0.95,
+            f"ResNet-18 c=8 >= 0.95x raw ORT with its default threads (issue #10): {ratio:.2f}x"
+            f" ({resnet_c8.rps:.1f} vs {resnet_ort.rps:.1f} img/s)",
+        )
     return out
 
 
@@ -605,7 +658,19 @@ def report(
         " x floor: req/s over the floor's at the same concurrency. loadgen CPU: the load"
         " generator's CPU time over wall time (100% = one core).",
         "",
-        "Targets (issues #2 and #3, reported, not asserted):",
+        *(
+            [
+                "",
+                f"{RESNET} (compute-bound; served with default settings, so"
+                ' `intra_op_threads = "auto"` chooses the threads):',
+                "",
+                *resnet_table(rows),
+            ]
+            if resnet_table(rows)
+            else []
+        ),
+        "",
+        "Targets (issues #2, #3 and #10, reported, not asserted):",
         "",
         *targets(rows),
     ]
@@ -643,6 +708,7 @@ def main(argv: list[str] | None = None) -> None:
         help="the floor's framework [fastapi, in .bench-venv]",
     )
     parser.add_argument("--no-tuning", action="store_true", help="skip the ORT settings rows")
+    parser.add_argument("--no-resnet", action="store_true", help="skip the ResNet-18 rows")
     parser.add_argument(
         "--perf-analyzer", action="store_true", help="add rows measured by Triton's perf_analyzer"
     )
@@ -722,6 +788,9 @@ def main(argv: list[str] | None = None) -> None:
                     result = load(port, request, 64, args.warmup, args.duration, scratch)
                     rows.append(load_row("shipyard", "binary", result, note=label))
 
+        if not args.no_resnet:
+            rows += resnet_rows(args, scratch)
+
     load_after = loadavg()
     text = report(rows, info, load_before, load_after, args)
     print()
@@ -732,6 +801,38 @@ def main(argv: list[str] | None = None) -> None:
         print(f"written to {results}")
     else:
         print("quick run: RESULTS.md left alone (pass --results PATH to write)")
+
+
+def resnet_rows(args: Any, scratch: Path) -> list[Row]:
+    """ResNet-18: raw ORT at batch 1 (its default threads, then one), then ``shipyard serve``
+    with default settings at concurrency 1 and 8, binary."""
+    from resnet18 import resnet18_onnx
+
+    print(f"{RESNET}: raw ONNX Runtime, then shipyard serve with default settings")
+    model = resnet18_onnx()
+    image = (3, 224, 224)
+    rows = [
+        raw_ort(model, 1, args.warmup, args.duration, image=image, threads=0,
+                target=f"raw ONNX Runtime ({RESNET})", note="default threads"),
+        raw_ort(model, 1, args.warmup, args.duration, image=image, threads=1,
+                target=f"raw ONNX Runtime ({RESNET})", note="1 thread"),
+    ]  # fmt: skip
+    for row in rows:
+        print(f"  {row.note}: {row.rps:.1f} img/s", flush=True)
+    repository = scratch / "resnet-repository"
+    (repository / "resnet" / "1").mkdir(parents=True)
+    (repository / "resnet" / "1" / "model.onnx").write_bytes(model.read_bytes())
+    pixels = np.random.default_rng(0).random((1, *image), dtype=np.float32)
+    expected = ort_session(model, OnnxRuntimeConfig()).run(None, {INPUT: pixels})[0]
+    body, headers = requests(pixels)["binary"]
+    with shipyard_server(repository) as (port, _):
+        check_answer(port, "/v2/models/resnet/infer", body, headers, expected, atol=1e-3)
+        request = raw_request(port, "/v2/models/resnet/infer", body, headers)
+        for c in (1, 8):
+            result = load(port, request, c, args.warmup, args.duration, scratch)
+            rows.append(load_row(f"shipyard ({RESNET})", "binary", result))
+            print(f"  shipyard c={c}: {rows[-1].rps:.1f} req/s", flush=True)
+    return rows
 
 
 def run_perf_analyzer(

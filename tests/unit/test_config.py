@@ -98,7 +98,7 @@ def test_empty_file_gives_the_defaults() -> None:
     assert config.dynamic_batching == DynamicBatchingConfig()
     assert config.dynamic_batching.max_queue_size == 1024
     assert config.instance_count == 1
-    assert config.onnxruntime == OnnxRuntimeConfig(1, 1, "all", False, ())
+    assert config.onnxruntime == OnnxRuntimeConfig("auto", 1, "all", False, ())
     assert config.version_policy == VersionPolicy("latest", latest=1)
     assert config.inputs == config.outputs == ()
     assert DEFAULT_MAX_BATCH_SIZE == 32
@@ -200,6 +200,10 @@ BAD_MODEL_TOML = [
     ("onnxruntime = 1", "onnxruntime must be a table"),
     ("[onnxruntime]\nthreads = 1", r"onnxruntime: unknown key\(s\) threads"),
     ("[onnxruntime]\nintra_op_threads = -1", "intra_op_threads must be an integer >= 0"),
+    (
+        '[onnxruntime]\nintra_op_threads = "many"',
+        'intra_op_threads must be "auto" or an integer >= 0',
+    ),
     ('[onnxruntime]\ninter_op_threads = "2"', "inter_op_threads must be an integer >= 0"),
     (
         '[onnxruntime]\ngraph_optimization_level = "max"',

@@ -9,8 +9,10 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from shipyard.backends.threads import ThreadChoice, choose_threads, time_execution, usable_cores
 from shipyard.config import ModelConfig
 from shipyard.errors import InternalError, InvalidInputError, ModelLoadError
+from shipyard.sampling import example_shape, random_tensor
 from shipyard.types import DataType, TensorSpec
 
 __all__ = ["OnnxRuntimeBackend"]
@@ -38,7 +40,7 @@ _LEVELS = {
 }
 
 
-def _spec(arg: Any, model: str) -> TensorSpec:
+def _spec(arg: Any) -> TensorSpec:
     datatype = _ORT_TYPES.get(arg.type)
     if datatype is None:
         raise ModelLoadError(
@@ -54,11 +56,46 @@ class OnnxRuntimeBackend:
     platform = "onnx_onnxv1"
 
     def __init__(self, path: Path, config: ModelConfig) -> None:
+        wanted = config.onnxruntime.intra_op_threads
+        self._session = self._open(path, config, 1 if wanted == "auto" else wanted)
+        self._describe()
+        #: The intra-op threads this instance runs with, and why.
+        self.threads = (
+            ThreadChoice(wanted, None, "set in model.toml")
+            if wanted != "auto"
+            else (choose_threads(self._cost_ms(), usable_cores(), config.instance_count))
+        )
+        if wanted == "auto" and self.threads.threads != 1:
+            self._session = self._open(path, config, self.threads.threads)
+
+    def _describe(self) -> None:
+        self.inputs = tuple(_spec(a) for a in self._session.get_inputs())
+        self.outputs = tuple(_spec(a) for a in self._session.get_outputs())
+        self._strings_in = {s.name for s in self.inputs if s.datatype is DataType.BYTES}
+        self._strings_out = {s.name for s in self.outputs if s.datatype is DataType.BYTES}
+
+    def _cost_ms(self) -> float | None:
+        """One batch-1 execution on random inputs, timed (None: the model rejects them)."""
+        if self._strings_in:
+            return None
+        rng = np.random.default_rng(0)
+        feed = {
+            spec.name: random_tensor(spec.datatype, example_shape(spec, 1), rng)
+            for spec in self.inputs
+        }
+        names = [spec.name for spec in self.outputs]
+        try:
+            return time_execution(lambda: self._session.run(names, feed))
+        except Exception:  # the model's own limits (ids out of range...): no figure
+            return None
+
+    @staticmethod
+    def _open(path: Path, config: ModelConfig, intra_op_threads: int) -> Any:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
         opts = config.onnxruntime
-        options.intra_op_num_threads = opts.intra_op_threads
+        options.intra_op_num_threads = intra_op_threads
         options.inter_op_num_threads = opts.inter_op_threads
         if opts.execution_mode == "parallel":
             options.execution_mode = ort.ExecutionMode.ORT_PARALLEL
@@ -78,16 +115,12 @@ class OnnxRuntimeBackend:
                 f"this ONNX Runtime build (available: {', '.join(available)})"
             )
         try:
-            self._session = ort.InferenceSession(str(path), options, providers=providers)
+            return ort.InferenceSession(str(path), options, providers=providers)
         except Exception as exc:  # ORT raises its own Fail/InvalidGraph/... types
             first_line = (
                 str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             )
             raise ModelLoadError(f"ONNX Runtime cannot load {path.name}: {first_line}") from exc
-        self.inputs = tuple(_spec(a, config.name) for a in self._session.get_inputs())
-        self.outputs = tuple(_spec(a, config.name) for a in self._session.get_outputs())
-        self._strings_in = {s.name for s in self.inputs if s.datatype is DataType.BYTES}
-        self._strings_out = {s.name for s in self.outputs if s.datatype is DataType.BYTES}
 
     def run(
         self, inputs: Mapping[str, npt.NDArray[Any]], outputs: Sequence[str]

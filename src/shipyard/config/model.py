@@ -56,8 +56,9 @@ class DynamicBatchingConfig:
 class OnnxRuntimeConfig:
     """ONNX Runtime session options."""
 
-    #: Threads used inside one operator (0: ONNX Runtime's default, one per core).
-    intra_op_threads: int = 1
+    #: Threads used inside one operator: "auto" (the default) follows the model's measured
+    #: cost (:mod:`shipyard.backends.threads`); 0: ONNX Runtime's default, one per core.
+    intra_op_threads: int | Literal["auto"] = "auto"
     #: Threads used across independent operators (0: ONNX Runtime's default); ONNX Runtime
     #: uses them only when ``execution_mode`` is "parallel".
     inter_op_threads: int = 1

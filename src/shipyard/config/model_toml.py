@@ -172,9 +172,14 @@ def _onnxruntime(value: Any) -> OnnxRuntimeConfig:
         raise ConfigError(
             f"onnxruntime.execution_mode must be sequential or parallel, got {mode!r}"
         )
+    intra = table.get("intra_op_threads", default.intra_op_threads)
+    if isinstance(intra, str) and intra != "auto":
+        raise ConfigError(
+            f'onnxruntime.intra_op_threads must be "auto" or an integer >= 0, got {intra!r}'
+        )
     return OnnxRuntimeConfig(
-        intra_op_threads=check_int(
-            table.get("intra_op_threads", default.intra_op_threads), "onnxruntime.intra_op_threads"
+        intra_op_threads=(
+            "auto" if intra == "auto" else check_int(intra, "onnxruntime.intra_op_threads")
         ),
         inter_op_threads=check_int(
             table.get("inter_op_threads", default.inter_op_threads), "onnxruntime.inter_op_threads"

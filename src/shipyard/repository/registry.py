@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from shipyard.backends.base import Backend, load_backend, resolve_backend
+from shipyard.backends.threads import ThreadChoice
 from shipyard.batching.batcher import DynamicBatcher
 from shipyard.config import DEFAULT_MAX_BATCH_SIZE, ModelConfig
 from shipyard.errors import (
@@ -298,6 +299,14 @@ class ModelRegistry:
             for instance in instances:
                 instance.close()
             raise
+        threads = getattr(first, "threads", None)
+        if isinstance(threads, ThreadChoice) and config.onnxruntime.intra_op_threads == "auto":
+            log.info(
+                "model %s version %d: intra_op_threads auto: %s",
+                config.name,
+                version,
+                threads.reason,
+            )
         if self._cpu is None:
             self._cpu = this_cpu()
         warnings = load_warnings(read_report(source.version_dir(version)), self._cpu)

@@ -58,8 +58,13 @@ class Baseline:
     candidate: Candidate
 
     @classmethod
-    def resolve(cls, config: ModelConfig, dynamic: bool, hardware: HardwareReport) -> Baseline:
-        """Read ``config`` as the server would on ``hardware`` (``dynamic``: it can batch)."""
+    def resolve(
+        cls, config: ModelConfig, dynamic: bool, hardware: HardwareReport, auto_threads: int = 1
+    ) -> Baseline:
+        """Read ``config`` as the server would on ``hardware`` (``dynamic``: it can batch).
+
+        ``auto_threads``: what ``intra_op_threads = "auto"`` chose when the model loaded here.
+        """
         max_batch = config.max_batch_size
         if max_batch is None:
             max_batch = DEFAULT_MAX_BATCH_SIZE if dynamic else 0
@@ -71,7 +76,9 @@ class Baseline:
             "fp32",
             provider,
             config.instance_count,
-            config.onnxruntime.intra_op_threads,
+            auto_threads
+            if config.onnxruntime.intra_op_threads == "auto"
+            else config.onnxruntime.intra_op_threads,
             max_batch if batching_on else 0,
             batching.max_queue_delay_us,
             batching.preferred_batch_sizes,

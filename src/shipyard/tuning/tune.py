@@ -130,7 +130,9 @@ def tune(
             inputs = config.inputs or maker.inputs
             outputs = config.outputs or maker.outputs
             dynamic = dynamic_first_dimension(inputs, outputs)
-            base = Baseline.resolve(config, dynamic, hardware)
+            base = Baseline.resolve(
+                config, dynamic, hardware, auto_threads=maker.original.threads.threads
+            )
             check_writable(toml_text, name, base)
             with LoadWorker() as worker:
                 explorer = Explorer(
