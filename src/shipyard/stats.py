@@ -1,16 +1,17 @@
 """Per model-version statistics with Triton's semantics (the ``statistics`` extension).
 
 ``inference_count`` counts batch items (rows), ``execution_count`` counts model executions;
-each duration is a ``{"count", "ns"}`` pair. Updated only from the event loop thread.
+each duration is a count and a total in nanoseconds. Updated only from the event loop thread;
+the transports encode these objects (``protocol.rest``, ``protocol.grpc``) as the statistics
+extension's JSON or ``ModelStatistics`` messages.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
 
-__all__ = ["Duration", "ModelStats"]
+__all__ = ["BatchStats", "Duration", "ModelStats"]
 
 
 @dataclass(slots=True)
@@ -25,13 +26,11 @@ class Duration:
         self.count += count
         self.ns += ns
 
-    def to_dict(self) -> dict[str, int]:
-        """The ``{"count", "ns"}`` JSON object."""
-        return {"count": self.count, "ns": self.ns}
-
 
 @dataclass(slots=True)
-class _BatchStats:
+class BatchStats:
+    """The compute durations of the executions of one batch size (one count per execution)."""
+
     compute_input: Duration = field(default_factory=Duration)
     compute_infer: Duration = field(default_factory=Duration)
     compute_output: Duration = field(default_factory=Duration)
@@ -52,7 +51,8 @@ class ModelStats:
     compute_input: Duration = field(default_factory=Duration)
     compute_infer: Duration = field(default_factory=Duration)
     compute_output: Duration = field(default_factory=Duration)
-    batches: dict[int, _BatchStats] = field(default_factory=dict)
+    #: Per batch size (rows per execution).
+    batches: dict[int, BatchStats] = field(default_factory=dict)
 
     def record_execution(
         self, batch_size: int, requests: int, input_ns: int, infer_ns: int, output_ns: int
@@ -66,36 +66,7 @@ class ModelStats:
         self.compute_output.add(output_ns * requests, requests)
         stats = self.batches.get(batch_size)
         if stats is None:
-            stats = self.batches[batch_size] = _BatchStats()
+            stats = self.batches[batch_size] = BatchStats()
         stats.compute_input.add(input_ns)
         stats.compute_infer.add(infer_ns)
         stats.compute_output.add(output_ns)
-
-    def to_dict(self) -> dict[str, Any]:
-        """The ``model_stats`` entry of the statistics extension."""
-        return {
-            "name": self.name,
-            "version": self.version,
-            "last_inference": self.last_inference_ms,
-            "inference_count": self.inference_count,
-            "execution_count": self.execution_count,
-            "inference_stats": {
-                "success": self.success.to_dict(),
-                "fail": self.fail.to_dict(),
-                "queue": self.queue.to_dict(),
-                "compute_input": self.compute_input.to_dict(),
-                "compute_infer": self.compute_infer.to_dict(),
-                "compute_output": self.compute_output.to_dict(),
-                "cache_hit": {"count": 0, "ns": 0},
-                "cache_miss": {"count": 0, "ns": 0},
-            },
-            "batch_stats": [
-                {
-                    "batch_size": size,
-                    "compute_input": stats.compute_input.to_dict(),
-                    "compute_infer": stats.compute_infer.to_dict(),
-                    "compute_output": stats.compute_output.to_dict(),
-                }
-                for size, stats in sorted(self.batches.items())
-            ],
-        }

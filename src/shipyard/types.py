@@ -8,24 +8,39 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeAlias
 
 import numpy as np
 import numpy.typing as npt
 
 __all__ = [
+    "Array",
     "DataType",
     "InferRequest",
     "InferResponse",
+    "JSONObject",
+    "JSONValue",
     "ModelMetadata",
+    "ModelState",
     "Parameters",
+    "RepositoryEntry",
     "RequestedOutput",
+    "ServerMetadata",
     "Tensor",
     "TensorSpec",
 ]
 
-#: Request and response parameters: string keys to JSON scalars.
-Parameters = dict[str, Any]
+#: A NumPy array of any dtype: tensor data, whose dtype a :class:`DataType` names.
+Array: TypeAlias = npt.NDArray[Any]
+
+#: A JSON value as a JSON parser returns it (and a JSON encoder takes it).
+JSONValue: TypeAlias = "str | int | float | bool | list[JSONValue] | dict[str, JSONValue] | None"
+
+#: A JSON object.
+JSONObject: TypeAlias = dict[str, JSONValue]
+
+#: Request and response parameters: string keys to JSON values (scalars over gRPC).
+Parameters: TypeAlias = JSONObject
 
 
 class DataType(enum.StrEnum):
@@ -183,3 +198,33 @@ class ModelMetadata:
             "inputs": [spec.to_dict() for spec in self.inputs],
             "outputs": [spec.to_dict() for spec in self.outputs],
         }
+
+
+@dataclass(frozen=True, slots=True)
+class ServerMetadata:
+    """What ``GET /v2`` returns: the server's name, version and implemented extensions."""
+
+    name: str
+    version: str
+    extensions: tuple[str, ...]
+
+
+class ModelState(enum.StrEnum):
+    """A model's state as the repository index reports it (Triton's names)."""
+
+    READY = "READY"
+    LOADING = "LOADING"
+    UNLOADING = "UNLOADING"
+    UNAVAILABLE = "UNAVAILABLE"
+
+
+@dataclass(frozen=True, slots=True)
+class RepositoryEntry:
+    """One row of the repository index: a model (one row per loaded version) and its state."""
+
+    name: str
+    state: ModelState
+    #: Why the model is in that state ("" when READY).
+    reason: str
+    #: The loaded version; ``None`` for a model with no version loaded.
+    version: str | None = None

@@ -12,9 +12,10 @@ import numpy.typing as npt
 import pytest
 from google.protobuf import json_format
 
-from shipyard.config import DynamicBatchingConfig, ModelConfig
+from shipyard.config import DynamicBatchingConfig, ModelConfig, VersionPolicy
 from shipyard.errors import ErrorCode, InvalidInputError
 from shipyard.protocol import grpc_service_pb2 as pb
+from shipyard.protocol import rest
 from shipyard.protocol.binary import array_from_raw, array_to_raw
 from shipyard.protocol.grpc import (
     CONTENTS_FIELD,
@@ -24,13 +25,23 @@ from shipyard.protocol.grpc import (
     encode_model_config,
     encode_parameters,
     encode_repository_index,
+    encode_server_metadata,
     encode_statistics,
 )
 from shipyard.protocol.grpc_wire import StatusCode
 from shipyard.protocol.model_config import triton_model_config
 from shipyard.server.grpc import GRPC_STATUS, InferenceServicer
 from shipyard.stats import ModelStats
-from shipyard.types import DataType, InferRequest, InferResponse, Tensor, TensorSpec
+from shipyard.types import (
+    DataType,
+    InferRequest,
+    InferResponse,
+    ModelState,
+    RepositoryEntry,
+    ServerMetadata,
+    Tensor,
+    TensorSpec,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 LIMIT = 1 << 20
@@ -362,22 +373,65 @@ def test_response_uses_raw_output_contents(datatype: DataType) -> None:
     assert decoded.tolist() == array.tolist()
 
 
-# -- JSON-shaped answers --------------------------------------------------------------------
+# -- metadata, configuration, statistics, repository ------------------------------------------
 
 
-def test_model_config_keeps_every_key() -> None:
-    """Every key of Triton's JSON model configuration has a field in our ModelConfig."""
-    config = ModelConfig(
+def _as_rest_json(value: Any, message: Any) -> Any:
+    """What protobuf's JSON mapping makes of the REST answer (the codec's former path)."""
+    return json_format.ParseDict(value, message)
+
+
+SPEC = TensorSpec("x", DataType.FP16, (-1, 3))
+CONFIGS = {
+    "batched": ModelConfig(
         name="m",
+        backend="onnxruntime",
         max_batch_size=8,
         dynamic_batching=DynamicBatchingConfig(
             max_queue_delay_us=100, preferred_batch_sizes=(4,), default_timeout_us=7
         ),
+        inputs=(SPEC,),
+        outputs=(SPEC,),
+    ),
+    "unbatched_all_versions": ModelConfig(
+        name="u",
+        backend="tflite",
+        max_batch_size=0,
+        version_policy=VersionPolicy(kind="all"),
+        inputs=(TensorSpec("s", DataType.BYTES, (2,)),),
+        outputs=(TensorSpec("y", DataType.INT64, ()),),
+        instance_count=3,
+    ),
+    "specific_versions_no_batching": ModelConfig(
+        name="v",
+        backend="onnxruntime",
+        max_batch_size=4,
+        dynamic_batching=None,
+        version_policy=VersionPolicy(kind="specific", versions=(1, 3)),
+        inputs=(SPEC,),
+        outputs=(SPEC,),
+    ),
+}
+
+
+@pytest.mark.parametrize("config", CONFIGS.values(), ids=CONFIGS.keys())
+def test_model_config_message_is_the_rest_json(config: ModelConfig) -> None:
+    """The ModelConfig message carries exactly what the REST JSON says, field for field."""
+    as_json = rest.encode_model_config(config)
+    expected = _as_rest_json({"config": as_json}, pb.ModelConfigResponse())
+    message = encode_model_config(config)
+    assert message == expected
+    assert message.SerializeToString(deterministic=True) == expected.SerializeToString(
+        deterministic=True
     )
-    spec = TensorSpec("x", DataType.FP16, (-1, 3))
-    as_json = triton_model_config(config, (spec,), (spec,))
+
+
+def test_model_config_keeps_every_key() -> None:
+    """Every key of Triton's JSON model configuration has a field in our ModelConfig."""
+    config = CONFIGS["batched"]
+    as_json = triton_model_config(config, (SPEC,), (SPEC,))
     json_format.ParseDict(as_json, pb.ModelConfig())  # raises on a key we lack
-    message = encode_model_config(as_json).config
+    message = encode_model_config(config).config
     assert message.max_batch_size == 8
     assert list(message.input[0].dims) == [3]
     assert message.input[0].data_type == pb.TYPE_FP16
@@ -386,21 +440,38 @@ def test_model_config_keeps_every_key() -> None:
 
 
 def test_statistics_and_index_keep_every_key() -> None:
-    """Statistics and repository index rows convert without losing a key."""
+    """Statistics and repository index messages carry what the REST JSON says, key for key."""
     stats = ModelStats("m", "1")
     stats.record_execution(4, 2, 10, 20, 30)
-    as_json = {"model_stats": [stats.to_dict()]}
-    json_format.ParseDict(as_json, pb.ModelStatisticsResponse())
-    message = encode_statistics(as_json).model_stats[0]
-    assert (message.inference_count, message.execution_count) == (4, 1)
-    assert message.batch_stats[0].batch_size == 4
-    assert message.inference_stats.compute_infer.ns == 40
-    rows = [{"name": "m", "version": "1", "state": "READY"}, {"name": "n", "state": "UNAVAILABLE"}]
+    stats.record_execution(1, 1, 5, 6, 7)
+    idle = ModelStats("m", "2")
+    as_json = rest.encode_statistics([stats, idle])
+    json_format.ParseDict(as_json, pb.ModelStatisticsResponse())  # raises on a key we lack
+    response = encode_statistics([stats, idle])
+    assert response == _as_rest_json(as_json, pb.ModelStatisticsResponse())
+    message = response.model_stats[0]
+    assert (message.inference_count, message.execution_count) == (5, 2)
+    assert [b.batch_size for b in message.batch_stats] == [1, 4]
+    assert message.inference_stats.compute_infer.ns == 46
+    rows = [
+        RepositoryEntry("m", ModelState.READY, "", "1"),
+        RepositoryEntry("n", ModelState.UNAVAILABLE, "not loaded"),
+    ]
     index = encode_repository_index(rows)
+    assert index == _as_rest_json(
+        {"models": rest.encode_repository_index(rows)}, pb.RepositoryIndexResponse()
+    )
     assert [(m.name, m.version, m.state) for m in index.models] == [
         ("m", "1", "READY"),
         ("n", "", "UNAVAILABLE"),
     ]
+
+
+def test_server_metadata_message_is_the_rest_json() -> None:
+    """The ServerMetadata message carries the REST JSON's name, version and extensions."""
+    metadata = ServerMetadata("shipyard", "9.9", ("statistics", "model_repository"))
+    expected = _as_rest_json(rest.encode_server_metadata(metadata), pb.ServerMetadataResponse())
+    assert encode_server_metadata(metadata) == expected
 
 
 # -- the transport's table and deadline ------------------------------------------------------

@@ -21,9 +21,10 @@ from shipyard.errors import (
     NotFoundError,
 )
 from shipyard.hardware import parse_cpuinfo
+from shipyard.protocol.rest import encode_repository_index
 from shipyard.repository.registry import ModelRegistry, ModelState
 from shipyard.testing.models import add_sub_model, identity_model, write_model
-from shipyard.types import DataType, TensorSpec
+from shipyard.types import DataType, RepositoryEntry, TensorSpec
 from tests.cpus import AVX2_EPYC, VNNI_XEON
 
 T = TypeVar("T")
@@ -44,8 +45,8 @@ async def loaded(repository: Path, *names: str) -> ModelRegistry:
 
 
 def rows_of(registry: ModelRegistry, name: str) -> list[dict[str, Any]]:
-    """The repository index rows of ``name``."""
-    return [row for row in registry.index() if row["name"] == name]
+    """The repository index rows of ``name``, as the REST API shows them."""
+    return [row for row in encode_repository_index(registry.index()) if row["name"] == name]
 
 
 def test_load_all_loads_every_model(repository: Path) -> None:
@@ -62,8 +63,8 @@ def test_load_all_loads_every_model(repository: Path) -> None:
         assert [s.name for s in served.inputs] == ["INPUT0", "INPUT1"]
         assert [s.name for s in served.outputs] == ["OUTPUT0", "OUTPUT1"]
         assert registry.index() == [
-            {"name": "ident", "version": "1", "state": "READY", "reason": ""},
-            {"name": "simple", "version": "1", "state": "READY", "reason": ""},
+            RepositoryEntry("ident", ModelState.READY, "", "1"),
+            RepositoryEntry("simple", ModelState.READY, "", "1"),
         ]
         await registry.close()
 
@@ -347,9 +348,9 @@ def test_index_ready_only(repository: Path) -> None:
 
     async def body() -> None:
         registry = await loaded(repository, "good", "bad")
-        assert {row["name"] for row in registry.index()} == {"good", "bad", "idle"}
+        assert {row.name for row in registry.index()} == {"good", "bad", "idle"}
         assert registry.index(ready_only=True) == [
-            {"name": "good", "version": "1", "state": "READY", "reason": ""}
+            RepositoryEntry("good", ModelState.READY, "", "1")
         ]
         await registry.close()
 

@@ -18,6 +18,7 @@ from shipyard.errors import (
     UnavailableError,
     UnsupportedError,
 )
+from shipyard.protocol.rest import encode_model_config, encode_server_metadata, encode_statistics
 from shipyard.repository.registry import ModelRegistry
 from shipyard.server.service import EXTENSIONS, InferenceService
 from shipyard.testing.models import add_sub_model, identity_model, write_model
@@ -69,7 +70,7 @@ def invalid(models: Path, request: InferRequest, message: str) -> None:
     async def body(service: InferenceService) -> None:
         with pytest.raises(InvalidInputError, match=message):
             await service.infer(request)
-        assert service.statistics("simple")["model_stats"][0]["execution_count"] == 0
+        assert service.statistics("simple")[0].execution_count == 0
 
     with_service(models, body)
 
@@ -297,7 +298,7 @@ def test_server_metadata(models: Path) -> None:
     """Server metadata names Shipyard, its version and exactly the implemented extensions."""
 
     async def body(service: InferenceService) -> None:
-        assert service.server_metadata() == {
+        assert encode_server_metadata(service.server_metadata()) == {
             "name": "shipyard",
             "version": __version__,
             "extensions": list(EXTENSIONS),
@@ -357,10 +358,10 @@ def test_model_config(models: Path) -> None:
     """The Triton model configuration reflects the resolved batching."""
 
     async def body(service: InferenceService) -> None:
-        config = service.model_config("small")
+        config = encode_model_config(service.model_config("small"))
         assert config["max_batch_size"] == 2
         assert config["input"][0]["dims"] == [4]
-        fixed = service.model_config("fixed")
+        fixed = encode_model_config(service.model_config("fixed"))
         assert fixed["max_batch_size"] == 0
         assert fixed["input"][0]["dims"] == [2, 4]
         assert fixed["input"][0]["data_type"] == "TYPE_INT32"
@@ -381,7 +382,7 @@ def test_default_timeout_matches_the_model_config(repository: Path) -> None:
 
     async def body(service: InferenceService) -> None:
         for name in ("timed", "plain", "fixed"):
-            config = service.model_config(name)
+            config = encode_model_config(service.model_config(name))
             policy = config.get("dynamic_batching", {}).get("default_queue_policy", {})
             expected = policy.get("default_timeout_microseconds", 0)
             assert service.default_timeout_us(name) == expected
@@ -398,15 +399,15 @@ def test_statistics(models: Path) -> None:
 
     async def body(service: InferenceService) -> None:
         await service.infer(simple_request(fp32("INPUT0", rows=3), fp32("INPUT1", rows=3)))
-        (simple,) = service.statistics("simple")["model_stats"]
+        (simple,) = encode_statistics(service.statistics("simple"))["model_stats"]
         assert (simple["name"], simple["version"]) == ("simple", "1")
         assert simple["inference_count"] == 3
         assert simple["execution_count"] == 1
         assert simple["inference_stats"]["success"]["count"] == 1
-        assert service.statistics("simple", "1")["model_stats"] == [simple]
-        everything = service.statistics()["model_stats"]
+        assert encode_statistics(service.statistics("simple", "1"))["model_stats"] == [simple]
+        everything = encode_statistics(service.statistics())["model_stats"]
         assert {s["name"] for s in everything} == {"simple", "small", "fixed"}
-        assert service.statistics("broken") == {"model_stats": []}
+        assert encode_statistics(service.statistics("broken")) == {"model_stats": []}
         with pytest.raises(NotFoundError):
             service.statistics("ghost")
         with pytest.raises(NotFoundError):
@@ -420,8 +421,8 @@ def test_repository_index(models: Path) -> None:
 
     async def body(service: InferenceService) -> None:
         ready = service.repository_index(ready_only=True)
-        assert {row["name"] for row in ready} == {"simple", "small", "fixed"}
-        states = {row["name"]: row["state"] for row in service.repository_index()}
+        assert {row.name for row in ready} == {"simple", "small", "fixed"}
+        states = {row.name: row.state for row in service.repository_index()}
         assert states["broken"] == "UNAVAILABLE"
 
     with_service(models, body)

@@ -2,31 +2,35 @@
 
 Tensor data arrives either in ``raw_input_contents`` (one little-endian blob per input, the fast
 path every Triton client uses) or in each input's typed ``contents``; a request that mixes the
-two is refused. Responses always use ``raw_output_contents``, as Triton's do. The JSON-shaped
-answers of the service (model configuration, statistics, repository index) are converted with
-protobuf's JSON mapping, whose field names they share.
+two is refused. Responses always use ``raw_output_contents``, as Triton's do. The service's other
+answers (server metadata, model configuration, statistics, repository index) are core types that
+become their messages here, field by field, as the REST codec makes them JSON.
 
 Needs the ``grpc`` extra (protobuf); :mod:`shipyard.server.grpc` imports this lazily.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from google.protobuf import json_format
 
+from shipyard.config import ModelConfig
 from shipyard.errors import InternalError, InvalidInputError
 from shipyard.protocol import grpc_service_pb2 as pb
 from shipyard.protocol.binary import array_from_raw, array_to_raw, element_count
+from shipyard.protocol.model_config import triton_dims, triton_platform
+from shipyard.stats import Duration, ModelStats
 from shipyard.types import (
     DataType,
     InferRequest,
     InferResponse,
     ModelMetadata,
+    RepositoryEntry,
     RequestedOutput,
+    ServerMetadata,
     Tensor,
 )
 
@@ -39,6 +43,7 @@ __all__ = [
     "encode_model_metadata",
     "encode_parameters",
     "encode_repository_index",
+    "encode_server_metadata",
     "encode_statistics",
 ]
 
@@ -268,28 +273,107 @@ def encode_model_metadata(metadata: ModelMetadata) -> pb.ModelMetadataResponse:
     )
 
 
-def _from_json(value: dict[str, Any], message: Any) -> Any:
-    # ignore_unknown_fields: a key the JSON view gains later must not break the RPC; the unit
-    # tests check that today's keys all arrive.
-    return json_format.ParseDict(value, message, ignore_unknown_fields=True)
+def encode_server_metadata(metadata: ServerMetadata) -> pb.ServerMetadataResponse:
+    """The ``ServerMetadataResponse``."""
+    return pb.ServerMetadataResponse(
+        name=metadata.name, version=metadata.version, extensions=metadata.extensions
+    )
 
 
-def encode_model_config(config: dict[str, Any]) -> pb.ModelConfigResponse:
-    """Triton's JSON model configuration → ``ModelConfigResponse``."""
-    response = pb.ModelConfigResponse()
-    _from_json(config, response.config)
-    return response
+def encode_model_config(config: ModelConfig) -> pb.ModelConfigResponse:
+    """Triton's model configuration of a served model (its signature in ``config``)."""
+    max_batch = config.max_batch_size or 0
+    batched = max_batch > 0
+    message = pb.ModelConfig(
+        name=config.name,
+        platform=triton_platform(config.backend),
+        backend=config.backend,
+        max_batch_size=max_batch,
+        input=[
+            pb.ModelInput(
+                name=s.name,
+                data_type=s.datatype.triton_name,
+                format="FORMAT_NONE",
+                dims=triton_dims(s, batched),
+            )
+            for s in config.inputs
+        ],
+        output=[
+            pb.ModelOutput(
+                name=s.name, data_type=s.datatype.triton_name, dims=triton_dims(s, batched)
+            )
+            for s in config.outputs
+        ],
+        instance_group=[
+            pb.ModelInstanceGroup(name=config.name, kind="KIND_CPU", count=config.instance_count)
+        ],
+    )
+    policy = config.version_policy
+    if policy.kind == "all":
+        message.version_policy.all.SetInParent()
+    elif policy.kind == "specific":
+        message.version_policy.specific.versions.extend(policy.versions)
+    else:
+        message.version_policy.latest.num_versions = policy.latest
+    batching = config.dynamic_batching
+    if batched and batching is not None:
+        message.dynamic_batching.CopyFrom(
+            pb.ModelDynamicBatching(
+                preferred_batch_size=batching.preferred_batch_sizes,
+                max_queue_delay_microseconds=batching.max_queue_delay_us,
+                default_queue_policy=pb.ModelQueuePolicy(
+                    max_queue_size=batching.max_queue_size,
+                    default_timeout_microseconds=batching.default_timeout_us,
+                ),
+            )
+        )
+    return pb.ModelConfigResponse(config=message)
 
 
-def encode_statistics(statistics: dict[str, Any]) -> pb.ModelStatisticsResponse:
-    """The statistics extension's ``{"model_stats": [...]}`` → ``ModelStatisticsResponse``."""
-    response = pb.ModelStatisticsResponse()
-    _from_json(statistics, response)
-    return response
+def _duration(duration: Duration) -> pb.StatisticDuration:
+    return pb.StatisticDuration(count=duration.count, ns=duration.ns)
 
 
-def encode_repository_index(rows: list[dict[str, Any]]) -> pb.RepositoryIndexResponse:
-    """The repository index rows → ``RepositoryIndexResponse``."""
-    response = pb.RepositoryIndexResponse()
-    _from_json({"models": rows}, response)
-    return response
+def _model_stats(stats: ModelStats) -> pb.ModelStatistics:
+    return pb.ModelStatistics(
+        name=stats.name,
+        version=stats.version,
+        last_inference=stats.last_inference_ms,
+        inference_count=stats.inference_count,
+        execution_count=stats.execution_count,
+        inference_stats=pb.InferStatistics(
+            success=_duration(stats.success),
+            fail=_duration(stats.fail),
+            queue=_duration(stats.queue),
+            compute_input=_duration(stats.compute_input),
+            compute_infer=_duration(stats.compute_infer),
+            compute_output=_duration(stats.compute_output),
+            cache_hit=pb.StatisticDuration(),
+            cache_miss=pb.StatisticDuration(),
+        ),
+        batch_stats=[
+            pb.InferBatchStatistics(
+                batch_size=size,
+                compute_input=_duration(batch.compute_input),
+                compute_infer=_duration(batch.compute_infer),
+                compute_output=_duration(batch.compute_output),
+            )
+            for size, batch in sorted(stats.batches.items())
+        ],
+    )
+
+
+def encode_statistics(stats: Sequence[ModelStats]) -> pb.ModelStatisticsResponse:
+    """The ``ModelStatisticsResponse`` of some model versions."""
+    return pb.ModelStatisticsResponse(model_stats=[_model_stats(entry) for entry in stats])
+
+
+def encode_repository_index(entries: Sequence[RepositoryEntry]) -> pb.RepositoryIndexResponse:
+    """The ``RepositoryIndexResponse``: one entry per model (version)."""
+    row = pb.RepositoryIndexResponse.ModelIndex
+    return pb.RepositoryIndexResponse(
+        models=[
+            row(name=e.name, version=e.version or "", state=e.state.value, reason=e.reason)
+            for e in entries
+        ]
+    )

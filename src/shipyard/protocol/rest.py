@@ -3,22 +3,45 @@
 A request body is a JSON header, optionally followed by binary blobs in input order; the
 ``Inference-Header-Content-Length`` header gives the JSON length. Responses put an output in
 binary when the client asked (``binary_data`` per output, ``binary_data_output`` for all) and
-always for FP16, which JSON cannot carry.
+always for FP16, which JSON cannot carry. The service's other answers (server metadata, model
+configuration, statistics, repository index) become the JSON objects of the V2 REST API here.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import orjson
 
+from shipyard.config import ModelConfig
 from shipyard.errors import InvalidInputError
 from shipyard.protocol.binary import array_from_raw, array_to_raw, element_count
-from shipyard.types import DataType, InferRequest, InferResponse, RequestedOutput, Tensor
+from shipyard.protocol.model_config import triton_model_config
+from shipyard.stats import Duration, ModelStats
+from shipyard.types import (
+    DataType,
+    InferRequest,
+    InferResponse,
+    JSONObject,
+    RepositoryEntry,
+    RequestedOutput,
+    ServerMetadata,
+    Tensor,
+)
 
-__all__ = ["decode_infer_request", "decode_json", "encode_infer_response", "encode_json"]
+__all__ = [
+    "decode_infer_request",
+    "decode_json",
+    "encode_infer_response",
+    "encode_json",
+    "encode_model_config",
+    "encode_repository_index",
+    "encode_server_metadata",
+    "encode_statistics",
+]
 
 _FLOAT_LIMITS = {DataType.FP32: np.finfo(np.float32).max, DataType.FP64: np.finfo(np.float64).max}
 
@@ -295,3 +318,72 @@ def _text(name: str, value: Any) -> str:
             f"output {name!r} holds bytes that are not UTF-8 text; request it with "
             '"binary_data": true'
         ) from None
+
+
+# -- metadata, configuration, statistics, repository ----------------------------------------
+
+
+def encode_server_metadata(metadata: ServerMetadata) -> JSONObject:
+    """The ``$metadata_server_response`` object."""
+    return {
+        "name": metadata.name,
+        "version": metadata.version,
+        "extensions": list(metadata.extensions),
+    }
+
+
+def encode_model_config(config: ModelConfig) -> JSONObject:
+    """Triton's JSON model configuration of a served model (its signature in ``config``)."""
+    return triton_model_config(config, config.inputs, config.outputs)
+
+
+def _duration(duration: Duration) -> JSONObject:
+    return {"count": duration.count, "ns": duration.ns}
+
+
+def _model_stats(stats: ModelStats) -> JSONObject:
+    return {
+        "name": stats.name,
+        "version": stats.version,
+        "last_inference": stats.last_inference_ms,
+        "inference_count": stats.inference_count,
+        "execution_count": stats.execution_count,
+        "inference_stats": {
+            "success": _duration(stats.success),
+            "fail": _duration(stats.fail),
+            "queue": _duration(stats.queue),
+            "compute_input": _duration(stats.compute_input),
+            "compute_infer": _duration(stats.compute_infer),
+            "compute_output": _duration(stats.compute_output),
+            "cache_hit": {"count": 0, "ns": 0},
+            "cache_miss": {"count": 0, "ns": 0},
+        },
+        "batch_stats": [
+            {
+                "batch_size": size,
+                "compute_input": _duration(batch.compute_input),
+                "compute_infer": _duration(batch.compute_infer),
+                "compute_output": _duration(batch.compute_output),
+            }
+            for size, batch in sorted(stats.batches.items())
+        ],
+    }
+
+
+def encode_statistics(stats: Sequence[ModelStats]) -> JSONObject:
+    """The statistics extension's ``{"model_stats": [...]}``."""
+    return {"model_stats": [_model_stats(entry) for entry in stats]}
+
+
+def _index_row(entry: RepositoryEntry) -> JSONObject:
+    row: JSONObject = {"name": entry.name}
+    if entry.version is not None:
+        row["version"] = entry.version
+    row["state"] = entry.state.value
+    row["reason"] = entry.reason
+    return row
+
+
+def encode_repository_index(entries: Sequence[RepositoryEntry]) -> list[JSONObject]:
+    """The repository extension's index: one object per model (version)."""
+    return [_index_row(entry) for entry in entries]

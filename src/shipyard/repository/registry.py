@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import enum
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from shipyard.backends.base import Backend, load_backend, resolve_backend
 from shipyard.backends.threads import ThreadChoice
@@ -31,20 +29,11 @@ from shipyard.processing import Pipeline, build_pipeline
 from shipyard.repository.evidence import load_warnings, read_report
 from shipyard.repository.layout import ModelSource, find_model, parse_version, scan_repository
 from shipyard.stats import ModelStats
-from shipyard.types import TensorSpec
+from shipyard.types import ModelState, RepositoryEntry, TensorSpec
 
 __all__ = ["ModelRegistry", "ModelState", "ServedVersion"]
 
 log = logging.getLogger(__name__)
-
-
-class ModelState(enum.StrEnum):
-    """A model's state as the repository index reports it (Triton's names)."""
-
-    READY = "READY"
-    LOADING = "LOADING"
-    UNLOADING = "UNLOADING"
-    UNAVAILABLE = "UNAVAILABLE"
 
 
 @dataclass(slots=True)
@@ -142,9 +131,9 @@ class ModelRegistry:
         """Every loaded version of every model."""
         return [v for name in sorted(self._entries) for v in self.versions(name)]
 
-    def index(self, ready_only: bool = False) -> list[dict[str, Any]]:
+    def index(self, ready_only: bool = False) -> list[RepositoryEntry]:
         """The repository index: models on disk and loaded, with state and reason."""
-        rows: list[dict[str, Any]] = []
+        rows: list[RepositoryEntry] = []
         try:
             on_disk = set(scan_repository(self.root))
         except ConfigError:
@@ -153,23 +142,18 @@ class ModelRegistry:
             entry = self._entries.get(name)
             if entry is None:
                 if not ready_only:
-                    rows.append({"name": name, "state": "UNAVAILABLE", "reason": "not loaded"})
+                    rows.append(RepositoryEntry(name, ModelState.UNAVAILABLE, "not loaded"))
                 continue
             if entry.versions:
                 rows.extend(
-                    {
-                        "name": name,
-                        "version": str(v),
-                        "state": entry.state.value,
-                        "reason": entry.reason,
-                    }
+                    RepositoryEntry(name, entry.state, entry.reason, str(v))
                     for v in sorted(entry.versions)
                 )
             elif not ready_only and (name in on_disk or entry.state is not ModelState.UNAVAILABLE):
                 # An unavailable model whose folder is gone is no longer in the repository.
-                rows.append({"name": name, "state": entry.state.value, "reason": entry.reason})
+                rows.append(RepositoryEntry(name, entry.state, entry.reason))
         if ready_only:
-            rows = [row for row in rows if row["state"] == ModelState.READY.value]
+            rows = [row for row in rows if row.state is ModelState.READY]
         return rows
 
     # -- changes --------------------------------------------------------------------------

@@ -229,19 +229,19 @@ def _model_rows(service: InferenceService) -> list[dict[str, Any]]:
     rows: dict[str, dict[str, Any]] = {}
     for entry in service.repository_index():
         row = rows.setdefault(
-            entry["name"],
+            entry.name,
             {
-                "name": entry["name"],
+                "name": entry.name,
                 "versions": [],
-                "state": entry["state"],
-                "reason": entry.get("reason", ""),
+                "state": entry.state.value,
+                "reason": entry.reason,
                 "inputs": [],
                 "outputs": [],
                 "warnings": [],
             },
         )
-        if "version" in entry:
-            row["versions"].append(entry["version"])
+        if entry.version is not None:
+            row["versions"].append(entry.version)
     for name, row in rows.items():
         if row["versions"]:
             metadata = service.model_metadata(name)

@@ -60,6 +60,7 @@ from shipyard.protocol.grpc import (
     encode_model_config,
     encode_model_metadata,
     encode_repository_index,
+    encode_server_metadata,
     encode_statistics,
 )
 from shipyard.server.service import InferenceService
@@ -154,10 +155,7 @@ class InferenceServicer:
         return pb.ModelReadyResponse(ready=ready)
 
     async def ServerMetadata(self, request: Any, remaining_s: float | None) -> Any:  # noqa: N802
-        metadata = self.service.server_metadata()
-        return pb.ServerMetadataResponse(
-            name=metadata["name"], version=metadata["version"], extensions=metadata["extensions"]
-        )
+        return encode_server_metadata(self.service.server_metadata())
 
     async def ModelMetadata(self, request: Any, remaining_s: float | None) -> Any:  # noqa: N802
         metadata = self.service.model_metadata(request.name, request.version or None)

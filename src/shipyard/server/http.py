@@ -25,6 +25,10 @@ from shipyard.protocol.rest import (
     decode_json,
     encode_infer_response,
     encode_json,
+    encode_model_config,
+    encode_repository_index,
+    encode_server_metadata,
+    encode_statistics,
 )
 from shipyard.server.service import InferenceService
 
@@ -98,7 +102,7 @@ class _Endpoints:
         return _flag(self.service.ready(), "ready")
 
     async def server_metadata(self, request: Request) -> Response:
-        return _json(self.service.server_metadata())
+        return _json(encode_server_metadata(self.service.server_metadata()))
 
     async def model_metadata(self, request: Request) -> Response:
         name, version = _model(request)
@@ -115,7 +119,7 @@ class _Endpoints:
 
     async def model_config(self, request: Request) -> Response:
         name, version = _model(request)
-        return _json(self.service.model_config(name, version))
+        return _json(encode_model_config(self.service.model_config(name, version)))
 
     async def infer(self, request: Request) -> Response:
         name, version = _model(request)
@@ -156,7 +160,7 @@ class _Endpoints:
         ready = body.get("ready", False)
         if not isinstance(ready, bool):
             raise InvalidInputError("repository index: 'ready' must be true or false")
-        return _json(self.service.repository_index(ready))
+        return _json(encode_repository_index(self.service.repository_index(ready)))
 
     async def load(self, request: Request) -> Response:
         body = await self.json_body(request)
@@ -171,7 +175,7 @@ class _Endpoints:
     async def stats(self, request: Request) -> Response:
         name = request.path_params.get("name")
         version = request.path_params.get("version")
-        return _json(self.service.statistics(name, version))
+        return _json(encode_statistics(self.service.statistics(name, version)))
 
     async def prometheus(self, request: Request) -> Response:
         return Response(generate_latest(self.metrics), media_type=CONTENT_TYPE_LATEST)

@@ -1,12 +1,14 @@
 """InferenceService: the one transport-neutral implementation of the Open Inference Protocol.
 
 HTTP and gRPC adapters decode their wire format into core types, call a method here, and encode
-what it returns; errors are :mod:`shipyard.errors` exceptions that each transport maps to its
-own status by one table.
+what it returns: every answer is a core type (:mod:`shipyard.types`, :mod:`shipyard.stats`,
+:class:`~shipyard.config.ModelConfig`), never a wire shape. Errors are :mod:`shipyard.errors`
+exceptions that each transport maps to its own status by one table.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
@@ -14,6 +16,7 @@ import numpy as np
 import numpy.typing as npt
 
 from shipyard import __version__
+from shipyard.config import ModelConfig
 from shipyard.errors import (
     InvalidInputError,
     ModelNotReadyError,
@@ -24,10 +27,19 @@ from shipyard.errors import (
 from shipyard.processing.image import ImageChain
 from shipyard.processing.outputs import check_classification, classify
 from shipyard.processing.predict import InputKind, decode_instances, predictions
-from shipyard.protocol.model_config import triton_model_config
 from shipyard.repository.layout import check_model_name
 from shipyard.repository.registry import ModelRegistry, ServedVersion
-from shipyard.types import DataType, InferRequest, InferResponse, ModelMetadata, Tensor, TensorSpec
+from shipyard.stats import ModelStats
+from shipyard.types import (
+    DataType,
+    InferRequest,
+    InferResponse,
+    ModelMetadata,
+    RepositoryEntry,
+    ServerMetadata,
+    Tensor,
+    TensorSpec,
+)
 
 __all__ = ["EXTENSIONS", "InferenceService"]
 
@@ -63,9 +75,9 @@ class InferenceService:
         """Refuse new inference requests (shutdown has begun); in-flight ones finish."""
         self._draining = True
 
-    def server_metadata(self) -> dict[str, Any]:
-        """The ``$metadata_server_response``."""
-        return {"name": "shipyard", "version": __version__, "extensions": list(EXTENSIONS)}
+    def server_metadata(self) -> ServerMetadata:
+        """The server's name, version and extensions."""
+        return ServerMetadata("shipyard", __version__, EXTENSIONS)
 
     def model_ready(self, name: str, version: str | None = None) -> bool:
         """Whether that model (version) can serve; unknown models raise NotFoundError."""
@@ -82,10 +94,15 @@ class InferenceService:
         inputs, outputs = _signature(served)
         return ModelMetadata(name, versions, served.platform, inputs, outputs)
 
-    def model_config(self, name: str, version: str | None = None) -> dict[str, Any]:
-        """Triton's JSON model configuration of a loaded model (version)."""
+    def model_config(self, name: str, version: str | None = None) -> ModelConfig:
+        """The configuration a loaded model (version) runs with.
+
+        Resolved as loaded (the real backend, the maximum batch size), with the model's whole
+        signature in ``inputs`` and ``outputs``: the model's own tensors, not the processed
+        ones clients send to a model with processing.
+        """
         served = self.registry.get(name, version)
-        return triton_model_config(served.config, served.inputs, served.outputs)
+        return dataclasses.replace(served.config, inputs=served.inputs, outputs=served.outputs)
 
     def default_timeout_us(self, name: str, version: str | None = None) -> int:
         """The model's queue timeout for requests without one of their own (0: none).
@@ -271,7 +288,7 @@ class InferenceService:
 
     # -- repository and statistics --------------------------------------------------------
 
-    def repository_index(self, ready_only: bool = False) -> list[dict[str, Any]]:
+    def repository_index(self, ready_only: bool = False) -> list[RepositoryEntry]:
         """Every model in the repository with its state and reason."""
         return self.registry.index(ready_only)
 
@@ -287,8 +304,11 @@ class InferenceService:
         _refuse_parameters(parameters, "unload", allowed=("unload_dependents",))
         await self.registry.unload(name)
 
-    def statistics(self, name: str | None = None, version: str | None = None) -> dict[str, Any]:
-        """The statistics extension's ``{"model_stats": [...]}``."""
+    def statistics(self, name: str | None = None, version: str | None = None) -> list[ModelStats]:
+        """The statistics of every loaded version, of a model's versions, or of one version.
+
+        The counters are live: encode them before the event loop runs anything else.
+        """
         if name is None:
             served = self.registry.served()
         elif version:
@@ -297,7 +317,7 @@ class InferenceService:
             if not self.registry.known(name):
                 raise NotFoundError(f"unknown model {name!r}")
             served = self.registry.versions(name)
-        return {"model_stats": [v.stats.to_dict() for v in served]}
+        return [v.stats for v in served]
 
 
 def _signature(served: ServedVersion) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
