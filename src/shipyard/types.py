@@ -157,15 +157,24 @@ class RequestedOutput:
 
 @dataclass(slots=True)
 class InferRequest:
-    """A transport-neutral inference request."""
+    """A transport-neutral inference request, with its deadline."""
 
     model_name: str
     inputs: list[Tensor]
     model_version: str | None = None
     id: str | None = None
+    #: The client's other parameters (the codecs take ``timeout`` out into ``timeout_us``).
     parameters: Parameters = field(default_factory=dict)
     #: ``None`` means "all outputs".
     outputs: list[RequestedOutput] | None = None
+    #: The client's queue timeout in microseconds (its ``timeout`` parameter): a request that
+    #: has not started running by then is dropped with DeadlineExceededError. ``0``: none of
+    #: its own; the model's ``default_timeout_us`` applies.
+    timeout_us: int = 0
+    #: When the caller stops waiting, as a ``time.monotonic()`` value (a gRPC call's deadline,
+    #: less the transport's margin); ``None``: never. The request is dropped from the queue at
+    #: this time at the latest, whatever its timeout.
+    deadline: float | None = None
 
 
 @dataclass(slots=True)

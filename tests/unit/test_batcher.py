@@ -12,7 +12,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from shipyard.batching.batcher import DynamicBatcher
+from shipyard.batching.batcher import DynamicBatcher, queue_timeout_us
 from shipyard.config import DynamicBatchingConfig
 from shipyard.errors import (
     DeadlineExceededError,
@@ -416,6 +416,39 @@ def test_default_timeout_applies_without_a_request_timeout() -> None:
         assert backend.batch_rows == [1]
 
     run(close_after(batcher, body))
+
+
+def test_deadline_expires_a_queued_request() -> None:
+    """A queued request whose caller's deadline passes is dropped, though it sent no timeout."""
+    batcher, backend, stats = make()
+
+    async def body() -> None:
+        first = await hold_first(batcher, backend)
+        deadline = time.monotonic() + 0.02
+        with pytest.raises(DeadlineExceededError, match="timed out"):
+            await batcher.submit(rows(1, 50), ["y"], deadline=deadline)
+        backend.gate.set()
+        await first
+        assert backend.batch_rows == [1]
+        assert stats.fail.count == 1
+
+    run(close_after(batcher, body))
+
+
+@pytest.mark.parametrize(
+    ("timeout_us", "expected_us"),
+    [
+        (0, 199_000),  # no timeout: the deadline applies
+        (500_000, 199_000),  # the deadline is tighter than the timeout
+        (50_000, 50_000),  # the timeout is tighter
+        (10_000, 10_000),  # a model default that is tighter is kept
+    ],
+)
+def test_deadline_caps_the_queue_timeout(timeout_us: int, expected_us: int) -> None:
+    """A deadline 199 ms away caps the queue timeout, never loosening a tighter one."""
+    assert queue_timeout_us(timeout_us, 0.199) == expected_us
+    assert queue_timeout_us(timeout_us, None) == timeout_us
+    assert queue_timeout_us(timeout_us, -5.0) == 1  # already past: expire at once
 
 
 def test_timeout_does_not_cancel_a_request_that_started() -> None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -321,7 +323,7 @@ def test_missing_data_and_bad_headers_are_refused() -> None:
 def test_request_fields_and_parameters_decode() -> None:
     """Empty version and id mean unset; parameters of every kind come through as Python values."""
     message = typed_request(DataType.INT64, np.array([1], dtype=np.int64))
-    message.parameters["timeout"].int64_param = 10
+    message.parameters["priority"].int64_param = 10
     message.parameters["flag"].bool_param = True
     message.parameters["big"].uint64_param = 2**64 - 1
     message.parameters["ratio"].double_param = 0.5
@@ -331,7 +333,7 @@ def test_request_fields_and_parameters_decode() -> None:
     assert request.model_version is None
     assert request.id is None
     assert request.parameters == {
-        "timeout": 10,
+        "priority": 10,
         "flag": True,
         "big": 2**64 - 1,
         "ratio": 0.5,
@@ -493,31 +495,40 @@ def test_status_numbers_are_grpcs() -> None:
 
 
 class _Service:
-    """Just enough of InferenceService for the deadline logic: a model default timeout."""
+    """Just enough of InferenceService for ModelInfer: it keeps the request it is given."""
 
-    def __init__(self, default_timeout_us: int) -> None:
-        self._default_timeout_us = default_timeout_us
+    max_tensor_elements = LIMIT
 
-    def default_timeout_us(self, name: str, version: str | None = None) -> int:
-        return self._default_timeout_us
+    def __init__(self) -> None:
+        self.requests: list[InferRequest] = []
+
+    async def infer(self, request: InferRequest) -> InferResponse:
+        self.requests.append(request)
+        return InferResponse(request.model_name, "1", [])
 
 
-@pytest.mark.parametrize(
-    ("client_timeout_us", "model_default_us", "expected_us"),
-    [
-        (0, 0, 199_000),  # nothing else: the deadline (less the margin) applies
-        (500_000, 0, 199_000),  # the deadline is tighter than the client's timeout
-        (50_000, 0, 50_000),  # the client's own timeout is tighter
-        (0, 10_000, 0),  # the model's default is tighter: left to the batcher
-        (0, 900_000, 199_000),  # the deadline is tighter than the model's default
-    ],
-)
-def test_deadline_becomes_the_timeout_when_tighter(
-    client_timeout_us: int, model_default_us: int, expected_us: int
-) -> None:
-    """A call deadline of 200 ms caps the request's timeout, never loosening a tighter one."""
-    servicer = InferenceServicer(_Service(model_default_us))  # type: ignore[arg-type]
-    parameters = {"timeout": client_timeout_us} if client_timeout_us else {}
-    request = InferRequest("m", [], parameters=parameters)
-    servicer._apply_deadline(request, 0.2)
-    assert request.parameters.get("timeout", 0) == (expected_us or client_timeout_us)
+def test_call_deadline_becomes_the_request_deadline() -> None:
+    """A call with 200 ms left gives its request a deadline 199 ms away (the 1 ms margin)."""
+    service = _Service()
+    servicer = InferenceServicer(service)  # type: ignore[arg-type]
+    message = typed_request(DataType.INT32, np.ones(2, np.int32))
+    message.parameters["timeout"].int64_param = 50_000
+    before = time.monotonic()
+    asyncio.run(servicer.ModelInfer(message, 0.2))
+    after = time.monotonic()
+    (request,) = service.requests
+    assert request.deadline is not None
+    assert before + 0.199 <= request.deadline <= after + 0.199
+    assert request.timeout_us == 50_000  # the client's own timeout is kept beside it
+    assert "timeout" not in request.parameters
+    asyncio.run(servicer.ModelInfer(message, None))
+    assert service.requests[1].deadline is None
+
+
+@pytest.mark.parametrize("timeout", [-1, 1.5, "100", True])
+def test_bad_timeout_parameter(timeout: Any) -> None:
+    """The timeout parameter must be a non-negative integer of microseconds."""
+    message = typed_request(DataType.INT32, np.ones(2, np.int32))
+    encode_parameters({"timeout": timeout}, message.parameters)
+    with pytest.raises(InvalidInputError, match="parameter 'timeout' must be a non-negative"):
+        decode_infer_request(message, LIMIT)

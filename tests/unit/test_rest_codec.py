@@ -85,7 +85,8 @@ def test_model_version_and_parameters_pass_through() -> None:
     }
     request = decode_infer_request(orjson.dumps(header), None, "m", "3", LIMIT)
     assert request.model_version == "3"
-    assert request.parameters == {"timeout": 5, "binary_data_output": True}
+    assert request.parameters == {"binary_data_output": True}
+    assert request.timeout_us == 5
     assert request.outputs == [RequestedOutput("y", {"binary_data": False})]
 
 
@@ -650,3 +651,20 @@ def test_decode_json_names_what_was_bad() -> None:
     assert decode_json(b'{"a": 1}') == {"a": 1}
     with pytest.raises(InvalidInputError, match="load body is not valid JSON"):
         decode_json(b"{", "load body")
+
+
+@pytest.mark.parametrize("timeout", [-1, 1.5, "100", True, None])
+def test_bad_timeout_parameter(timeout: Any) -> None:
+    """The timeout parameter must be a non-negative integer of microseconds."""
+    header = {**one_input(shape=[1], datatype="INT8", data=[1]), "parameters": {"timeout": timeout}}
+    error = bad(header, match="parameter 'timeout' must be a non-negative integer")
+    assert "'m'" in error.message
+
+
+@pytest.mark.parametrize("timeout", [0, 10_000_000])
+def test_good_timeout_parameter(timeout: int) -> None:
+    """A zero or generous timeout becomes the request's timeout_us, out of its parameters."""
+    header = {**one_input(shape=[1], datatype="INT8", data=[1]), "parameters": {"timeout": timeout}}
+    request = decode(header)
+    assert request.timeout_us == timeout
+    assert request.parameters == {}

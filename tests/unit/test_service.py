@@ -260,19 +260,12 @@ def test_bad_classification_parameter(models: Path, count: Any) -> None:
     invalid(models, simple_request(outputs=[output]), "'classification' must be an integer >= 1")
 
 
-@pytest.mark.parametrize("timeout", [-1, 1.5, "100", True, None])
-def test_bad_timeout_parameter(models: Path, timeout: Any) -> None:
-    """The timeout parameter must be a non-negative integer of microseconds."""
-    request = simple_request(parameters={"timeout": timeout})
-    invalid(models, request, "parameter 'timeout' must be a non-negative integer")
-
-
 @pytest.mark.parametrize("timeout", [0, 10_000_000])
 def test_good_timeout_parameter(models: Path, timeout: int) -> None:
     """A zero or generous timeout lets the request run."""
 
     async def body(service: InferenceService) -> None:
-        response = await service.infer(simple_request(parameters={"timeout": timeout}))
+        response = await service.infer(simple_request(timeout_us=timeout))
         assert len(response.outputs) == 2
 
     with_service(models, body)
@@ -367,28 +360,6 @@ def test_model_config(models: Path) -> None:
         assert fixed["input"][0]["data_type"] == "TYPE_INT32"
 
     with_service(models, body)
-
-
-def test_default_timeout_matches_the_model_config(repository: Path) -> None:
-    """default_timeout_us (the gRPC deadline check's shortcut) agrees with model_config."""
-    write_model(
-        repository,
-        "timed",
-        identity_model(),
-        config="max_batch_size = 4\n[dynamic_batching]\ndefault_timeout_us = 250000\n",
-    )
-    write_model(repository, "plain", identity_model())
-    write_model(repository, "fixed", identity_model(DataType.INT32, shape=[2, 4]))
-
-    async def body(service: InferenceService) -> None:
-        for name in ("timed", "plain", "fixed"):
-            config = encode_model_config(service.model_config(name))
-            policy = config.get("dynamic_batching", {}).get("default_queue_policy", {})
-            expected = policy.get("default_timeout_microseconds", 0)
-            assert service.default_timeout_us(name) == expected
-        assert service.default_timeout_us("timed") == 250_000
-
-    with_service(repository, body)
 
 
 # -- statistics and repository -----------------------------------------------------------------

@@ -32,7 +32,7 @@ from shipyard.errors import (
 )
 from shipyard.stats import ModelStats
 
-__all__ = ["DynamicBatcher"]
+__all__ = ["DynamicBatcher", "queue_timeout_us"]
 
 log = logging.getLogger(__name__)
 
@@ -98,11 +98,19 @@ class DynamicBatcher:
         """Executions in progress."""
         return len(self._instances) - len(self._free)
 
-    async def submit(self, inputs: Arrays, outputs: Sequence[str], timeout_us: int = 0) -> Arrays:
+    async def submit(
+        self,
+        inputs: Arrays,
+        outputs: Sequence[str],
+        timeout_us: int = 0,
+        deadline: float | None = None,
+    ) -> Arrays:
         """Queue one request (all inputs share dim 0 when batching) and await its outputs.
 
         ``timeout_us`` > 0 drops the request with DeadlineExceededError if it has not
         started running by then; 0 falls back to the model's ``default_timeout_us``.
+        ``deadline`` (a ``time.monotonic()`` value: when the caller stops waiting) drops it
+        then at the latest, whichever of the two comes first.
         """
         if self._closed:
             raise ModelNotReadyError(f"model {self.model!r} is unloading; retry shortly")
@@ -130,7 +138,10 @@ class DynamicBatcher:
         pending = _Pending(
             inputs, tuple(outputs), rows, key, loop.create_future(), time.perf_counter_ns()
         )
-        timeout_us = timeout_us or self._config.default_timeout_us
+        timeout_us = queue_timeout_us(
+            timeout_us or self._config.default_timeout_us,
+            None if deadline is None else deadline - time.monotonic(),
+        )
         if timeout_us > 0:
             pending.expiry = loop.call_later(timeout_us / 1e6, self._expire, pending)
         self._queue.append(pending)
@@ -329,3 +340,16 @@ class DynamicBatcher:
         self._executor.shutdown(wait=False, cancel_futures=False)
         for instance in self._instances:
             instance.close()
+
+
+def queue_timeout_us(timeout_us: int, left_s: float | None) -> int:
+    """Return how long a request may wait in the queue, in microseconds (0: no limit).
+
+    ``timeout_us`` is its own or its model's timeout (0: none), ``left_s`` the seconds left
+    before its caller's deadline (None: no deadline). The tighter of the two wins; a
+    deadline already past still leaves 1 µs, so the request expires instead of running.
+    """
+    if left_s is None:
+        return timeout_us
+    left_us = max(1, int(left_s * 1e6))
+    return left_us if timeout_us == 0 or left_us < timeout_us else timeout_us

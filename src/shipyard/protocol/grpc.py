@@ -22,6 +22,7 @@ from shipyard.errors import InternalError, InvalidInputError
 from shipyard.protocol import grpc_service_pb2 as pb
 from shipyard.protocol.binary import array_from_raw, array_to_raw, element_count
 from shipyard.protocol.model_config import triton_dims, triton_platform
+from shipyard.protocol.parameters import pop_timeout_us
 from shipyard.stats import Duration, ModelStats
 from shipyard.types import (
     DataType,
@@ -172,14 +173,17 @@ def decode_infer_request(message: pb.ModelInferRequest, max_tensor_elements: int
             )
             for out in message.outputs
         ]
-    parameters = message.parameters
+    parameters = (
+        decode_parameters(message.parameters, f"model {message.model_name!r}")
+        if message.parameters
+        else {}
+    )
     return InferRequest(
         model_name=message.model_name,
         model_version=message.model_version or None,
         id=message.id or None,
-        parameters=decode_parameters(parameters, f"model {message.model_name!r}")
-        if parameters
-        else {},
+        timeout_us=pop_timeout_us(parameters, message.model_name) if parameters else 0,
+        parameters=parameters,
         inputs=inputs,
         outputs=outputs,
     )

@@ -20,6 +20,7 @@ from shipyard.config import ModelConfig
 from shipyard.errors import InvalidInputError
 from shipyard.protocol.binary import array_from_raw, array_to_raw, element_count
 from shipyard.protocol.model_config import triton_model_config
+from shipyard.protocol.parameters import pop_timeout_us
 from shipyard.stats import Duration, ModelStats
 from shipyard.types import (
     DataType,
@@ -119,11 +120,13 @@ def decode_infer_request(
             outputs.append(
                 RequestedOutput(out["name"], _parameters(out.get("parameters"), out["name"]))
             )
+    parameters = _parameters(header.get("parameters"), where)
     return InferRequest(
         model_name=model_name,
         model_version=model_version,
         id=request_id,
-        parameters=_parameters(header.get("parameters"), where),
+        timeout_us=pop_timeout_us(parameters, model_name),
+        parameters=parameters,
         inputs=inputs,
         outputs=outputs,
     )

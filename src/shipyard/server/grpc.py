@@ -64,7 +64,6 @@ from shipyard.protocol.grpc import (
     encode_statistics,
 )
 from shipyard.server.service import InferenceService
-from shipyard.types import InferRequest
 
 __all__ = ["GRPC_STATUS", "GrpcServer", "InferenceServicer", "StatusCode"]
 
@@ -167,20 +166,9 @@ class InferenceServicer:
     async def ModelInfer(self, request: Any, remaining_s: float | None) -> Any:  # noqa: N802
         infer_request = decode_infer_request(request, self.service.max_tensor_elements)
         if remaining_s is not None:
-            self._apply_deadline(infer_request, remaining_s)
+            infer_request.deadline = time.monotonic() + remaining_s - DEADLINE_MARGIN_US / 1_000_000
         response = await self.service.infer(infer_request)
         return encode_infer_response(response)
-
-    def _apply_deadline(self, request: InferRequest, remaining_s: float) -> None:
-        """Make the call's deadline the request's ``timeout`` when it is the tighter one."""
-        deadline_us = max(1, int(remaining_s * 1e6) - DEADLINE_MARGIN_US)
-        current = request.parameters.get("timeout", 0)
-        if isinstance(current, bool) or not isinstance(current, int) or current < 0:
-            return  # the service refuses it with its usual message
-        if current == 0:  # no timeout of the client's own: the model's default applies
-            current = self.service.default_timeout_us(request.model_name, request.model_version)
-        if current == 0 or deadline_us < current:
-            request.parameters["timeout"] = deadline_us
 
     async def ModelStatistics(self, request: Any, remaining_s: float | None) -> Any:  # noqa: N802
         statistics = self.service.statistics(request.name or None, request.version or None)

@@ -104,19 +104,6 @@ class InferenceService:
         served = self.registry.get(name, version)
         return dataclasses.replace(served.config, inputs=served.inputs, outputs=served.outputs)
 
-    def default_timeout_us(self, name: str, version: str | None = None) -> int:
-        """The model's queue timeout for requests without one of their own (0: none).
-
-        The ``default_timeout_microseconds`` that :meth:`model_config` reports, without
-        building the whole configuration (the gRPC transport asks on every call that has
-        a deadline).
-        """
-        config = self.registry.get(name, version).config
-        batching = config.dynamic_batching
-        if (config.max_batch_size or 0) > 0 and batching is not None:
-            return batching.default_timeout_us
-        return 0
-
     # -- inference ------------------------------------------------------------------------
 
     async def infer(self, request: InferRequest) -> InferResponse:
@@ -132,16 +119,16 @@ class InferenceService:
         inputs, outputs = _signature(served)
         arrays = self._validate_inputs(served, request.inputs, inputs)
         wanted = self._validate_outputs(served, request, outputs)
-        timeout_us = _timeout_us(served, request.parameters)
+        timeout_us, deadline = request.timeout_us, request.deadline
         pipeline = served.pipeline
         if pipeline is None:
-            results = await served.batcher.submit(arrays, wanted, timeout_us)
+            results = await served.batcher.submit(arrays, wanted, timeout_us, deadline)
         else:
             model_arrays = await pipeline.preprocess(arrays)
             tensors = [Tensor(n, DataType.from_numpy(a.dtype), a) for n, a in model_arrays.items()]
             model_arrays = self._validate_inputs(served, tensors, served.inputs)
             raw = await served.batcher.submit(
-                model_arrays, pipeline.model_outputs(wanted), timeout_us
+                model_arrays, pipeline.model_outputs(wanted), timeout_us, deadline
             )
             results = pipeline.postprocess(raw, model_arrays, wanted)
         by_name = {spec.name: spec for spec in outputs}
@@ -325,16 +312,6 @@ def _signature(served: ServedVersion) -> tuple[tuple[TensorSpec, ...], tuple[Ten
     if served.pipeline is not None:
         return served.pipeline.inputs, served.pipeline.outputs
     return served.inputs, served.outputs
-
-
-def _timeout_us(served: ServedVersion, parameters: Mapping[str, Any]) -> int:
-    value = parameters.get("timeout", 0)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise InvalidInputError(
-            f"model {served.name!r}: parameter 'timeout' must be a non-negative integer "
-            f"(microseconds), got {value!r}"
-        )
-    return value
 
 
 def _refuse_parameters(
