@@ -23,6 +23,7 @@ __all__ = [
     "ModelMetadata",
     "ModelState",
     "Parameters",
+    "Prediction",
     "RepositoryEntry",
     "RequestedOutput",
     "ServerMetadata",
@@ -237,3 +238,16 @@ class RepositoryEntry:
     reason: str
     #: The loaded version; ``None`` for a model with no version loaded.
     version: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Prediction:
+    """The answer to a ``/predict`` call: one JSON entry per instance, in instance order.
+
+    An entry is ``{"label", "score", "top_k"}`` for a classifier, ``{"embedding"}`` for an
+    embedding model, else the outputs by name (``processing.predict.predictions``).
+    """
+
+    model_name: str
+    model_version: str
+    predictions: list[JSONObject]

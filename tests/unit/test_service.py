@@ -362,6 +362,39 @@ def test_model_config(models: Path) -> None:
     with_service(models, body)
 
 
+# -- predict -----------------------------------------------------------------------------------
+
+
+def test_predict_runs_decoded_instances(repository: Path) -> None:
+    """predict() runs the instances a transport decoded and answers one entry per instance."""
+    write_model(repository, "echo", identity_model(DataType.BYTES, shape=["batch"]))
+
+    async def body(service: InferenceService) -> None:
+        target = service.predict_input("echo")
+        assert (target.model_name, target.spec.name, target.kind) == ("echo", "INPUT0", "bytes")
+        prediction = await service.predict("echo", None, [b"a", b"bc"])
+        assert (prediction.model_name, prediction.model_version) == ("echo", "1")
+        assert prediction.predictions == [{"OUTPUT0": "a"}, {"OUTPUT0": "bc"}]
+        with pytest.raises(InvalidInputError, match="top_k must be an integer >= 1, got 0"):
+            await service.predict("echo", None, [b"a"], top_k=0)
+
+    with_service(repository, body)
+
+
+def test_predict_refuses_a_model_without_one_bytes_input(models: Path) -> None:
+    """A model whose input is not one BYTES tensor cannot serve /predict: 400, use /infer."""
+
+    async def body(service: InferenceService) -> None:
+        with pytest.raises(InvalidInputError, match="predict needs one processed image or text"):
+            service.predict_input("simple")
+        with pytest.raises(InvalidInputError, match="use /infer instead"):
+            await service.predict("simple", None, [b"a"])
+        with pytest.raises(NotFoundError):
+            service.predict_input("ghost")
+
+    with_service(models, body)
+
+
 # -- statistics and repository -----------------------------------------------------------------
 
 

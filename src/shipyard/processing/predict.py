@@ -5,6 +5,10 @@ bytes (``application/octet-stream``: one instance), or JSON ``{"instances": [...
 items are strings (text) or base64 strings / ``{"b64": "..."}`` (images).
 Answers: ``{"predictions": [...]}``, one entry per instance: ``{"label", "score", "top_k"}``
 for classifiers, ``{"embedding": [...]}`` for embedding models, else the outputs by name.
+
+The HTTP transport decodes a body with :func:`decode_instances` for the input that
+:meth:`InferenceService.predict_input` names; the service runs the instances and answers a
+:class:`~shipyard.types.Prediction` whose entries :func:`predictions` makes.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import base64
 import binascii
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
@@ -21,11 +26,22 @@ import orjson
 from shipyard.errors import InvalidInputError
 from shipyard.processing.outputs import top_k
 from shipyard.processing.pipeline import Pipeline
+from shipyard.types import JSONObject, JSONValue, TensorSpec
 
-__all__ = ["decode_instances", "predictions"]
+__all__ = ["InputKind", "PredictInput", "decode_instances", "predictions"]
 
 Array = npt.NDArray[Any]
+#: What a model's one ``/predict`` input takes: images, text, or bytes as they are.
 InputKind = Literal["image", "text", "bytes"]
+
+
+@dataclass(frozen=True, slots=True)
+class PredictInput:
+    """The one BYTES input a ``/predict`` call feeds, and what its instances must be."""
+
+    model_name: str
+    spec: TensorSpec
+    kind: InputKind
 
 
 def decode_instances(body: bytes, content_type: str, kind: InputKind, where: str) -> list[bytes]:
@@ -86,7 +102,7 @@ def _json_instances(body: bytes, kind: InputKind, where: str) -> list[bytes]:
 
 def predictions(
     pipeline: Pipeline | None, outputs: Mapping[str, Array], k: int | None
-) -> list[dict[str, Any]]:
+) -> list[JSONObject]:
     """One JSON entry per instance, shaped by what the model's post-processing makes."""
     kind = pipeline.kind if pipeline is not None else "raw"
     if pipeline is not None and kind == "classifier":
@@ -98,11 +114,9 @@ def predictions(
     return [{name: _plain(array[r]) for name, array in outputs.items()} for r in range(rows)]
 
 
-def _classes(
-    pipeline: Pipeline, outputs: Mapping[str, Array], k: int | None
-) -> list[dict[str, Any]]:
+def _classes(pipeline: Pipeline, outputs: Mapping[str, Array], k: int | None) -> list[JSONObject]:
     chain = next(c for c in pipeline.post.values() if c.kind == "classifier")
-    entries: list[list[dict[str, Any]]] = []
+    entries: list[list[JSONObject]] = []
     if chain.topk is not None:
         most, labels_name, scores_name = chain.topk
         count = min(k or most, most)
@@ -126,7 +140,7 @@ def _classes(
         return [
             {"label": _name(chain.labels, int(i))} for i in outputs[chain.spec.name].reshape(-1)
         ]
-    return [{**top[0], "top_k": top} for top in entries]
+    return [{**top[0], "top_k": list(top)} for top in entries]
 
 
 def _name(labels: tuple[str, ...] | None, index: int) -> str:
@@ -135,11 +149,18 @@ def _name(labels: tuple[str, ...] | None, index: int) -> str:
     return labels[index]
 
 
-def _plain(value: Any) -> Any:
+def _plain(value: object) -> JSONValue:
+    """A NumPy value (array, scalar or bytes) as JSON: arrays as nested lists, bytes as text."""
     if isinstance(value, np.ndarray):
+        items: list[JSONValue] = value.tolist()
         if value.dtype == object:
-            return [_plain(v) for v in value.tolist()]
-        return value.tolist()
+            return [_plain(v) for v in items]
+        return items
     if isinstance(value, bytes):
         return value.decode("utf-8", errors="replace")
-    return value.item() if isinstance(value, np.generic) else value
+    if isinstance(value, np.generic):
+        scalar: JSONValue = value.item()
+        return scalar
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    raise TypeError(f"{type(value).__name__} has no JSON form")

@@ -27,6 +27,7 @@ from shipyard.types import (
     InferRequest,
     InferResponse,
     JSONObject,
+    Prediction,
     RepositoryEntry,
     RequestedOutput,
     ServerMetadata,
@@ -39,6 +40,7 @@ __all__ = [
     "encode_infer_response",
     "encode_json",
     "encode_model_config",
+    "encode_prediction",
     "encode_repository_index",
     "encode_server_metadata",
     "encode_statistics",
@@ -390,3 +392,12 @@ def _index_row(entry: RepositoryEntry) -> JSONObject:
 def encode_repository_index(entries: Sequence[RepositoryEntry]) -> list[JSONObject]:
     """The repository extension's index: one object per model (version)."""
     return [_index_row(entry) for entry in entries]
+
+
+def encode_prediction(prediction: Prediction) -> JSONObject:
+    """The ``/predict`` route's answer."""
+    return {
+        "model_name": prediction.model_name,
+        "model_version": prediction.model_version,
+        "predictions": list(prediction.predictions),
+    }

@@ -20,12 +20,14 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from shipyard.errors import ErrorCode, InvalidInputError, PayloadTooLargeError, ShipyardError
+from shipyard.processing.predict import decode_instances
 from shipyard.protocol.rest import (
     decode_infer_request,
     decode_json,
     encode_infer_response,
     encode_json,
     encode_model_config,
+    encode_prediction,
     encode_repository_index,
     encode_server_metadata,
     encode_statistics,
@@ -149,11 +151,17 @@ class _Endpoints:
         if top_k is not None and not _DIGITS.fullmatch(top_k):
             raise InvalidInputError(f"top_k must be an integer >= 1, got {top_k!r}")
         body = await self.body(request)
-        content_type = request.headers.get("content-type", "")
-        answer = await self.service.predict(
-            name, version, body, content_type, None if top_k is None else int(top_k)
+        target = self.service.predict_input(name, version)
+        instances = decode_instances(
+            body,
+            request.headers.get("content-type", ""),
+            target.kind,
+            f"model {target.model_name!r}",
         )
-        return _json(answer)
+        prediction = await self.service.predict(
+            name, version, instances, None if top_k is None else int(top_k)
+        )
+        return _json(encode_prediction(prediction))
 
     async def repository_index(self, request: Request) -> Response:
         body = await self.json_body(request)

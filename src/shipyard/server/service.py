@@ -9,7 +9,7 @@ exceptions that each transport maps to its own status by one table.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -26,7 +26,7 @@ from shipyard.errors import (
 )
 from shipyard.processing.image import ImageChain
 from shipyard.processing.outputs import check_classification, classify
-from shipyard.processing.predict import InputKind, decode_instances, predictions
+from shipyard.processing.predict import InputKind, PredictInput, predictions
 from shipyard.repository.layout import check_model_name
 from shipyard.repository.registry import ModelRegistry, ServedVersion
 from shipyard.stats import ModelStats
@@ -35,6 +35,7 @@ from shipyard.types import (
     InferRequest,
     InferResponse,
     ModelMetadata,
+    Prediction,
     RepositoryEntry,
     ServerMetadata,
     Tensor,
@@ -159,32 +160,31 @@ class InferenceService:
         )
         tensors[index] = Tensor(name, DataType.BYTES, data, tensors[index].parameters)
 
+    def predict_input(self, name: str, version: str | None = None) -> PredictInput:
+        """The input a ``/predict`` call feeds, and whether it takes images, text or bytes.
+
+        Raise InvalidInputError unless the model has one processed image or text input
+        (a BYTES input): the only kind of model ``/predict`` serves.
+        """
+        return _predict_input(self.registry.get(name, version))
+
     async def predict(
         self,
         name: str,
         version: str | None,
-        body: bytes,
-        content_type: str,
+        instances: Sequence[bytes],
         top_k: int | None = None,
-    ) -> dict[str, Any]:
-        """The ``/predict`` route: an image, text or JSON body in, labelled JSON out."""
+    ) -> Prediction:
+        """Run ``instances`` (one BYTES element each) and label the outputs.
+
+        ``top_k`` is how many classes a classifier answers (None: its configured number).
+        The instances come from a body that the transport decoded for :meth:`predict_input`.
+        """
         served = self.registry.get(name, version)
         where = f"model {served.name!r}"
-        inputs, _ = _signature(served)
-        if len(inputs) != 1 or inputs[0].datatype is not DataType.BYTES:
-            raise InvalidInputError(
-                f"{where} takes {', '.join(f'{s.name} {s.datatype}' for s in inputs)}; "
-                "predict needs one processed image or text input ([[preprocess]] in its "
-                "model.toml, see docs/processing.md); use /infer instead"
-            )
+        spec = _predict_input(served).spec
         if top_k is not None and top_k < 1:
             raise InvalidInputError(f"{where}: top_k must be an integer >= 1, got {top_k}")
-        spec = inputs[0]
-        chain = served.pipeline.pre.get(spec.name) if served.pipeline is not None else None
-        kind: InputKind = (
-            "bytes" if chain is None else "image" if isinstance(chain, ImageChain) else "text"
-        )
-        instances = decode_instances(body, content_type, kind, where)
         data = np.empty(len(instances), dtype=object)
         data[:] = instances
         if spec.shape and len(spec.shape) != 1:
@@ -194,11 +194,11 @@ class InferenceService:
         )
         response = await self.infer(request)
         outputs = {t.name: t.data for t in response.outputs}
-        return {
-            "model_name": response.model_name,
-            "model_version": response.model_version,
-            "predictions": predictions(served.pipeline, outputs, top_k),
-        }
+        return Prediction(
+            response.model_name,
+            response.model_version,
+            predictions(served.pipeline, outputs, top_k),
+        )
 
     def _validate_inputs(
         self, served: ServedVersion, inputs: list[Tensor], signature: tuple[TensorSpec, ...]
@@ -305,6 +305,23 @@ class InferenceService:
                 raise NotFoundError(f"unknown model {name!r}")
             served = self.registry.versions(name)
         return [v.stats for v in served]
+
+
+def _predict_input(served: ServedVersion) -> PredictInput:
+    inputs, _ = _signature(served)
+    if len(inputs) != 1 or inputs[0].datatype is not DataType.BYTES:
+        raise InvalidInputError(
+            f"model {served.name!r} takes "
+            f"{', '.join(f'{s.name} {s.datatype}' for s in inputs)}; "
+            "predict needs one processed image or text input ([[preprocess]] in its "
+            "model.toml, see docs/processing.md); use /infer instead"
+        )
+    spec = inputs[0]
+    chain = served.pipeline.pre.get(spec.name) if served.pipeline is not None else None
+    kind: InputKind = (
+        "bytes" if chain is None else "image" if isinstance(chain, ImageChain) else "text"
+    )
+    return PredictInput(served.name, spec, kind)
 
 
 def _signature(served: ServedVersion) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
