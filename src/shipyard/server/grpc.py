@@ -143,50 +143,81 @@ class InferenceServicer:
             )
         }
 
-    async def ServerLive(self, request: Any, remaining_s: float | None) -> Any:  # noqa: N802
+    async def ServerLive(  # noqa: N802
+        self, request: pb.ServerLiveRequest, remaining_s: float | None
+    ) -> pb.ServerLiveResponse:
+        """Answer whether the server is live."""
         return pb.ServerLiveResponse(live=self.service.live())
 
-    async def ServerReady(self, request: Any, remaining_s: float | None) -> Any:  # noqa: N802
+    async def ServerReady(  # noqa: N802
+        self, request: pb.ServerReadyRequest, remaining_s: float | None
+    ) -> pb.ServerReadyResponse:
+        """Answer whether every model is ready and the server is not draining."""
         return pb.ServerReadyResponse(ready=self.service.ready())
 
-    async def ModelReady(self, request: Any, remaining_s: float | None) -> Any:  # noqa: N802
+    async def ModelReady(  # noqa: N802
+        self, request: pb.ModelReadyRequest, remaining_s: float | None
+    ) -> pb.ModelReadyResponse:
+        """Answer whether a model (version) can serve."""
         ready = self.service.model_ready(request.name, request.version or None)
         return pb.ModelReadyResponse(ready=ready)
 
-    async def ServerMetadata(self, request: Any, remaining_s: float | None) -> Any:  # noqa: N802
+    async def ServerMetadata(  # noqa: N802
+        self, request: pb.ServerMetadataRequest, remaining_s: float | None
+    ) -> pb.ServerMetadataResponse:
+        """Answer the server's name, version and extensions."""
         return encode_server_metadata(self.service.server_metadata())
 
-    async def ModelMetadata(self, request: Any, remaining_s: float | None) -> Any:  # noqa: N802
+    async def ModelMetadata(  # noqa: N802
+        self, request: pb.ModelMetadataRequest, remaining_s: float | None
+    ) -> pb.ModelMetadataResponse:
+        """Answer a model's versions, platform and tensors."""
         metadata = self.service.model_metadata(request.name, request.version or None)
         return encode_model_metadata(metadata)
 
-    async def ModelConfig(self, request: Any, remaining_s: float | None) -> Any:  # noqa: N802
+    async def ModelConfig(  # noqa: N802
+        self, request: pb.ModelConfigRequest, remaining_s: float | None
+    ) -> pb.ModelConfigResponse:
+        """Answer a model's configuration, in Triton's ModelConfig message."""
         return encode_model_config(self.service.model_config(request.name, request.version or None))
 
-    async def ModelInfer(self, request: Any, remaining_s: float | None) -> Any:  # noqa: N802
+    async def ModelInfer(  # noqa: N802
+        self, request: pb.ModelInferRequest, remaining_s: float | None
+    ) -> pb.ModelInferResponse:
+        """Run one inference; the call's deadline becomes the request's."""
         infer_request = decode_infer_request(request, self.service.max_tensor_elements)
         if remaining_s is not None:
             infer_request.deadline = time.monotonic() + remaining_s - DEADLINE_MARGIN_US / 1_000_000
         response = await self.service.infer(infer_request)
         return encode_infer_response(response)
 
-    async def ModelStatistics(self, request: Any, remaining_s: float | None) -> Any:  # noqa: N802
+    async def ModelStatistics(  # noqa: N802
+        self, request: pb.ModelStatisticsRequest, remaining_s: float | None
+    ) -> pb.ModelStatisticsResponse:
+        """Answer the statistics of every model, a model, or one version."""
         statistics = self.service.statistics(request.name or None, request.version or None)
         return encode_statistics(statistics)
 
-    async def RepositoryIndex(self, request: Any, remaining_s: float | None) -> Any:  # noqa: N802
+    async def RepositoryIndex(  # noqa: N802
+        self, request: pb.RepositoryIndexRequest, remaining_s: float | None
+    ) -> pb.RepositoryIndexResponse:
+        """Answer every model in the repository with its state."""
         _check_repository(request.repository_name)
         return encode_repository_index(self.service.repository_index(request.ready))
 
-    async def RepositoryModelLoad(self, request: Any, remaining_s: float | None) -> Any:  # noqa: N802
+    async def RepositoryModelLoad(  # noqa: N802
+        self, request: pb.RepositoryModelLoadRequest, remaining_s: float | None
+    ) -> pb.RepositoryModelLoadResponse:
+        """Load or reload a model from the repository."""
         _check_repository(request.repository_name)
         parameters = decode_parameters(request.parameters, "load")
         await self.service.load_model(request.model_name, parameters)
         return pb.RepositoryModelLoadResponse()
 
     async def RepositoryModelUnload(  # noqa: N802
-        self, request: Any, remaining_s: float | None
-    ) -> Any:
+        self, request: pb.RepositoryModelUnloadRequest, remaining_s: float | None
+    ) -> pb.RepositoryModelUnloadResponse:
+        """Unload a model once its in-flight requests finish."""
         _check_repository(request.repository_name)
         parameters = decode_parameters(request.parameters, "unload")
         await self.service.unload_model(request.model_name, parameters)
