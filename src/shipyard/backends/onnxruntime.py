@@ -1,4 +1,11 @@
-"""The ONNX Runtime backend."""
+"""The ONNX Runtime backend.
+
+A failed run is the client's fault only when ONNX Runtime raises ``InvalidArgument`` (its
+check of the feed against the model: names, datatypes, ranks, fixed dimensions): that is
+InvalidInputError (400). Anything else the model raises while it runs (``Fail``,
+``RuntimeException``, ...) is the model's own failure: InternalError (500), whatever its
+message says.
+"""
 
 from __future__ import annotations
 
@@ -56,6 +63,9 @@ class OnnxRuntimeBackend:
     platform = "onnx_onnxv1"
 
     def __init__(self, path: Path, config: ModelConfig) -> None:
+        from onnxruntime.capi.onnxruntime_pybind11_state import InvalidArgument
+
+        self._bad_input: type[Exception] = InvalidArgument
         wanted = config.onnxruntime.intra_op_threads
         self._session = self._open(path, config, 1 if wanted == "auto" else wanted)
         self._describe()
@@ -117,10 +127,9 @@ class OnnxRuntimeBackend:
         try:
             return ort.InferenceSession(str(path), options, providers=providers)
         except Exception as exc:  # ORT raises its own Fail/InvalidGraph/... types
-            first_line = (
-                str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            )
-            raise ModelLoadError(f"ONNX Runtime cannot load {path.name}: {first_line}") from exc
+            raise ModelLoadError(
+                f"ONNX Runtime cannot load {path.name}: {_first_line(exc)}"
+            ) from exc
 
     def run(
         self, inputs: Mapping[str, npt.NDArray[Any]], outputs: Sequence[str]
@@ -133,11 +142,10 @@ class OnnxRuntimeBackend:
                 feed[name] = _bytes_to_str(name, inputs[name])
         try:
             results: list[npt.NDArray[Any]] = self._session.run(list(outputs), feed)
+        except self._bad_input as exc:
+            raise InvalidInputError(f"the model rejected the input: {_first_line(exc)}") from exc
         except Exception as exc:
-            message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            if "INVALID_ARGUMENT" in message or "Invalid" in message:
-                raise InvalidInputError(f"the model rejected the input: {message}") from exc
-            raise InternalError(f"ONNX Runtime failed: {message}") from exc
+            raise InternalError(f"ONNX Runtime failed: {_first_line(exc)}") from exc
         if self._strings_out:
             for i, name in enumerate(outputs):
                 if name in self._strings_out:
@@ -147,6 +155,12 @@ class OnnxRuntimeBackend:
     def close(self) -> None:
         """Drop the session; ONNX Runtime frees it when the last reference goes."""
         del self._session
+
+
+def _first_line(exc: Exception) -> str:
+    """The first line of an ONNX Runtime error (the rest is its C++ context), or its type."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _bytes_to_str(name: str, array: npt.NDArray[Any]) -> npt.NDArray[Any]:
