@@ -7,12 +7,10 @@ and the load generator (``loadgen``) all need when no real data is given.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 
-from shipyard.types import DataType, TensorSpec
+from shipyard.types import Array, DataType, TensorSpec
 
 __all__ = ["example_shape", "random_tensor"]
 
@@ -24,7 +22,7 @@ def example_shape(spec: TensorSpec, batch: int, other: int = 8) -> tuple[int, ..
 
 def random_tensor(
     datatype: DataType, shape: Sequence[int], rng: np.random.Generator, normal: bool = False
-) -> npt.NDArray[Any]:
+) -> Array:
     """Random data of a numeric or BOOL ``datatype``: floats uniform in [0, 1) (standard normal
     with ``normal``), booleans, or small integers (0..9, valid as ids and indices).
 

@@ -128,7 +128,7 @@ class TensorSpec:
     datatype: DataType
     shape: tuple[int, ...]
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JSONObject:
         """The V2 ``$metadata_tensor`` object."""
         return {"name": self.name, "datatype": self.datatype.value, "shape": list(self.shape)}
 
@@ -139,7 +139,7 @@ class Tensor:
 
     name: str
     datatype: DataType
-    data: npt.NDArray[Any]
+    data: Array
     parameters: Parameters = field(default_factory=dict)
 
     @property
@@ -199,7 +199,7 @@ class ModelMetadata:
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JSONObject:
         """The V2 ``$metadata_model_response`` object."""
         return {
             "name": self.name,

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Protocol
-
-import numpy.typing as npt
+from typing import Protocol
 
 from shipyard.config import ModelConfig
 from shipyard.errors import ModelLoadError
-from shipyard.types import TensorSpec
+from shipyard.types import Array, TensorSpec
 
 __all__ = ["MODEL_FILENAMES", "Backend", "load_backend", "resolve_backend"]
 
@@ -26,9 +24,7 @@ class Backend(Protocol):
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
 
-    def run(
-        self, inputs: Mapping[str, npt.NDArray[Any]], outputs: Sequence[str]
-    ) -> list[npt.NDArray[Any]]:
+    def run(self, inputs: Mapping[str, Array], outputs: Sequence[str]) -> list[Array]:
         """Run the model; return the named ``outputs`` in the order asked."""
         ...
 

@@ -11,16 +11,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
-import numpy.typing as npt
 
 from shipyard.backends.threads import ThreadChoice, choose_threads, time_execution, usable_cores
 from shipyard.config import ModelConfig
 from shipyard.errors import InternalError, InvalidInputError, ModelLoadError
 from shipyard.sampling import example_shape, random_tensor
-from shipyard.types import DataType, TensorSpec
+from shipyard.types import Array, DataType, TensorSpec
 
 __all__ = ["OnnxRuntimeBackend"]
 
@@ -47,7 +46,15 @@ _LEVELS = {
 }
 
 
-def _spec(arg: Any) -> TensorSpec:
+class _NodeArg(Protocol):
+    """What ONNX Runtime tells of a model input or output (``onnxruntime.NodeArg``)."""
+
+    name: str
+    type: str
+    shape: list[int | str | None] | None
+
+
+def _spec(arg: _NodeArg) -> TensorSpec:
     datatype = _ORT_TYPES.get(arg.type)
     if datatype is None:
         raise ModelLoadError(
@@ -131,17 +138,15 @@ class OnnxRuntimeBackend:
                 f"ONNX Runtime cannot load {path.name}: {_first_line(exc)}"
             ) from exc
 
-    def run(
-        self, inputs: Mapping[str, npt.NDArray[Any]], outputs: Sequence[str]
-    ) -> list[npt.NDArray[Any]]:
+    def run(self, inputs: Mapping[str, Array], outputs: Sequence[str]) -> list[Array]:
         """Run the session (releases the GIL while ONNX Runtime computes)."""
-        feed: Mapping[str, npt.NDArray[Any]] = inputs
+        feed: Mapping[str, Array] = inputs
         if self._strings_in:
             feed = dict(inputs)
             for name in self._strings_in:
                 feed[name] = _bytes_to_str(name, inputs[name])
         try:
-            results: list[npt.NDArray[Any]] = self._session.run(list(outputs), feed)
+            results: list[Array] = self._session.run(list(outputs), feed)
         except self._bad_input as exc:
             raise InvalidInputError(f"the model rejected the input: {_first_line(exc)}") from exc
         except Exception as exc:
@@ -163,7 +168,7 @@ def _first_line(exc: Exception) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def _bytes_to_str(name: str, array: npt.NDArray[Any]) -> npt.NDArray[Any]:
+def _bytes_to_str(name: str, array: Array) -> Array:
     out = np.empty(array.shape, dtype=object)
     flat_in, flat_out = array.reshape(-1), out.reshape(-1)
     try:
@@ -176,7 +181,7 @@ def _bytes_to_str(name: str, array: npt.NDArray[Any]) -> npt.NDArray[Any]:
     return out
 
 
-def _str_to_bytes(array: npt.NDArray[Any]) -> npt.NDArray[Any]:
+def _str_to_bytes(array: Array) -> Array:
     out = np.empty(array.shape, dtype=object)
     flat_in, flat_out = array.reshape(-1), out.reshape(-1)
     for i, item in enumerate(flat_in):

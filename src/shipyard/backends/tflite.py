@@ -19,11 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 
 from shipyard.config import ModelConfig
 from shipyard.errors import InternalError, InvalidInputError, ModelLoadError
-from shipyard.types import DataType, TensorSpec
+from shipyard.types import Array, DataType, TensorSpec
 
 __all__ = ["INSTALL_HINT", "TfliteBackend"]
 
@@ -98,9 +97,7 @@ class TfliteBackend:
         self.inputs = tuple(_spec(name, d) for name, d in ins.items())
         self.outputs = tuple(_spec(name, d) for name, d in outs.items())
 
-    def run(
-        self, inputs: Mapping[str, npt.NDArray[Any]], outputs: Sequence[str]
-    ) -> list[npt.NDArray[Any]]:
+    def run(self, inputs: Mapping[str, Array], outputs: Sequence[str]) -> list[Array]:
         """Resize the inputs when the batch shape changed, invoke, copy the outputs out."""
         with self._lock:
             interpreter = self._interpreter

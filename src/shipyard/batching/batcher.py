@@ -15,10 +15,8 @@ from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 
 from shipyard.backends.base import Backend
 from shipyard.config import DynamicBatchingConfig
@@ -31,12 +29,18 @@ from shipyard.errors import (
     ShipyardError,
 )
 from shipyard.stats import ModelStats
+from shipyard.types import Array
 
 __all__ = ["DynamicBatcher", "queue_timeout_us"]
 
 log = logging.getLogger(__name__)
 
-Arrays = dict[str, npt.NDArray[Any]]
+Arrays = dict[str, Array]
+
+
+#: What requests must share to run in one batch: per input, its name, its shape past the
+#: batch dimension and its dtype.
+_BatchKey = tuple[tuple[str, tuple[int, ...], str], ...]
 
 
 @dataclass(slots=True, eq=False)
@@ -44,7 +48,8 @@ class _Pending:
     inputs: Arrays
     outputs: tuple[str, ...]
     rows: int
-    key: Any
+    #: None: the model does not batch.
+    key: _BatchKey | None
     future: asyncio.Future[Arrays]
     enqueued_ns: int
     expiry: asyncio.TimerHandle | None = None
@@ -125,7 +130,7 @@ class DynamicBatcher:
             )
         loop = asyncio.get_running_loop()
         rows = 1
-        key: Any = None
+        key: _BatchKey | None = None
         if self.max_batch_size > 0:
             rows = int(next(iter(inputs.values())).shape[0])
             if rows > self.max_batch_size:  # it could never be taken off the queue

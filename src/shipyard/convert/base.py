@@ -20,17 +20,16 @@ from types import ModuleType
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 import onnx
 
 from shipyard.errors import ConversionError
-from shipyard.types import TensorSpec
+from shipyard.types import Array, TensorSpec
 
 __all__ = ["Arrays", "Converted", "Reference", "converter_error", "quiet", "require"]
 
-Arrays = dict[str, npt.NDArray[Any]]
+Arrays = dict[str, Array]
 #: Runs the source model on named inputs; returns its outputs in the converted model's order.
-Reference = Callable[[Mapping[str, npt.NDArray[Any]]], list[npt.NDArray[Any]]]
+Reference = Callable[[Mapping[str, Array]], list[Array]]
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _LOGGERS = ("torch", "torch.onnx", "torch.export", "torch._dynamo", "onnxscript", "skl2onnx")

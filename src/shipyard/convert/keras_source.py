@@ -32,7 +32,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 import onnx
 
 from shipyard.convert.base import Arrays, Converted, converter_error, quiet, require
@@ -46,7 +45,7 @@ from shipyard.convert.tflite_target import (
 )
 from shipyard.convert.validate import load_sample, random_inputs
 from shipyard.errors import ConfigError, ConversionError
-from shipyard.types import DataType, TensorSpec
+from shipyard.types import Array, DataType, TensorSpec
 
 __all__ = ["convert_keras", "keras_to_tflite"]
 
@@ -213,7 +212,7 @@ class _Model:
                 "the model cannot be called on inputs shaped like its signature; check --input",
             ) from exc
 
-    def predict(self, feed: Mapping[str, npt.NDArray[Any]]) -> dict[str, npt.NDArray[Any]]:
+    def predict(self, feed: Mapping[str, Array]) -> dict[str, Array]:
         """Run ``model.predict`` on named inputs; return the outputs by name."""
         args = [np.ascontiguousarray(feed[spec.name]) for spec in self.inputs]
         result = self.model.predict(args[0] if len(args) == 1 else args, verbose=0)
@@ -291,7 +290,7 @@ def convert_keras(
     output_names = [spec.name for spec in outputs]
     by_position = output_names != source.output_names
 
-    def reference(feed: Mapping[str, npt.NDArray[Any]]) -> list[npt.NDArray[Any]]:
+    def reference(feed: Mapping[str, Array]) -> list[Array]:
         renamed = {s.name: feed[n] for s, n in zip(source.inputs, input_names, strict=True)}
         found = source.predict(renamed)
         if by_position:

@@ -10,13 +10,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy.typing as npt
 import onnx
 
 from shipyard.convert.base import Converted, Reference, converter_error, quiet
 from shipyard.convert.signature import merge_specs, onnx_signature
 from shipyard.errors import ConfigError, ConversionError
-from shipyard.types import TensorSpec
+from shipyard.types import Array, TensorSpec
 
 __all__ = ["convert_onnx", "ort_runner"]
 
@@ -39,7 +38,7 @@ def ort_runner(model: bytes, outputs: list[str], framework: str) -> Reference:
             "ONNX Runtime cannot run this graph; try another --opset",
         ) from exc
 
-    def run(feed: Mapping[str, npt.NDArray[Any]]) -> list[npt.NDArray[Any]]:
+    def run(feed: Mapping[str, Array]) -> list[Array]:
         return list(session.run(outputs, dict(feed)))
 
     return run

@@ -14,12 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 
 from shipyard.convert.base import Converted, converter_error, quiet, require
 from shipyard.convert.signature import onnx_signature
 from shipyard.errors import ConfigError, ConversionError
-from shipyard.types import DataType, TensorSpec
+from shipyard.types import Array, DataType, TensorSpec
 
 __all__ = ["PICKLE_WARNING", "convert_sklearn"]
 
@@ -73,9 +72,9 @@ def _input_spec(model: Any, overrides: tuple[TensorSpec, ...]) -> TensorSpec:
 
 
 def _reference(model: Any, spec: TensorSpec, outputs: tuple[TensorSpec, ...]) -> Any:
-    def run(feed: Mapping[str, npt.NDArray[Any]]) -> list[npt.NDArray[Any]]:
+    def run(feed: Mapping[str, Array]) -> list[Array]:
         features = feed[spec.name]
-        results: list[npt.NDArray[Any]] = []
+        results: list[Array] = []
         for out in outputs:
             if out.name == "probabilities":
                 value = model.predict_proba(features)

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 
 from shipyard.convert.base import Arrays, Converted, converter_error, quiet, require
 from shipyard.convert.signature import merge_specs, onnx_signature
@@ -28,7 +27,7 @@ from shipyard.convert.tflite_target import (
 )
 from shipyard.convert.validate import load_sample
 from shipyard.errors import ConfigError, ConversionError
-from shipyard.types import DataType, TensorSpec
+from shipyard.types import Array, DataType, TensorSpec
 
 __all__ = ["convert_tensorflow", "tensorflow_to_tflite"]
 
@@ -94,7 +93,7 @@ class _SavedModel:
         self.output_names = [str(n) for n in outputs]
         self.input_specs = kwargs
 
-    def run(self, feed: Mapping[str, npt.NDArray[Any]]) -> dict[str, npt.NDArray[Any]]:
+    def run(self, feed: Mapping[str, Array]) -> dict[str, Array]:
         """Call the signature on named inputs; return its outputs by name."""
         tf = self.tf
         args = {spec.name: tf.constant(feed[spec.name]) for spec in self.inputs}
@@ -142,7 +141,7 @@ def convert_tensorflow(
     output_names = [spec.name for spec in outputs]
     by_name = set(output_names) == set(source.output_names)
 
-    def reference(feed: Mapping[str, npt.NDArray[Any]]) -> list[npt.NDArray[Any]]:
+    def reference(feed: Mapping[str, Array]) -> list[Array]:
         found = source.run(feed)
         if by_name:
             return [found[name] for name in output_names]

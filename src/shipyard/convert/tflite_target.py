@@ -19,12 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy.typing as npt
-
 from shipyard.convert.base import Arrays, Reference, converter_error, quiet, require
 from shipyard.convert.detect import LABELS
 from shipyard.errors import ConversionError, ModelLoadError
-from shipyard.types import TensorSpec
+from shipyard.types import Array, TensorSpec
 
 __all__ = [
     "NamedReference",
@@ -37,7 +35,7 @@ __all__ = [
 
 Quantize = Literal["float32", "int8"]
 #: Runs the source model on named inputs; returns its outputs by name.
-NamedReference = Callable[[Mapping[str, npt.NDArray[Any]]], dict[str, npt.NDArray[Any]]]
+NamedReference = Callable[[Mapping[str, Array]], dict[str, Array]]
 
 
 @dataclass(slots=True)
@@ -72,7 +70,7 @@ def unavailable(framework: str) -> ConversionError:
     )
 
 
-def _calibration(sample: Arrays) -> Iterator[dict[str, npt.NDArray[Any]]]:
+def _calibration(sample: Arrays) -> Iterator[dict[str, Array]]:
     rows = min(len(a) for a in sample.values())
     for i in range(rows):
         yield {name: array[i : i + 1] for name, array in sample.items()}
@@ -141,7 +139,7 @@ def litert_model(
         ) from exc
     names = [spec.name for spec in backend.outputs]
 
-    def run_source(feed: Mapping[str, npt.NDArray[Any]]) -> list[npt.NDArray[Any]]:
+    def run_source(feed: Mapping[str, Array]) -> list[Array]:
         found = reference(feed)
         missing = [n for n in names if n not in found]
         if missing:
@@ -153,7 +151,7 @@ def litert_model(
             )
         return [found[n] for n in names]
 
-    def run_converted(feed: Mapping[str, npt.NDArray[Any]]) -> list[npt.NDArray[Any]]:
+    def run_converted(feed: Mapping[str, Array]) -> list[Array]:
         return backend.run(feed, names)
 
     return TfliteModel(

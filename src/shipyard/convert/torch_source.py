@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-import numpy.typing as npt
 import onnx
 
 from shipyard.convert.base import Converted, converter_error, quiet, require
@@ -25,7 +24,7 @@ from shipyard.convert.detect import Source
 from shipyard.convert.signature import INPUT_FORMAT, onnx_signature
 from shipyard.convert.validate import random_inputs
 from shipyard.errors import ConfigError, ConversionError
-from shipyard.types import DataType, TensorSpec
+from shipyard.types import Array, DataType, TensorSpec
 
 __all__ = ["Exporter", "convert_torch"]
 
@@ -100,7 +99,7 @@ def _exported_signature(program: Any, overrides: tuple[TensorSpec, ...]) -> tupl
     return tuple(specs)
 
 
-def _flatten(value: Any) -> list[npt.NDArray[Any]]:
+def _flatten(value: Any) -> list[Array]:
     if isinstance(value, dict):
         return [a for v in value.values() for a in _flatten(v)]
     if isinstance(value, list | tuple):
@@ -111,7 +110,7 @@ def _flatten(value: Any) -> list[npt.NDArray[Any]]:
 def _reference(model: Any, names: list[str]) -> Any:
     torch = sys.modules["torch"]
 
-    def run(feed: Mapping[str, npt.NDArray[Any]]) -> list[npt.NDArray[Any]]:
+    def run(feed: Mapping[str, Array]) -> list[Array]:
         args = [torch.from_numpy(np.ascontiguousarray(feed[name])) for name in names]
         with torch.no_grad():
             return _flatten(model(*args))

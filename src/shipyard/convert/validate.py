@@ -17,12 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 
 from shipyard.convert.base import Arrays, Reference, converter_error, quiet
 from shipyard.errors import ConversionError
 from shipyard.sampling import example_shape, random_tensor
-from shipyard.types import DataType, TensorSpec
+from shipyard.types import Array, DataType, TensorSpec
 
 __all__ = [
     "INT8_TOLERANCES",
@@ -104,9 +103,7 @@ def load_sample(path: Path, specs: Sequence[TensorSpec]) -> Arrays:
     return arrays
 
 
-def _compare(
-    spec: TensorSpec, source: npt.NDArray[Any], converted: npt.NDArray[Any], tol: Tolerances
-) -> dict[str, Any]:
+def _compare(spec: TensorSpec, source: Array, converted: Array, tol: Tolerances) -> dict[str, Any]:
     row: dict[str, Any] = {
         "name": spec.name,
         "datatype": spec.datatype.value,
@@ -166,7 +163,7 @@ def check_parity(
         if sample is not None
         else random_inputs(inputs, np.random.default_rng(seed))
     )
-    results: list[list[npt.NDArray[Any]]] = []
+    results: list[list[Array]] = []
     for step, run in (("run source model", reference), ("run converted model", converted)):
         try:
             with quiet():
@@ -203,6 +200,6 @@ def check_parity(
     }
 
 
-def _batch(feed: Mapping[str, npt.NDArray[Any]]) -> int | None:
+def _batch(feed: Mapping[str, Array]) -> int | None:
     first = next(iter(feed.values()), None)
     return int(first.shape[0]) if first is not None and first.ndim else None

@@ -21,8 +21,6 @@ import urllib.parse
 from collections.abc import Sequence
 from typing import Any, cast
 
-import numpy.typing as npt
-
 try:
     import grpc
 
@@ -45,7 +43,7 @@ from shipyard.loadgen.runner import (
 from shipyard.loadgen.stats import OK
 from shipyard.protocol.binary import array_to_raw
 from shipyard.protocol.grpc_wire import StatusCode, decode_message_text, frame_message
-from shipyard.types import DataType
+from shipyard.types import Array, DataType
 
 __all__ = ["GrpcTransport", "encode_request", "fetch_metadata", "parse_address"]
 
@@ -115,7 +113,7 @@ def fetch_metadata(address: str, model: str, version: str | None) -> dict[str, A
 def encode_request(
     model: str,
     version: str | None,
-    inputs: Sequence[tuple[str, DataType, npt.NDArray[Any]]],
+    inputs: Sequence[tuple[str, DataType, Array]],
 ) -> bytes:
     """A serialized ``ModelInferRequest`` with the tensors in ``raw_input_contents``."""
     request = pb.ModelInferRequest(model_name=model, model_version=version or "")

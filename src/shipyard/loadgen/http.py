@@ -20,8 +20,6 @@ import urllib.parse
 from collections.abc import Sequence
 from typing import Any, cast
 
-import numpy.typing as npt
-
 from shipyard.errors import LoadGeneratorError
 from shipyard.loadgen.runner import (
     CONNECT_TIMEOUT_S,
@@ -32,7 +30,7 @@ from shipyard.loadgen.runner import (
 )
 from shipyard.loadgen.stats import OK
 from shipyard.protocol.binary import array_to_raw
-from shipyard.types import DataType
+from shipyard.types import Array, DataType
 
 __all__ = [
     "HttpTarget",
@@ -128,7 +126,7 @@ def error_text(body: bytes) -> str:
         return body[:200].decode("utf-8", "replace") or "(empty body)"
 
 
-def _json_data(datatype: DataType, array: npt.NDArray[Any]) -> list[Any]:
+def _json_data(datatype: DataType, array: Array) -> list[Any]:
     flat = array.reshape(-1)
     if datatype is DataType.BYTES:
         return [v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in flat]
@@ -137,7 +135,7 @@ def _json_data(datatype: DataType, array: npt.NDArray[Any]) -> list[Any]:
 
 
 def encode_request(
-    inputs: Sequence[tuple[str, DataType, npt.NDArray[Any]]], binary: bool
+    inputs: Sequence[tuple[str, DataType, Array]], binary: bool
 ) -> tuple[bytes, dict[str, str]]:
     """The V2 infer body and its headers: JSON data, or binary tensors in and out."""
     if not binary:

@@ -14,16 +14,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 
 from shipyard.errors import LoadGeneratorError
 from shipyard.sampling import random_tensor
-from shipyard.types import DataType
+from shipyard.types import Array, DataType
 
 __all__ = ["Input", "build_inputs", "parse_shapes"]
 
 #: One input: its name, datatype and the array sent.
-Input = tuple[str, DataType, npt.NDArray[Any]]
+Input = tuple[str, DataType, Array]
 
 
 def parse_shapes(specs: Sequence[str]) -> dict[str, list[int]]:
@@ -43,13 +42,13 @@ def parse_shapes(specs: Sequence[str]) -> dict[str, list[int]]:
     return shapes
 
 
-def _random(datatype: DataType, shape: Sequence[int], rng: np.random.Generator) -> npt.NDArray[Any]:
+def _random(datatype: DataType, shape: Sequence[int], rng: np.random.Generator) -> Array:
     if datatype is DataType.BYTES:
         return np.full(shape, b"shipyard", dtype=object)
     return random_tensor(datatype, shape, rng)
 
 
-def _load_npz(path: Path) -> dict[str, npt.NDArray[Any]]:
+def _load_npz(path: Path) -> dict[str, Array]:
     try:
         with np.load(path, allow_pickle=False) as data:
             return {name: data[name] for name in data.files}

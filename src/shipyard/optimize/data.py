@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -19,7 +18,7 @@ import numpy.typing as npt
 from shipyard.config import ModelConfig
 from shipyard.errors import InvalidInputError, ShipyardError, UnsupportedError
 from shipyard.sampling import example_shape, random_tensor
-from shipyard.types import DataType, TensorSpec
+from shipyard.types import Array, DataType, TensorSpec
 
 __all__ = [
     "Arrays",
@@ -31,7 +30,7 @@ __all__ = [
     "take",
 ]
 
-Arrays = dict[str, npt.NDArray[Any]]
+Arrays = dict[str, Array]
 LABELS = "labels"
 
 
@@ -164,13 +163,13 @@ def random_dataset(specs: Sequence[TensorSpec], count: int, seed: int = 0) -> Da
     return Dataset(arrays, None, f"random inputs (seed {seed})")
 
 
-def take(arrays: Mapping[str, npt.NDArray[Any]], start: int, stop: int) -> Arrays:
+def take(arrays: Mapping[str, Array], start: int, stop: int) -> Arrays:
     """Samples ``start:stop`` of every array."""
     return {name: a[start:stop] for name, a in arrays.items()}
 
 
 def batches(
-    arrays: Mapping[str, npt.NDArray[Any]], size: int, specs: Sequence[TensorSpec]
+    arrays: Mapping[str, Array], size: int, specs: Sequence[TensorSpec]
 ) -> Iterator[Arrays]:
     """Split ``arrays`` into feeds of ``size`` samples (a fixed first dimension wins).
 

@@ -55,7 +55,7 @@ from shipyard.optimize.benchmark import Measurement
 from shipyard.optimize.data import Arrays, Dataset, batches
 from shipyard.processing.outputs import OutputChain
 from shipyard.processing.pipeline import build_postprocess
-from shipyard.types import TensorSpec
+from shipyard.types import Array, TensorSpec
 
 __all__ = [
     "DEFAULT_MAX_DROP",
@@ -81,7 +81,7 @@ DEFAULT_MIN_GAIN = 0.05
 #: Samples per model call during validation.
 VALIDATION_BATCH = 64
 
-Runner = Callable[[Arrays], list[npt.NDArray[Any]]]
+Runner = Callable[[Arrays], list[Array]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,7 +93,7 @@ class PostProcessing:
     #: The checked entries, by model output (the server's own :class:`OutputChain`).
     chains: Mapping[str, OutputChain]
 
-    def apply(self, results: Sequence[npt.NDArray[Any]], feed: Arrays) -> list[npt.NDArray[Any]]:
+    def apply(self, results: Sequence[Array], feed: Arrays) -> list[Array]:
         """Each model output as clients get it (scores before a class decision); ``feed``: the
         model inputs, for steps that read one (``mean_pool``'s mask)."""
         return [
@@ -138,7 +138,7 @@ def client_postprocessing(
     return PostProcessing(tuple(spec.name for spec in outputs), chains)
 
 
-def _classifier_index(outputs: Sequence[TensorSpec], results: Sequence[npt.NDArray[Any]]) -> int:
+def _classifier_index(outputs: Sequence[TensorSpec], results: Sequence[Array]) -> int:
     for i, array in enumerate(results):
         if array.dtype.kind == "f" and array.ndim == 2 and array.shape[1] > 1:
             return i
@@ -165,8 +165,8 @@ def _run_all(
     run: Runner, dataset: Dataset, inputs: Sequence[TensorSpec], post: PostProcessing | None
 ) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """The raw outputs over the whole dataset, and the same after ``post`` (else the same)."""
-    raw: list[list[npt.NDArray[Any]]] = []
-    processed: list[list[npt.NDArray[Any]]] = []
+    raw: list[list[Array]] = []
+    processed: list[list[Array]] = []
     for feed in batches(dataset.arrays, VALIDATION_BATCH, inputs):
         results = run(feed)
         raw.append(results)
@@ -175,14 +175,14 @@ def _run_all(
     if not raw:
         raise InvalidInputError(f"validation data {dataset.origin} has too few samples")
 
-    def joined(parts: list[list[npt.NDArray[Any]]]) -> list[np.ndarray]:
+    def joined(parts: list[list[Array]]) -> list[np.ndarray]:
         return [np.concatenate([p[i] for p in parts]) for i in range(len(parts[0]))]
 
     whole = joined(raw)
     return whole, joined(processed) if post is not None else whole
 
 
-def _cosine(a: npt.NDArray[Any], b: npt.NDArray[Any]) -> float:
+def _cosine(a: Array, b: Array) -> float:
     x = a.reshape(a.shape[0], -1).astype(np.float64)
     y = b.reshape(b.shape[0], -1).astype(np.float64)
     dot = (x * y).sum(axis=1)
@@ -239,8 +239,8 @@ def accuracy_guard(
 
 
 def _figures(
-    base: Sequence[npt.NDArray[Any]],
-    cand: Sequence[npt.NDArray[Any]],
+    base: Sequence[Array],
+    cand: Sequence[Array],
     labels: npt.NDArray[np.int64] | None,
     outputs: Sequence[TensorSpec],
     metric: Metric,

@@ -15,15 +15,15 @@ import io
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from types import ModuleType
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 
 from shipyard.config import PreprocessConfig
 from shipyard.errors import ConfigError, InvalidInputError, PayloadTooLargeError
 from shipyard.processing.steps import IMAGE_STEPS, Options, unknown_step
-from shipyard.types import TensorSpec
+from shipyard.types import Array, TensorSpec
 
 __all__ = ["DEFAULT_MAX_PIXELS", "FORMATS", "ImageChain", "build_image_chain", "load_pillow"]
 
@@ -47,10 +47,8 @@ RESAMPLE = ("nearest", "bilinear", "bicubic", "lanczos")
 #: format starts with such bytes only (PNG starts with 0x89, JPEG with 0xFF).
 _BASE64 = re.compile(rb"[A-Za-z0-9+/=\r\n]+")
 
-Array = npt.NDArray[Any]
 
-
-def load_pillow() -> Any:
+def load_pillow() -> ModuleType:
     """Import Pillow's ``Image`` module, or explain how to install it."""
     try:
         from PIL import Image
@@ -101,7 +99,7 @@ class ImageChain:
             batch = op(batch)
         return {self.target.name: batch.astype(self.target.datatype.numpy, copy=False)}
 
-    def _decode(self, pil: Any, value: Any, row: int) -> Array:
+    def _decode(self, pil: ModuleType, value: object, row: int) -> Array:
         where = f"input {self.input!r}, element {row}"
         data = bytes(value) if isinstance(value, bytes | bytearray | memoryview) else b""
         if not data:

@@ -12,15 +12,14 @@ import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
-import numpy.typing as npt
 
 from shipyard.config import PostprocessConfig
 from shipyard.errors import ConfigError, InternalError, InvalidInputError
 from shipyard.processing.steps import OUTPUT_STEPS, Options, model_file, unknown_step
-from shipyard.types import DataType, TensorSpec
+from shipyard.types import Array, DataType, TensorSpec
 
 __all__ = [
     "OutputChain",
@@ -31,7 +30,6 @@ __all__ = [
     "top_k",
 ]
 
-Array = npt.NDArray[Any]
 Kind = Literal["classifier", "embedding", "raw"]
 _Op = Callable[[Array, Mapping[str, Array]], Array]
 
@@ -60,21 +58,21 @@ def top_k(values: Array, k: int) -> tuple[Array, Array]:
 
 
 def classify(
-    name: str, values: Array, count: Any, labels: tuple[str, ...] | None, batched: bool
+    name: str, values: Array, count: object, labels: tuple[str, ...] | None, batched: bool
 ) -> Array:
     """Triton's ``classification``: the top ``count`` as BYTES ``"value:index[:label]"``.
 
     Batched models get ``[batch, count]`` (each row's elements compared together), others
     ``[count]``. Values print as C's ``%f`` for floats (Triton's ``std::to_string``).
     """
-    check_classification(name, count, DataType.from_numpy(values.dtype))
+    top = check_classification(name, count, DataType.from_numpy(values.dtype))
     if values.size == 0:
         raise InvalidInputError(
             f"output {name!r}: 'classification' needs a numeric output with elements, not "
             f"{DataType.from_numpy(values.dtype)} {list(values.shape)}"
         )
     rows = values.reshape(values.shape[0], -1) if batched else values.reshape(1, -1)
-    indices, picked = top_k(rows, count)
+    indices, picked = top_k(rows, top)
     is_float = values.dtype.kind == "f"
     out = np.empty(indices.shape, dtype=object)
     for r in range(indices.shape[0]):
@@ -88,8 +86,8 @@ def classify(
     return out if batched else out[0]
 
 
-def check_classification(name: str, count: Any, datatype: DataType) -> None:
-    """Refuse a bad ``classification`` count, or one asked of a non-numeric output, with 400."""
+def check_classification(name: str, count: object, datatype: DataType) -> int:
+    """Return a ``classification`` count; refuse a bad one, or a non-numeric output, with 400."""
     if isinstance(count, bool) or not isinstance(count, int) or count < 1:
         raise InvalidInputError(
             f"output {name!r}: 'classification' must be an integer >= 1, got {count!r}"
@@ -98,6 +96,7 @@ def check_classification(name: str, count: Any, datatype: DataType) -> None:
         raise InvalidInputError(
             f"output {name!r}: 'classification' needs a numeric output, not {datatype}"
         )
+    return count
 
 
 def _label(name: str, labels: tuple[str, ...], index: int) -> str:

@@ -11,9 +11,6 @@ import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import numpy.typing as npt
 
 from shipyard.config import ModelConfig, PreprocessConfig
 from shipyard.errors import ConfigError
@@ -21,7 +18,7 @@ from shipyard.processing.image import ImageChain, build_image_chain
 from shipyard.processing.outputs import Kind, OutputChain, build_output_chain
 from shipyard.processing.steps import IMAGE_STEPS, STEPS, unknown_step
 from shipyard.processing.text import TextChain, build_text_chain
-from shipyard.types import DataType, TensorSpec
+from shipyard.types import Array, DataType, TensorSpec
 
 __all__ = ["INLINE_BYTES", "Pipeline", "build_pipeline", "build_postprocess"]
 
@@ -29,7 +26,6 @@ __all__ = ["INLINE_BYTES", "Pipeline", "build_pipeline", "build_postprocess"]
 #: loop (a 28x28 PNG decodes in ~50 µs, less than a thread hop); larger ones in a worker thread.
 INLINE_BYTES = 64 * 1024
 
-Array = npt.NDArray[Any]
 Chain = ImageChain | TextChain
 
 

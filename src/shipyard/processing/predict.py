@@ -17,20 +17,18 @@ import base64
 import binascii
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
-import numpy.typing as npt
 import orjson
 
 from shipyard.errors import InvalidInputError
 from shipyard.processing.outputs import top_k
 from shipyard.processing.pipeline import Pipeline
-from shipyard.types import JSONObject, JSONValue, TensorSpec
+from shipyard.types import Array, JSONObject, JSONValue, TensorSpec
 
 __all__ = ["InputKind", "PredictInput", "decode_instances", "predictions"]
 
-Array = npt.NDArray[Any]
 #: What a model's one ``/predict`` input takes: images, text, or bytes as they are.
 InputKind = Literal["image", "text", "bytes"]
 

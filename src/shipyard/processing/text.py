@@ -9,15 +9,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
-import numpy.typing as npt
 
 from shipyard.config import PreprocessConfig
 from shipyard.errors import ConfigError, InvalidInputError
 from shipyard.processing.steps import Options, model_file, unknown_step
-from shipyard.types import DataType, TensorSpec
+from shipyard.types import Array, DataType, TensorSpec
+
+if TYPE_CHECKING:  # imported when a model loads a tokenizer: the "processing" extra
+    from tokenizers import Tokenizer
 
 __all__ = ["TOKEN_INPUTS", "TextChain", "build_text_chain"]
 
@@ -25,10 +27,8 @@ __all__ = ["TOKEN_INPUTS", "TextChain", "build_text_chain"]
 TOKEN_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 _INTEGER = (DataType.INT32, DataType.INT64, DataType.UINT32, DataType.UINT64)
 
-Array = npt.NDArray[Any]
 
-
-def _load_tokenizer(path: Path, where: str) -> Any:
+def _load_tokenizer(path: Path, where: str) -> Tokenizer:
     try:
         from tokenizers import Tokenizer
     except ImportError as exc:
@@ -52,7 +52,7 @@ class TextChain:
     #: The model inputs fed, by name.
     targets: dict[str, TensorSpec]
     client_shape: tuple[int, ...]
-    tokenizer: Any
+    tokenizer: Tokenizer
     max_length: int
     #: ``True``: cut longer texts to ``max_length``; ``False``: refuse them with 400.
     truncate: bool

@@ -7,20 +7,18 @@ little-endian length followed by its bytes.
 from __future__ import annotations
 
 import struct
-from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 
 from shipyard.errors import InvalidInputError
-from shipyard.types import DataType
+from shipyard.types import Array, DataType
 
 __all__ = ["array_from_raw", "array_to_raw", "element_count"]
 
 _LENGTH = struct.Struct("<I")
 
 
-def element_count(name: str, shape: Any, limit: int) -> int:
+def element_count(name: str, shape: object, limit: int) -> int:
     """Validate a wire shape (non-negative integers) and return its element count."""
     if not isinstance(shape, list | tuple) or not all(
         isinstance(d, int) and not isinstance(d, bool) for d in shape
@@ -41,7 +39,7 @@ def element_count(name: str, shape: Any, limit: int) -> int:
 
 def array_from_raw(
     name: str, datatype: DataType, shape: list[int], raw: bytes | memoryview, count: int
-) -> npt.NDArray[Any]:
+) -> Array:
     """Decode ``raw`` into an array of ``shape``; raise InvalidInputError on a size mismatch."""
     if datatype is DataType.BYTES:
         return _bytes_from_raw(name, shape, raw, count)
@@ -56,9 +54,7 @@ def array_from_raw(
     return np.frombuffer(raw, dtype=datatype.numpy).reshape(shape)
 
 
-def _bytes_from_raw(
-    name: str, shape: list[int], raw: bytes | memoryview, count: int
-) -> npt.NDArray[Any]:
+def _bytes_from_raw(name: str, shape: list[int], raw: bytes | memoryview, count: int) -> Array:
     out = np.empty(count, dtype=object)
     view = memoryview(raw)
     offset, end = 0, len(view)
@@ -83,7 +79,7 @@ def _bytes_from_raw(
     return out.reshape(shape)
 
 
-def array_to_raw(datatype: DataType, array: npt.NDArray[Any]) -> bytes:
+def array_to_raw(datatype: DataType, array: Array) -> bytes:
     """Encode ``array`` in the wire's raw layout."""
     if datatype is DataType.BYTES:
         parts = []

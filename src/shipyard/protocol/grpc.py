@@ -11,11 +11,9 @@ Needs the ``grpc`` extra (protobuf); :mod:`shipyard.server.grpc` imports this la
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Mapping, MutableMapping, Sequence
 
 import numpy as np
-import numpy.typing as npt
 
 from shipyard.config import ModelConfig
 from shipyard.errors import InternalError, InvalidInputError
@@ -25,10 +23,13 @@ from shipyard.protocol.model_config import triton_dims, triton_platform
 from shipyard.protocol.parameters import pop_timeout_us
 from shipyard.stats import Duration, ModelStats
 from shipyard.types import (
+    Array,
     DataType,
     InferRequest,
     InferResponse,
+    JSONValue,
     ModelMetadata,
+    Parameters,
     RepositoryEntry,
     RequestedOutput,
     ServerMetadata,
@@ -39,6 +40,7 @@ __all__ = [
     "CONTENTS_FIELD",
     "decode_infer_request",
     "decode_parameters",
+    "decode_repository_parameters",
     "encode_infer_response",
     "encode_model_config",
     "encode_model_metadata",
@@ -77,9 +79,9 @@ _DATATYPES: dict[str, DataType] = {t.value: t for t in DataType}
 # -- parameters -----------------------------------------------------------------------------
 
 
-def decode_parameters(parameters: Mapping[str, Any], where: str) -> dict[str, Any]:
-    """``map<string, InferParameter>`` (or ModelRepositoryParameter) → plain Python values."""
-    out: dict[str, Any] = {}
+def decode_parameters(parameters: Mapping[str, pb.InferParameter], where: str) -> Parameters:
+    """``map<string, InferParameter>`` → plain Python values."""
+    out: Parameters = {}
     for key, parameter in parameters.items():
         choice = parameter.WhichOneof("parameter_choice")
         if choice is None:
@@ -88,7 +90,22 @@ def decode_parameters(parameters: Mapping[str, Any], where: str) -> dict[str, An
     return out
 
 
-def encode_parameters(parameters: Mapping[str, Any], target: Any) -> None:
+def decode_repository_parameters(
+    parameters: Mapping[str, pb.ModelRepositoryParameter], where: str
+) -> dict[str, bool | int | str | bytes]:
+    """``map<string, ModelRepositoryParameter>`` → plain Python values."""
+    out: dict[str, bool | int | str | bytes] = {}
+    for key, parameter in parameters.items():
+        choice = parameter.WhichOneof("parameter_choice")
+        if choice is None:
+            raise InvalidInputError(f"{where}: parameter {key!r} has no value")
+        out[key] = getattr(parameter, choice)
+    return out
+
+
+def encode_parameters(
+    parameters: Mapping[str, JSONValue], target: MutableMapping[str, pb.InferParameter]
+) -> None:
     """Fill ``target`` (a ``map<string, InferParameter>`` field) from plain Python values."""
     for key, value in parameters.items():
         parameter = target[key]
@@ -200,8 +217,8 @@ def _count(shape: list[int]) -> int:
 
 
 def _from_contents(
-    name: str, datatype: DataType, shape: list[int], contents: Any, count: int
-) -> npt.NDArray[Any]:
+    name: str, datatype: DataType, shape: list[int], contents: pb.InferTensorContents, count: int
+) -> Array:
     field = CONTENTS_FIELD.get(datatype)
     stray = [f for f in _ALL_FIELDS if f != field and len(getattr(contents, f))]
     if field is None:

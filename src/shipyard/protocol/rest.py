@@ -10,10 +10,9 @@ configuration, statistics, repository index) become the JSON objects of the V2 R
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import cast
 
 import numpy as np
-import numpy.typing as npt
 import orjson
 
 from shipyard.config import ModelConfig
@@ -23,10 +22,13 @@ from shipyard.protocol.model_config import triton_model_config
 from shipyard.protocol.parameters import pop_timeout_us
 from shipyard.stats import Duration, ModelStats
 from shipyard.types import (
+    Array,
     DataType,
     InferRequest,
     InferResponse,
     JSONObject,
+    JSONValue,
+    Parameters,
     Prediction,
     RepositoryEntry,
     RequestedOutput,
@@ -49,20 +51,21 @@ __all__ = [
 _FLOAT_LIMITS = {DataType.FP32: np.finfo(np.float32).max, DataType.FP64: np.finfo(np.float64).max}
 
 
-def encode_json(value: Any) -> bytes:
-    """Serialize a JSON-able value (NumPy arrays included)."""
+def encode_json(value: object) -> bytes:
+    """Serialize a JSON value, in which NumPy arrays may stand for lists."""
     return orjson.dumps(value, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
-def decode_json(body: bytes | memoryview, what: str = "request body") -> Any:
+def decode_json(body: bytes | memoryview, what: str = "request body") -> JSONValue:
     """Parse JSON or raise InvalidInputError naming ``what``."""
     try:
-        return orjson.loads(body)
+        value: JSONValue = orjson.loads(body)
+        return value
     except orjson.JSONDecodeError as exc:
         raise InvalidInputError(f"{what} is not valid JSON: {exc}") from exc
 
 
-def _parameters(value: Any, where: str) -> dict[str, Any]:
+def _parameters(value: JSONValue, where: str) -> Parameters:
     if value is None:
         return {}
     if not isinstance(value, dict):
@@ -117,11 +120,10 @@ def decode_infer_request(
             raise InvalidInputError(f"{where}: 'outputs' must be a list")
         outputs = []
         for out in raw_outputs:
-            if not isinstance(out, dict) or not isinstance(out.get("name"), str):
+            out_name = out.get("name") if isinstance(out, dict) else None
+            if not isinstance(out, dict) or not isinstance(out_name, str):
                 raise InvalidInputError(f"{where}: each requested output needs a 'name' string")
-            outputs.append(
-                RequestedOutput(out["name"], _parameters(out.get("parameters"), out["name"]))
-            )
+            outputs.append(RequestedOutput(out_name, _parameters(out.get("parameters"), out_name)))
     parameters = _parameters(header.get("parameters"), where)
     return InferRequest(
         model_name=model_name,
@@ -135,19 +137,21 @@ def decode_infer_request(
 
 
 def _decode_input(
-    item: Any, blobs: memoryview, offset: int, where: str, limit: int
+    item: JSONValue, blobs: memoryview, offset: int, where: str, limit: int
 ) -> tuple[Tensor, int]:
-    if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+    name = item.get("name") if isinstance(item, dict) else None
+    if not isinstance(item, dict) or not isinstance(name, str):
         raise InvalidInputError(f"{where}: each input needs a 'name' string")
-    name = item["name"]
-    if not isinstance(item.get("datatype"), str):
+    wire_datatype = item.get("datatype")
+    if not isinstance(wire_datatype, str):
         raise InvalidInputError(f"{where}, input {name!r}: 'datatype' must be a string")
     try:
-        datatype = DataType.parse(item["datatype"])
+        datatype = DataType.parse(wire_datatype)
     except ValueError as exc:
         raise InvalidInputError(f"{where}, input {name!r}: {exc}") from None
-    shape: list[int] = item.get("shape", None)  # type: ignore[assignment]  # checked next
-    count = element_count(name, shape, limit)
+    wire_shape = item.get("shape", None)
+    count = element_count(name, wire_shape, limit)
+    shape = cast(list[int], wire_shape)  # element_count checked it
     params = _parameters(item.get("parameters"), f"input {name!r}")
     size = params.get("binary_data_size")
     if size is not None:
@@ -174,8 +178,8 @@ def _decode_input(
 
 
 def _json_data(
-    name: str, datatype: DataType, shape: list[int], data: Any, count: int
-) -> npt.NDArray[Any]:
+    name: str, datatype: DataType, shape: list[int], data: JSONValue, count: int
+) -> Array:
     """Turn JSON ``data`` (flat or nested) into an array of ``shape``, strictly typed."""
     if not isinstance(data, list):
         data = [data]
@@ -229,23 +233,24 @@ def _json_data(
     return array.astype(datatype.numpy, copy=False).reshape(shape)
 
 
-def _exact_ints(
-    name: str, datatype: DataType, shape: list[int], flat: list[Any]
-) -> npt.NDArray[Any]:
-    if not all(type(v) is int for v in flat):
-        raise _type_error(name, datatype, "integers")
+def _exact_ints(name: str, datatype: DataType, shape: list[int], flat: list[JSONValue]) -> Array:
+    ints: list[int] = []
+    for value in flat:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise _type_error(name, datatype, "integers")
+        ints.append(value)
     info = np.iinfo(datatype.numpy)
-    if any(v < info.min or v > info.max for v in flat):
+    if any(v < info.min or v > info.max for v in ints):
         raise InvalidInputError(
             f"input {name!r}: a value is out of range for {datatype} ({info.min}..{info.max})"
         )
-    return np.array(flat, dtype=datatype.numpy).reshape(shape)
+    return np.array(ints, dtype=datatype.numpy).reshape(shape)
 
 
-def _flatten(data: list[Any]) -> list[Any]:
+def _flatten(data: list[JSONValue]) -> list[JSONValue]:
     if not any(isinstance(v, list) for v in data):
         return data
-    flat: list[Any] = []
+    flat: list[JSONValue] = []
     for value in data:
         if isinstance(value, list):
             flat.extend(_flatten(value))
@@ -282,23 +287,24 @@ def encode_infer_response(
     blobs: list[bytes] = []
     outputs = []
     for tensor in response.outputs:
-        entry: dict[str, Any] = {
+        entry: dict[str, object] = {
             "name": tensor.name,
             "datatype": tensor.datatype.value,
             "shape": tensor.shape,
         }
-        if tensor.parameters:
-            entry["parameters"] = dict(tensor.parameters)
         if _wants_binary(tensor, requested, all_binary):
             blob = array_to_raw(tensor.datatype, tensor.data)
-            entry.setdefault("parameters", {})["binary_data_size"] = len(blob)
+            entry["parameters"] = {**tensor.parameters, "binary_data_size": len(blob)}
             blobs.append(blob)
-        elif tensor.datatype is DataType.BYTES:
-            entry["data"] = [_text(tensor.name, v) for v in tensor.data.reshape(-1)]
         else:
-            entry["data"] = np.ascontiguousarray(tensor.data).reshape(-1)
+            if tensor.parameters:
+                entry["parameters"] = dict(tensor.parameters)
+            if tensor.datatype is DataType.BYTES:
+                entry["data"] = [_text(tensor.name, v) for v in tensor.data.reshape(-1)]
+            else:
+                entry["data"] = np.ascontiguousarray(tensor.data).reshape(-1)
         outputs.append(entry)
-    body: dict[str, Any] = {
+    body: dict[str, object] = {
         "model_name": response.model_name,
         "model_version": response.model_version,
     }
@@ -313,7 +319,7 @@ def encode_infer_response(
     return b"".join([header, *blobs]), len(header)
 
 
-def _text(name: str, value: Any) -> str:
+def _text(name: str, value: str | bytes) -> str:
     if isinstance(value, str):
         return value
     try:

@@ -14,7 +14,7 @@ import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shipyard.config import ServerConfig
 from shipyard.errors import ConfigError, NotFoundError
@@ -23,6 +23,11 @@ from shipyard.repository.layout import find_model, scan_repository
 from shipyard.repository.registry import ModelRegistry
 from shipyard.server.http import create_http_app
 from shipyard.server.service import InferenceService
+
+if TYPE_CHECKING:  # both imported when serving: gRPC needs an extra, uvicorn costs startup
+    import uvicorn
+
+    from shipyard.server.grpc import GrpcServer
 
 __all__ = ["ServerInfo", "ShipyardServer", "bind_socket", "describe_repository"]
 
@@ -71,8 +76,8 @@ class ShipyardServer:
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
         self.service: InferenceService | None = None
-        self._uvicorn: Any = None
-        self._grpc: Any = None
+        self._uvicorn: uvicorn.Server | None = None
+        self._grpc: GrpcServer | None = None
         self._grpc_stopped: asyncio.Future[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -178,6 +183,7 @@ class ShipyardServer:
     def _stop_grpc(self) -> asyncio.Future[None]:
         """Stop accepting gRPC calls; in-flight ones get ``drain_timeout_s`` (once only)."""
         if self._grpc_stopped is None:
+            assert self._grpc is not None, "called only with gRPC on"
             self._grpc_stopped = asyncio.ensure_future(self._grpc.stop(self.config.drain_timeout_s))
         return self._grpc_stopped
 
@@ -195,7 +201,9 @@ class ShipyardServer:
         loop.call_soon_threadsafe(_stop)
 
 
-def _grpc_server(service: InferenceService, config: ServerConfig, port: int) -> tuple[Any, int]:
+def _grpc_server(
+    service: InferenceService, config: ServerConfig, port: int
+) -> tuple[GrpcServer, int]:
     """Build the gRPC server on ``port`` (0: a free one); returns it and the port it bound.
 
     Imported only now: gRPC needs an optional extra.

@@ -55,7 +55,7 @@ from shipyard.errors import (
 )
 from shipyard.protocol.grpc import (
     decode_infer_request,
-    decode_parameters,
+    decode_repository_parameters,
     encode_infer_response,
     encode_model_config,
     encode_model_metadata,
@@ -210,7 +210,7 @@ class InferenceServicer:
     ) -> pb.RepositoryModelLoadResponse:
         """Load or reload a model from the repository."""
         _check_repository(request.repository_name)
-        parameters = decode_parameters(request.parameters, "load")
+        parameters = decode_repository_parameters(request.parameters, "load")
         await self.service.load_model(request.model_name, parameters)
         return pb.RepositoryModelLoadResponse()
 
@@ -219,7 +219,7 @@ class InferenceServicer:
     ) -> pb.RepositoryModelUnloadResponse:
         """Unload a model once its in-flight requests finish."""
         _check_repository(request.repository_name)
-        parameters = decode_parameters(request.parameters, "unload")
+        parameters = decode_repository_parameters(request.parameters, "unload")
         await self.service.unload_model(request.model_name, parameters)
         return pb.RepositoryModelUnloadResponse()
 

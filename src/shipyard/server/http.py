@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -33,6 +32,7 @@ from shipyard.protocol.rest import (
     encode_statistics,
 )
 from shipyard.server.service import InferenceService
+from shipyard.types import JSONObject
 
 __all__ = ["HTTP_STATUS", "create_http_app"]
 
@@ -55,7 +55,7 @@ _DIGITS = re.compile(r"[0-9]+")
 _JSON = "application/json"
 
 
-def _json(value: Any, status: int = 200) -> Response:
+def _json(value: object, status: int = 200) -> Response:
     return Response(encode_json(value), status_code=status, media_type=_JSON)
 
 
@@ -88,7 +88,7 @@ class _Endpoints:
             chunks.append(chunk)
         return b"".join(chunks)
 
-    async def json_body(self, request: Request) -> dict[str, Any]:
+    async def json_body(self, request: Request) -> JSONObject:
         body = await self.body(request)
         if not body.strip():
             return {}
@@ -193,7 +193,7 @@ def _model(request: Request) -> tuple[str, str | None]:
     return request.path_params["name"], request.path_params.get("version")
 
 
-def _parameters(body: dict[str, Any]) -> dict[str, Any]:
+def _parameters(body: JSONObject) -> JSONObject:
     params = body.get("parameters", {})
     if not isinstance(params, dict):
         raise InvalidInputError("'parameters' must be a JSON object")

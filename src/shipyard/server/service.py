@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 
 from shipyard import __version__
 from shipyard.config import ModelConfig
@@ -31,9 +29,11 @@ from shipyard.repository.layout import check_model_name
 from shipyard.repository.registry import ModelRegistry, ServedVersion
 from shipyard.stats import ModelStats
 from shipyard.types import (
+    Array,
     DataType,
     InferRequest,
     InferResponse,
+    JSONValue,
     ModelMetadata,
     Prediction,
     RepositoryEntry,
@@ -146,7 +146,7 @@ class InferenceService:
         )
 
     def _classify(
-        self, served: ServedVersion, tensors: list[Tensor], name: str, count: Any
+        self, served: ServedVersion, tensors: list[Tensor], name: str, count: JSONValue
     ) -> None:
         """Replace output ``name`` by Triton's top-``count`` "value:index[:label]" strings."""
         index = next(i for i, t in enumerate(tensors) if t.name == name)
@@ -202,10 +202,10 @@ class InferenceService:
 
     def _validate_inputs(
         self, served: ServedVersion, inputs: list[Tensor], signature: tuple[TensorSpec, ...]
-    ) -> dict[str, npt.NDArray[Any]]:
+    ) -> dict[str, Array]:
         where = f"model {served.name!r}"
         specs = {spec.name: spec for spec in signature}
-        arrays: dict[str, npt.NDArray[Any]] = {}
+        arrays: dict[str, Array] = {}
         for tensor in inputs:
             spec = specs.get(tensor.name)
             if spec is None:
@@ -279,13 +279,13 @@ class InferenceService:
         """Every model in the repository with its state and reason."""
         return self.registry.index(ready_only)
 
-    async def load_model(self, name: str, parameters: Mapping[str, Any] | None = None) -> None:
+    async def load_model(self, name: str, parameters: Mapping[str, object] | None = None) -> None:
         """Load or reload ``name`` from the repository."""
         check_model_name(name)
         _refuse_parameters(parameters, "load")
         await self.registry.load(name)
 
-    async def unload_model(self, name: str, parameters: Mapping[str, Any] | None = None) -> None:
+    async def unload_model(self, name: str, parameters: Mapping[str, object] | None = None) -> None:
         """Unload ``name`` after its in-flight requests finish."""
         check_model_name(name)
         _refuse_parameters(parameters, "unload", allowed=("unload_dependents",))
@@ -332,7 +332,7 @@ def _signature(served: ServedVersion) -> tuple[tuple[TensorSpec, ...], tuple[Ten
 
 
 def _refuse_parameters(
-    parameters: Mapping[str, Any] | None, action: str, allowed: tuple[str, ...] = ()
+    parameters: Mapping[str, object] | None, action: str, allowed: tuple[str, ...] = ()
 ) -> None:
     for key in parameters or {}:
         if key in allowed:

@@ -9,12 +9,17 @@ from __future__ import annotations
 import io
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
 import onnx
 from onnx import TensorProto, helper, numpy_helper
+
+from shipyard.types import Array
+
+if TYPE_CHECKING:  # the "processing" extra, imported by the helper that needs it
+    from tokenizers import Tokenizer
 
 __all__ = [
     "digit_image",
@@ -106,7 +111,7 @@ def digit_image(mean: float, size: int = 28) -> npt.NDArray[np.uint8]:
     return np.full((size, size), round(mean * 255), dtype=np.uint8)
 
 
-def image_bytes(pixels: npt.NDArray[Any], fmt: str = "PNG") -> bytes:
+def image_bytes(pixels: Array, fmt: str = "PNG") -> bytes:
     """Encode a uint8 array (H x W or H x W x C) as an image file with Pillow."""
     from PIL import Image
 
@@ -115,7 +120,7 @@ def image_bytes(pixels: npt.NDArray[Any], fmt: str = "PNG") -> bytes:
     return buffer.getvalue()
 
 
-def train_tokenizer(path: Path, sentences: Sequence[str]) -> Any:
+def train_tokenizer(path: Path, sentences: Sequence[str]) -> Tokenizer:
     """Train a small lower-casing WordLevel tokenizer on ``sentences``; save it as ``path``.
 
     Special tokens: ``[PAD]`` (0), ``[UNK]`` (1), ``[CLS]`` (2), ``[SEP]`` (3); every text is
