@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from shipyard.types import JSONObject
+
 __all__ = [
     "SCHEMA",
     "CpuInfo",
@@ -146,7 +148,7 @@ class HardwareReport:
     litert_available: bool = False
     litert_note: str | None = None
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JSONObject:
         """The stable JSON form (``shipyard hw --json``, report.json's ``hardware``)."""
         return {
             "schema": SCHEMA,
@@ -169,7 +171,7 @@ class HardwareReport:
             "int8_kernels": dataclasses.asdict(int8_kernels(self.cpu)),
         }
 
-    def summary(self) -> dict[str, Any]:
+    def summary(self) -> JSONObject:
         """The short form stored with a measurement: enough to tell two machines apart."""
         return {
             "cpu": self.cpu.model,

@@ -17,13 +17,12 @@ import warnings
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import ModuleType
-from typing import Any
 
 import numpy as np
 import onnx
 
 from shipyard.errors import ConversionError
-from shipyard.types import Array, TensorSpec
+from shipyard.types import Array, JSONObject, TensorSpec
 
 __all__ = ["Arrays", "Converted", "Reference", "converter_error", "quiet", "require"]
 
@@ -44,7 +43,7 @@ class Converted:
     outputs: tuple[TensorSpec, ...]
     reference: Reference
     #: Facts worth recording in report.json (exporter used, opset, notes).
-    details: dict[str, Any] = field(default_factory=dict)
+    details: JSONObject = field(default_factory=dict)
 
 
 def require(module: str, extra: str, framework: str) -> ModuleType:

@@ -8,14 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import onnx
 
 from shipyard.convert.base import Converted, Reference, converter_error, quiet
 from shipyard.convert.signature import merge_specs, onnx_signature
 from shipyard.errors import ConfigError, ConversionError
-from shipyard.types import Array, TensorSpec
+from shipyard.types import Array, JSONObject, TensorSpec
 
 __all__ = ["convert_onnx", "ort_runner"]
 
@@ -62,7 +61,7 @@ def convert_onnx(
             "check", "onnx", exc, "re-export the model with a current exporter"
         ) from exc
     source_opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
-    details: dict[str, Any] = {"source_opset": source_opset, "opset": source_opset}
+    details: JSONObject = {"source_opset": source_opset, "opset": source_opset}
     original = model.SerializeToString()
     if opset is not None and opset != source_opset:
         try:

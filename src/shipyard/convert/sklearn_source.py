@@ -18,7 +18,7 @@ import numpy as np
 from shipyard.convert.base import Converted, converter_error, quiet, require
 from shipyard.convert.signature import onnx_signature
 from shipyard.errors import ConfigError, ConversionError
-from shipyard.types import Array, DataType, TensorSpec
+from shipyard.types import Array, DataType, JSONObject, TensorSpec
 
 __all__ = ["PICKLE_WARNING", "convert_sklearn"]
 
@@ -140,7 +140,7 @@ def convert_sklearn(
         _, outputs = onnx_signature(onnx_model)
     except ConfigError as exc:
         raise ConversionError(exc.message, step="signature", framework="sklearn") from exc
-    details = {"estimator": type(model).__name__, "opset": _opset(onnx_model)}
+    details: JSONObject = {"estimator": type(model).__name__, "opset": _opset(onnx_model)}
     return Converted(onnx_model, (spec,), outputs, _reference(model, spec, outputs), details)
 
 

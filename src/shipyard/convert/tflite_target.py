@@ -17,12 +17,12 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from shipyard.convert.base import Arrays, Reference, converter_error, quiet, require
 from shipyard.convert.detect import LABELS
 from shipyard.errors import ConversionError, ModelLoadError
-from shipyard.types import Array, TensorSpec
+from shipyard.types import Array, JSONObject, TensorSpec
 
 __all__ = [
     "NamedReference",
@@ -49,7 +49,7 @@ class TfliteModel:
     reference: Reference
     #: The converted model in LiteRT, outputs in the order of ``outputs``.
     runner: Reference
-    details: dict[str, Any] = field(default_factory=dict)
+    details: JSONObject = field(default_factory=dict)
 
 
 def unavailable(framework: str) -> ConversionError:
@@ -82,7 +82,7 @@ def saved_model_to_tflite(
     framework: str,
     quantize: Quantize,
     calibration: Arrays | None,
-) -> tuple[bytes, dict[str, Any]]:
+) -> tuple[bytes, JSONObject]:
     """Convert one signature of a SavedModel; return the flatbuffer and report details."""
     extra = "tensorflow" if framework == "tensorflow" else "keras,tensorflow"
     with quiet():
@@ -112,7 +112,7 @@ def saved_model_to_tflite(
             " ONNX (--to onnx)",
             printed.getvalue(),
         ) from exc
-    details: dict[str, Any] = {
+    details: JSONObject = {
         "converter": f"TFLiteConverter (TensorFlow {tf.__version__})",
         "quantize": quantize,
         "signature": signature,
@@ -123,7 +123,7 @@ def saved_model_to_tflite(
 
 
 def litert_model(
-    data: bytes, framework: str, reference: NamedReference, details: dict[str, Any]
+    data: bytes, framework: str, reference: NamedReference, details: JSONObject
 ) -> TfliteModel:
     """Load ``data`` in LiteRT; pair it with the source's by-name reference for parity."""
     require("ai_edge_litert", "tflite", framework)

@@ -24,7 +24,7 @@ from shipyard.convert.detect import Source
 from shipyard.convert.signature import INPUT_FORMAT, onnx_signature
 from shipyard.convert.validate import random_inputs
 from shipyard.errors import ConfigError, ConversionError
-from shipyard.types import Array, DataType, TensorSpec
+from shipyard.types import Array, DataType, JSONObject, TensorSpec
 
 __all__ = ["Exporter", "convert_torch"]
 
@@ -243,7 +243,7 @@ def convert_torch(
         found_inputs, found_outputs = onnx_signature(onnx_model)
     except ConfigError as exc:
         raise _error(exc.message, "signature") from exc
-    details: dict[str, Any] = {
+    details: JSONObject = {
         "exporter": chosen,
         "source_kind": source.torch_kind,
         "opset": next(
@@ -257,5 +257,5 @@ def convert_torch(
         if want == -1 and have != -1
     ]
     if static:
-        details["static_dims"] = static
+        details["static_dims"] = list(static)
     return Converted(onnx_model, found_inputs, found_outputs, reference, details)

@@ -18,7 +18,6 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -26,7 +25,7 @@ from shipyard.backends.onnxruntime import OnnxRuntimeBackend
 from shipyard.config import ModelConfig
 from shipyard.optimize.data import Arrays, random_dataset
 from shipyard.sampling import example_shape
-from shipyard.types import TensorSpec
+from shipyard.types import JSONObject, TensorSpec
 
 __all__ = [
     "BenchmarkSettings",
@@ -85,7 +84,7 @@ class Measurement:
     latency: LatencyStats
     throughput: ThroughputStats
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JSONObject:
         """JSON form (report.json)."""
         return {"latency": asdict(self.latency), "throughput": asdict(self.throughput)}
 

@@ -404,7 +404,7 @@ def speed_guard(
 
 
 def arrays_runner(
-    run: Callable[[Mapping[str, Any], Sequence[str]], list[Any]], names: Sequence[str]
+    run: Callable[[Mapping[str, Array], Sequence[str]], list[Array]], names: Sequence[str]
 ) -> Runner:
     """Adapt ``backend.run(inputs, output_names)`` to a :data:`Runner`."""
     return lambda feed: [np.asarray(a) for a in run(feed, list(names))]

@@ -38,7 +38,7 @@ from typing import Any, Literal, get_args
 from shipyard.errors import ConversionError, InvalidInputError
 from shipyard.hardware import CpuInfo, int8_kernels
 from shipyard.optimize.data import Dataset, batches
-from shipyard.types import TensorSpec
+from shipyard.types import Array, TensorSpec
 
 __all__ = [
     "GraphLevel",
@@ -190,7 +190,7 @@ class _Reader:
         self._feeds = list(batches(dataset.arrays, CALIBRATION_BATCH, specs))
         self._iter = iter(self._feeds)
 
-    def get_next(self) -> dict[str, Any] | None:
+    def get_next(self) -> dict[str, Array] | None:
         return next(self._iter, None)
 
     def __len__(self) -> int:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from shipyard.backends.onnxruntime import OnnxRuntimeBackend
 from shipyard.config import ModelConfig
@@ -17,6 +16,7 @@ from shipyard.errors import ConversionError, ModelLoadError, NotFoundError, Unsu
 from shipyard.optimize.data import Dataset, random_dataset
 from shipyard.optimize.guard import Metric, accuracy_guard, arrays_runner, client_postprocessing
 from shipyard.repository.layout import ModelSource
+from shipyard.types import JSONObject
 
 __all__ = [
     "RANDOM_SAMPLES",
@@ -113,7 +113,7 @@ def guard_accuracy(
     model_dir: Path,
     metric: Metric | None,
     max_drop: float,
-) -> dict[str, Any]:
+) -> JSONObject:
     """The accuracy guard of ``candidate`` against ``baseline`` on what clients get.
 
     ``model`` gives the signature (the version being optimized); ``config`` and ``model_dir``

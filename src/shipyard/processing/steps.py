@@ -11,13 +11,15 @@ from __future__ import annotations
 import math
 from collections.abc import Collection
 from pathlib import Path
-from typing import Any
+from typing import TypeVar
 
 from shipyard.config import StepConfig
 from shipyard.errors import ConfigError
 from shipyard.types import DataType
 
 __all__ = ["IMAGE_STEPS", "OUTPUT_STEPS", "STEPS", "TEXT_STEPS", "Options", "model_file"]
+
+_T = TypeVar("_T")
 
 #: Steps of a ``[[preprocess]]`` entry that turns images into a tensor, in the order allowed.
 IMAGE_STEPS = ("decode_image", "resize", "scale", "normalize", "layout", "cast")
@@ -96,14 +98,15 @@ class Options:
             raise self.error(f"{key} must be a non-empty array of finite numbers, got {value!r}")
         return tuple(float(v) for v in value)
 
-    def choice(self, key: str, choices: tuple[Any, ...], default: Any = None) -> Any:
+    def choice(self, key: str, choices: tuple[_T, ...], default: _T | None = None) -> _T:
         """One of ``choices``; required when ``default`` is None."""
         value = self._values.get(key, default)
         if value is None:
             raise self.error(f"needs {key} = one of {_listing(choices)}")
-        if not any(type(value) is type(c) and value == c for c in choices):
-            raise self.error(f"{key} must be one of {_listing(choices)}, got {value!r}")
-        return value
+        for choice in choices:
+            if type(value) is type(choice) and value == choice:
+                return choice
+        raise self.error(f"{key} must be one of {_listing(choices)}, got {value!r}")
 
     def string(self, key: str, default: str | None = None) -> str:
         """A non-empty string option; required when ``default`` is None."""
@@ -126,11 +129,11 @@ class Options:
         return datatype
 
 
-def _finite(value: Any) -> bool:
+def _finite(value: object) -> bool:
     return not isinstance(value, bool) and isinstance(value, int | float) and math.isfinite(value)
 
 
-def _listing(choices: tuple[Any, ...]) -> str:
+def _listing(choices: tuple[object, ...]) -> str:
     return ", ".join(repr(c).lower() if isinstance(c, bool) else repr(c) for c in choices)
 
 

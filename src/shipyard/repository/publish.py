@@ -19,12 +19,11 @@ import shutil
 import tomllib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 from shipyard.config import parse_model_config
 from shipyard.errors import ConfigError
 from shipyard.repository.layout import CONFIG_FILENAME, check_model_name, parse_version
-from shipyard.types import TensorSpec
+from shipyard.types import JSONObject, TensorSpec
 
 __all__ = ["next_version", "publish", "update_model_toml"]
 
@@ -93,7 +92,7 @@ def publish(
     files: Mapping[str, bytes],
     inputs: Sequence[TensorSpec],
     outputs: Sequence[TensorSpec],
-    report: dict[str, Any],
+    report: JSONObject,
 ) -> tuple[int, Path]:
     """Write ``files`` and ``report.json`` as the next version; return (version, folder).
 
