@@ -211,6 +211,17 @@ def test_float_overflow_for_fp32() -> None:
     bad(one_input(shape=[2], datatype="FP32", data=[1.0, -1e39]), match="out of range for FP32")
 
 
+@pytest.mark.parametrize("sign", [1.0, -1.0])
+def test_fp32_extremes_as_json_write_them_are_in_range(sign: float) -> None:
+    """FP32's largest value, written as JSON does (3.4028235e+38, just above it), is valid."""
+    largest = float(np.finfo(np.float32).max)
+    written = float(f"{np.float32(largest):.8g}")
+    assert written > largest  # the text a JSON writer makes, as parsed back
+    array = decode(one_input(shape=[1], datatype="FP32", data=[sign * written])).inputs[0].data
+    assert array.dtype == np.float32
+    assert array.tolist() == [sign * largest]
+
+
 def test_large_float_is_fine_for_fp64() -> None:
     """The same value is valid FP64 data."""
     array = decode(one_input(shape=[1], datatype="FP64", data=[1e39])).inputs[0].data

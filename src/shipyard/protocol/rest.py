@@ -48,7 +48,7 @@ __all__ = [
     "encode_statistics",
 ]
 
-_FLOAT_LIMITS = {DataType.FP32: np.finfo(np.float32).max, DataType.FP64: np.finfo(np.float64).max}
+_FLOATS = (DataType.FP32, DataType.FP64)
 
 
 def encode_json(value: object) -> bytes:
@@ -213,11 +213,16 @@ def _json_data(
     if datatype is DataType.BOOL:
         if kind != "b":
             raise _type_error(name, datatype, "true/false values")
-    elif datatype in _FLOAT_LIMITS:
+    elif datatype in _FLOATS:
         if kind not in "iuf":
             raise _type_error(name, datatype, "numbers")
-        if kind == "f" and np.abs(array).max() > _FLOAT_LIMITS[datatype]:
+        # Out of range means "becomes infinite": JSON writes FP32's largest value as
+        # 3.4028235e+38, a little above it, and that still rounds to it.
+        with np.errstate(over="ignore"):
+            floats = array.astype(datatype.numpy, copy=False)
+        if kind == "f" and not np.isfinite(floats).all():
             raise InvalidInputError(f"input {name!r}: a value is out of range for {datatype}")
+        return floats.reshape(shape)
     else:
         if kind in "fO":
             # NumPy infers float64 (or object) for ints past int64 mixed with smaller ones,
