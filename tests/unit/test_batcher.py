@@ -435,6 +435,23 @@ def test_deadline_expires_a_queued_request() -> None:
     run(close_after(batcher, body))
 
 
+def test_a_later_deadline_keeps_the_default_timeout_of_an_unbatched_model() -> None:
+    """A deadline 30 s away does not loosen default_timeout_us, with batching off too."""
+    batching = DynamicBatchingConfig(default_timeout_us=20_000)
+    batcher, backend, _ = make(max_batch_size=0, batching=batching)
+
+    async def body() -> None:
+        first = await hold_first(batcher, backend)
+        started = time.monotonic()
+        with pytest.raises(DeadlineExceededError):
+            await batcher.submit(rows(1), ["y"], deadline=started + 30)
+        assert time.monotonic() - started < 5  # the default fired, not the deadline
+        backend.gate.set()
+        await first
+
+    run(close_after(batcher, body))
+
+
 @pytest.mark.parametrize(
     ("timeout_us", "expected_us"),
     [
