@@ -507,18 +507,25 @@ class _Service:
         return InferResponse(request.model_name, "1", [])
 
 
-def test_call_deadline_becomes_the_request_deadline() -> None:
-    """A call with 200 ms left gives its request a deadline 199 ms away (the 1 ms margin)."""
+@pytest.mark.parametrize(
+    ("remaining_s", "margin_s"),
+    [(0.2, 0.02), (0.005, 0.001), (10.0, 0.05)],
+    ids=["a tenth", "at least 1 ms", "at most 50 ms"],
+)
+def test_call_deadline_becomes_the_request_deadline(remaining_s: float, margin_s: float) -> None:
+    """A call with time left gives its request a deadline a tenth of it earlier (1 to 50 ms),
+    so the server's DEADLINE_EXCEEDED reaches the client before its own timer fires."""
     service = _Service()
     servicer = InferenceServicer(service)  # type: ignore[arg-type]
     message = typed_request(DataType.INT32, np.ones(2, np.int32))
     message.parameters["timeout"].int64_param = 50_000
     before = time.monotonic()
-    asyncio.run(servicer.ModelInfer(message, 0.2))
+    asyncio.run(servicer.ModelInfer(message, remaining_s))
     after = time.monotonic()
     (request,) = service.requests
     assert request.deadline is not None
-    assert before + 0.199 <= request.deadline <= after + 0.199
+    expected = remaining_s - margin_s
+    assert before + expected - 1e-9 <= request.deadline <= after + expected + 1e-9
     assert request.timeout_us == 50_000  # the client's own timeout is kept beside it
     assert "timeout" not in request.parameters
     asyncio.run(servicer.ModelInfer(message, None))

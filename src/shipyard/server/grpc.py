@@ -84,10 +84,18 @@ GRPC_STATUS: dict[ErrorCode, StatusCode] = {
     ErrorCode.INTERNAL: StatusCode.INTERNAL,
 }
 
-#: The request's queue timeout ends this long before the call's deadline, so that the server's
-#: DEADLINE_EXCEEDED (naming the model and the time queued) reaches the client before the
-#: client's own deadline fires.
-DEADLINE_MARGIN_US = 1_000
+#: The request's queue timeout ends this share of the time left before the call's deadline (at
+#: least 1 ms, at most 50 ms), so that the server's DEADLINE_EXCEEDED (naming the model and the
+#: time queued) reaches the client before the client's own deadline fires, even when a busy
+#: event loop wakes a few milliseconds late.
+DEADLINE_MARGIN = 0.1
+
+
+def _deadline(remaining_s: float) -> float:
+    """The request's deadline (``time.monotonic()``) for a call with ``remaining_s`` left."""
+    margin = min(max(remaining_s * DEADLINE_MARGIN, 0.001), 0.05)
+    return time.monotonic() + remaining_s - margin
+
 
 _RESPONSE_HEADERS = http2.encode_headers(
     [
@@ -187,7 +195,7 @@ class InferenceServicer:
         """Run one inference; the call's deadline becomes the request's."""
         infer_request = decode_infer_request(request, self.service.max_tensor_elements)
         if remaining_s is not None:
-            infer_request.deadline = time.monotonic() + remaining_s - DEADLINE_MARGIN_US / 1_000_000
+            infer_request.deadline = _deadline(remaining_s)
         response = await self.service.infer(infer_request)
         return encode_infer_response(response)
 
