@@ -229,7 +229,8 @@ def test_stop_waits_for_an_answer_held_by_flow_control(tmp_path: Path) -> None:
     WINDOW_UPDATE; the drain must wait for the connection to finish, not only for the calls'
     tasks. The client is Shipyard's own HTTP/2 client end (h2's treats GOAWAY as the end of
     the connection, which RFC 9113 does not), with 64 KiB windows, reading nothing while the
-    server stops.
+    server stops. The 300 kB request is larger than the server's 64 KiB stream window: the
+    server grants the rest once the message's length prefix arrives.
     """
     repo = tmp_path / "repo"
     write_model(repo, "wide", identity_model(DataType.FP32, [1, "n"]))
@@ -250,12 +251,21 @@ def test_stop_waits_for_an_answer_held_by_flow_control(tmp_path: Path) -> None:
                 (b":path", INFER.encode()),
                 (b":authority", running.grpc_address.encode()),
                 (b"content-type", b"application/grpc"),
+                (b"te", b"trailers"),
             ]
         )
         sock.sendall(client.data_to_send())
-        client.receive(sock.recv(65536))  # the server's SETTINGS: its 4 MiB stream window
+        client.receive(sock.recv(65536))  # the server's SETTINGS: 64 KiB stream windows
         client.request(block, framed(request))
-        sock.sendall(client.data_to_send())
+        sock.sendall(client.data_to_send())  # the first 64 KiB of the request
+        # The server gives the stream window for the rest of the declared message; relay it.
+        out = b""
+        while len(out) < 200_000:
+            chunk = sock.recv(65536)
+            assert chunk, "no window for the rest of the request"
+            client.receive(chunk)
+            out = client.data_to_send()
+            sock.sendall(out)
         responses: list[Response] = []
         data = b""
         while len(data) < 60_000:  # the answer has started: the first 64 KiB of it

@@ -22,7 +22,7 @@ from shipyard.loadgen import grpc as grpc_load
 from shipyard.loadgen.grpc import GrpcTransport, encode_request
 from shipyard.loadgen.runner import run
 from shipyard.protocol import grpc_service_pb2 as pb
-from shipyard.protocol.http2 import ServerConnection
+from shipyard.protocol.http2 import ConnectionLimits, ServerConnection
 from shipyard.types import DataType
 
 
@@ -122,7 +122,7 @@ class Misbehaving(asyncio.Protocol):
 
     def __init__(self, mode: str) -> None:
         self.mode = mode
-        self.h2 = ServerConnection(max_body_bytes=1 << 20)
+        self.h2 = ServerConnection(ConnectionLimits())
         self.transport: Any = None
 
     def connection_made(self, transport: Any) -> None:
@@ -131,7 +131,8 @@ class Misbehaving(asyncio.Protocol):
         transport.write(self.h2.data_to_send())
 
     def data_received(self, data: bytes) -> None:
-        requests = self.h2.receive(data)
+        self.h2.receive(data)
+        requests = self.h2.take_ready()
         self.transport.write(self.h2.data_to_send())
         if requests and self.mode == "close":
             self.transport.close()

@@ -26,6 +26,31 @@ __all__ = ["serve"]
 @click.option(
     "--grpc-port", type=int, default=None, help="gRPC port; 0 turns gRPC off [default: 8001]."
 )
+# -- gRPC connection limits (docs/grpc.md); the others are in the [server] table and env.
+@click.option(
+    "--grpc-max-connections", type=int, default=None, help="gRPC connections [default: 1000]."
+)
+@click.option(
+    "--grpc-handshake-timeout",
+    "grpc_handshake_timeout_s",
+    type=float,
+    default=None,
+    help="Seconds for a gRPC client's preface and SETTINGS [default: 10].",
+)
+@click.option(
+    "--grpc-idle-timeout",
+    "grpc_idle_timeout_s",
+    type=float,
+    default=None,
+    help="Seconds a gRPC connection may idle; 0: forever [default: 300].",
+)
+@click.option(
+    "--grpc-keepalive-interval",
+    "grpc_keepalive_interval_s",
+    type=float,
+    default=None,
+    help="Seconds of client silence before a keepalive PING; 0: none [default: 60].",
+)
 @click.option("--model", "models", multiple=True, help="Load only this model (repeatable).")
 @click.option(
     "--config",

@@ -21,6 +21,38 @@ __all__ = ["LOG_LEVELS", "ServerConfig"]
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 
 
+#: The gRPC connection limits of ServerConfig, by type, and their smallest values.
+_GRPC_INT_LIMITS = {
+    "grpc_max_connections": 1,
+    "grpc_max_header_list_bytes": 1024,
+    "grpc_max_unsent_bytes": 1,
+    "grpc_max_resets": 1,
+    "grpc_max_pings": 1,
+    "grpc_max_settings": 1,
+}
+_GRPC_FLOAT_LIMITS = (
+    "grpc_flood_window_s",
+    "grpc_handshake_timeout_s",
+    "grpc_idle_timeout_s",
+    "grpc_keepalive_interval_s",
+    "grpc_keepalive_timeout_s",
+)
+
+
+def _check_grpc_limits(config: ServerConfig) -> None:
+    """Refuse gRPC connection limits out of range (time limits of 0 turn idle/keepalive off)."""
+    for key, smallest in _GRPC_INT_LIMITS.items():
+        value = getattr(config, key)
+        if not smallest <= value <= 2**31 - 1:
+            raise ConfigError(f"{key} must be in {smallest}..2147483647, got {value}")
+    for key in _GRPC_FLOAT_LIMITS:
+        value = getattr(config, key)
+        may_be_off = key in ("grpc_idle_timeout_s", "grpc_keepalive_interval_s")
+        if not (value >= 0 if may_be_off else value > 0) or value == float("inf"):
+            bound = ">= 0 (0: off)" if may_be_off else "> 0"
+            raise ConfigError(f"{key} must be a finite number of seconds {bound}, got {value}")
+
+
 @dataclass(frozen=True, slots=True)
 class ServerConfig:
     """Settings of one server process. See ``docs/configuration.md``."""
@@ -32,8 +64,36 @@ class ServerConfig:
     grpc_port: int = 8001
     #: Largest gRPC message received or sent (RESOURCE_EXHAUSTED above it).
     grpc_max_message_bytes: int = 64 * 1024 * 1024
-    #: Calls one gRPC connection may have open at once (more are refused: REFUSED_STREAM).
+    #: Calls one gRPC connection may have open at once (more are refused: REFUSED_STREAM),
+    #: and may run at once (a complete request waits, unconsumed, while that many run).
     grpc_max_concurrent_streams: int = 1000
+    # -- gRPC connection limits: what one client may cost (docs/grpc.md, "Connection limits").
+    #: gRPC connections open at once; past it a new one is accepted, sent
+    #: GOAWAY(ENHANCE_YOUR_CALM) "too many connections" and closed.
+    grpc_max_connections: int = 1000
+    #: Largest header list of one call (RFC 7541 sizes) and largest encoded header block; over
+    #: it, GOAWAY(ENHANCE_YOUR_CALM).
+    grpc_max_header_list_bytes: int = 16 * 1024
+    #: Answer bytes one connection may hold while its client's flow-control window is closed;
+    #: past it, no new call starts on that connection until the client reads.
+    grpc_max_unsent_bytes: int = 64 * 1024 * 1024
+    #: Stream resets per connection (the client's RST_STREAM plus streams the server refused)
+    #: per ``grpc_flood_window_s``; past it, GOAWAY(ENHANCE_YOUR_CALM) and close.
+    grpc_max_resets: int = 200
+    #: PING frames per connection per ``grpc_flood_window_s``; past it, the same.
+    grpc_max_pings: int = 100
+    #: SETTINGS frames per connection per ``grpc_flood_window_s``; past it, the same.
+    grpc_max_settings: int = 100
+    #: The window, in seconds, in which the three budgets above are counted.
+    grpc_flood_window_s: float = 10.0
+    #: Seconds a new connection has to send the HTTP/2 preface and its first SETTINGS.
+    grpc_handshake_timeout_s: float = 10.0
+    #: Seconds a connection may stay without open streams and running calls; 0: forever.
+    grpc_idle_timeout_s: float = 300.0
+    #: Seconds without a frame from the client before the server sends a PING; 0: never.
+    grpc_keepalive_interval_s: float = 60.0
+    #: Seconds the client has to acknowledge that PING before its connection is closed.
+    grpc_keepalive_timeout_s: float = 20.0
     #: Models to load at start; empty: every model in the repository.
     models: tuple[str, ...] = ()
     #: Largest request body accepted (413 above it).
@@ -74,11 +134,12 @@ class ServerConfig:
                     "grpc_max_concurrent_streams",
                     "max_request_bytes",
                     "max_tensor_elements",
+                    *_GRPC_INT_LIMITS,
                 ):
                     if isinstance(value, bool | float):  # int() would truncate or accept true
                         raise TypeError(f"{key} must be an integer")
                     out[key] = int(value)
-                elif key == "drain_timeout_s":
+                elif key == "drain_timeout_s" or key in _GRPC_FLOAT_LIMITS:
                     out[key] = float(value)
                 else:
                     out[key] = str(value)
@@ -99,6 +160,7 @@ class ServerConfig:
                 "grpc_max_concurrent_streams must be in 1..2147483647, got "
                 f"{config.grpc_max_concurrent_streams}"
             )
+        _check_grpc_limits(config)
         if config.max_request_bytes < 1024 or config.max_tensor_elements < 1:
             raise ConfigError("max_request_bytes must be >= 1024 and max_tensor_elements >= 1")
         if not config.drain_timeout_s >= 0:  # also refuses NaN

@@ -27,7 +27,7 @@ from shipyard.server.service import InferenceService
 if TYPE_CHECKING:  # both imported when serving: gRPC needs an extra, uvicorn costs startup
     import uvicorn
 
-    from shipyard.server.grpc import GrpcServer
+    from shipyard.server.grpc_connection import GrpcServer
 
 __all__ = ["ServerInfo", "ShipyardServer", "bind_socket", "describe_repository"]
 
@@ -209,13 +209,11 @@ def _grpc_server(
     Imported only now: gRPC needs an optional extra.
     """
     try:
-        from shipyard.server.grpc import GrpcServer
+        from shipyard.server.grpc_connection import GrpcServer
     except ImportError as exc:
         raise ConfigError(str(exc)) from exc
     sock = bind_socket(config.host, port, "gRPC", "--grpc-port (0 turns gRPC off)")
-    server = GrpcServer(
-        service, sock, config.grpc_max_message_bytes, config.grpc_max_concurrent_streams
-    )
+    server = GrpcServer(service, sock, config)
     return server, sock.getsockname()[1]
 
 

@@ -1,24 +1,16 @@
-"""The HTTP/2 (RFC 9113) that gRPC needs, as sans-I/O state machines for both ends.
+"""HTTP/2 (RFC 9113) for gRPC, sans-I/O: the server end on ``h2``, and a lean client end.
 
-:class:`ServerConnection` takes the bytes a client sent (:meth:`~Endpoint.receive`) and returns
-a :class:`Request` for each stream whose request has fully arrived (headers and body; gRPC
-messages are buffered whole). Answers are queued with :meth:`~ServerConnection.respond` and the
-bytes to write are taken with :meth:`~Endpoint.data_to_send`. :class:`ClientConnection` is the
-mirror image for the load generator: :meth:`~ClientConnection.request` opens a stream and
-:meth:`~Endpoint.receive` returns a :class:`Response` per finished one. There is no I/O here:
-the gRPC transport (:mod:`shipyard.server.grpc`) and the load generator own the sockets.
+:class:`ServerConnection` is the gRPC server's connection: ``h2`` owns the protocol (frames,
+stream states, HPACK, header validation); Shipyard owns the policy around it (limits, budgets,
+timeouts, the order in which calls start, flow control as backpressure), described by
+:class:`ConnectionLimits`. The gRPC transport (:mod:`shipyard.server.grpc_connection`) owns
+the socket and the timers.
 
-What a gRPC server needs, and nothing else: prior-knowledge cleartext HTTP/2 (``h2c``, as
-every gRPC client speaks it without TLS), SETTINGS, PING, WINDOW_UPDATE with flow control in
-both directions, RST_STREAM, GOAWAY, HEADERS with CONTINUATION and padding, and HPACK through
-the ``hpack`` package. The server never pushes. Violations of the protocol end the connection
-with GOAWAY and the error code RFC 9113 gives, or reset the one stream at fault.
-
-Speed: the header block of a repeated call is a handful of indexed fields (gRPC clients index
-every header after the first call), so decoded blocks made only of indexed fields are cached;
-such a block never changes the decoder's table, so a cached answer stays right until a block
-that does change it arrives, which clears the cache. Responses use literal fields that are never
-indexed, so each answer's header blocks are constant bytes built once.
+:class:`ClientConnection` is the load generator's client end: hand-written and minimal,
+because a general client cost more CPU than the server it measured (see
+benchmarks/RESULTS.md). It takes the bytes a server sent (:meth:`~Endpoint.receive`) and
+returns a :class:`Response` per finished stream; :meth:`~ClientConnection.request` opens one.
+Header blocks are decoded with the ``hpack`` package.
 """
 
 from shipyard.protocol.http2.client import ClientConnection
@@ -27,22 +19,28 @@ from shipyard.protocol.http2.frames import (
     PREFACE,
     ErrorCode,
     ProtocolError,
-    Request,
     Response,
     encode_headers,
     frame,
 )
-from shipyard.protocol.http2.server import ServerConnection
+from shipyard.protocol.http2.guard import FrameGuard, RateBudget, Violation
+from shipyard.protocol.http2.limits import ConnectionLimits
+from shipyard.protocol.http2.server import Received, Request, ServerConnection
 
 __all__ = [
     "PREFACE",
     "ClientConnection",
+    "ConnectionLimits",
     "Endpoint",
     "ErrorCode",
+    "FrameGuard",
     "ProtocolError",
+    "RateBudget",
+    "Received",
     "Request",
     "Response",
     "ServerConnection",
+    "Violation",
     "encode_headers",
     "frame",
 ]

@@ -12,7 +12,6 @@ __all__ = [
     "PREFACE",
     "ErrorCode",
     "ProtocolError",
-    "Request",
     "Response",
     "encode_headers",
     "frame",
@@ -106,15 +105,6 @@ def encode_headers(headers: list[tuple[bytes, bytes]]) -> bytes:
         out += _encode_integer(len(name), 7, 0) + name
         out += _encode_integer(len(value), 7, 0) + value
     return bytes(out)
-
-
-@dataclass(slots=True)
-class Request:
-    """A stream's whole request, as a server received it: headers and body."""
-
-    stream_id: int
-    headers: list[tuple[str, str]]
-    body: bytes
 
 
 @dataclass(slots=True)
