@@ -188,8 +188,25 @@ def test_private_descriptor_pool_coexists_with_tritonclient() -> None:
     assert service_pb2.ModelInferRequest is not pb.ModelInferRequest
 
 
+def test_health_messages_match_grpcio_health_checking() -> None:
+    """Our grpc.health.v1 messages import beside grpcio-health-checking's and share the wire."""
+    from grpc_health.v1 import health_pb2 as theirs
+
+    from shipyard.protocol import health_pb2 as ours
+
+    assert ours.HealthCheckRequest is not theirs.HealthCheckRequest
+    request = theirs.HealthCheckRequest(service="model-a").SerializeToString()
+    assert ours.HealthCheckRequest.FromString(request).service == "model-a"
+    for name in ("UNKNOWN", "SERVING", "NOT_SERVING", "SERVICE_UNKNOWN"):
+        status = getattr(ours.HealthCheckResponse, name)
+        answer = ours.HealthCheckResponse(status=status).SerializeToString()
+        assert theirs.HealthCheckResponse.FromString(answer).status == getattr(
+            theirs.HealthCheckResponse, name
+        )
+
+
 def test_committed_stubs_are_current(tmp_path: Path) -> None:
-    """Regenerating the stubs from proto/grpc_service.proto reproduces the committed files."""
+    """Regenerating the stubs from proto/*.proto reproduces the committed files."""
     subprocess.run(
         [sys.executable, str(ROOT / "proto" / "generate.py"), str(tmp_path)],
         check=True,
@@ -197,6 +214,7 @@ def test_committed_stubs_are_current(tmp_path: Path) -> None:
         timeout=60,
     )
     names = ["grpc_service_pb2.py", "grpc_service_pb2.pyi", "grpc_service_pb2_grpc.py"]
+    names += ["health_pb2.py", "health_pb2.pyi"]
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(names)
     committed = ROOT / "src" / "shipyard" / "protocol"
     for name in names:
