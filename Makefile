@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 TF_STAMP := $(VENV)/.installed-tf-stamp
 
-.PHONY: install test test-fast test-tf lint check demo bench clean proto
+.PHONY: install test test-fast test-tf test-connections fuzz lint check demo bench clean proto
 
 install: $(STAMP) $(TF_STAMP)
 
@@ -42,6 +42,16 @@ test-fast: check
 # Keras / TensorFlow / TFLite conversion and serving tests (TensorFlow imports are slow).
 test-tf: install
 	$(PY) -m pytest -m tensorflow
+
+# The adversarial suite's connection flood at full size: 10,000 connections opened and dropped
+# against a live gRPC port (`make test` opens 2,000; see tests/adversarial/test_connections.py).
+test-connections: install
+	SHIPYARD_CONNECTION_FLOOD=10000 $(PY) -m pytest -s tests/adversarial/test_connections.py
+
+# Property-based fuzzing at length: the same tests as in `make test`, with the `fuzz`
+# Hypothesis profile (many more examples each). FUZZ_ARGS adds pytest arguments.
+fuzz: install
+	$(PY) -m pytest tests/fuzz --hypothesis-profile=fuzz $(FUZZ_ARGS)
 
 # Train MNIST (cached), convert, optimize, add processing; MiniLM too; then serve demo-repo/
 # until Ctrl-C. `DEMO_SERVE=0 make demo` builds demo-repo/ and exits (CI). See examples/demo.py.

@@ -59,6 +59,10 @@ GRPC_CONTENT_TYPES = frozenset({b"application/grpc", b"application/grpc+proto"})
 Headers = Sequence[tuple[bytes, bytes]]
 _Handler = Callable[[Any, float | None], Any]
 
+#: Seconds a connection closed for an error still reads (and drops) what arrives, so that
+#: the client can read the GOAWAY before the connection goes (see GrpcConnection._finish).
+LINGER_S = 1.0
+
 
 def _headers(*pairs: tuple[bytes, bytes]) -> tuple[NeverIndexedHeaderTuple, ...]:
     """Header fields sent as literals never indexed: constant bytes, no HPACK table state."""
@@ -135,6 +139,7 @@ class GrpcConnection(asyncio.Protocol):
         self._flush_scheduled = False
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0
+        self._finishing = False
 
     # -- asyncio.Protocol -----------------------------------------------------------------
 
@@ -163,6 +168,8 @@ class GrpcConnection(asyncio.Protocol):
             self.transport.resume_reading()
 
     def data_received(self, data: bytes) -> None:
+        if self._finishing:
+            return  # lingering after GOAWAY: dropped
         received = self.h2.receive(data)
         for stream_id in received.cancelled:
             task = self.tasks.pop(stream_id, None)
@@ -306,11 +313,7 @@ class GrpcConnection(asyncio.Protocol):
         if data:
             transport.write(data)
         if h2.finished:
-            if h2.closed is not None and h2.closed.code != ErrorCodes.NO_ERROR:
-                log.info("gRPC connection closed: %s", h2.closed.message)
-            elif h2.closed is not None:
-                log.debug("gRPC connection closed: %s", h2.closed.message)
-            transport.close()
+            self._finish(transport)
             return
         deadline = h2.next_deadline()
         if deadline is not None and (self._timer is None or deadline < self._timer_at):
@@ -318,6 +321,29 @@ class GrpcConnection(asyncio.Protocol):
                 self._timer.cancel()
             self._timer_at = deadline
             self._timer = self._loop.call_at(deadline, self._on_timer)
+
+    def _finish(self, transport: asyncio.Transport) -> None:
+        """Close a finished connection; after an error, linger so the client reads GOAWAY.
+
+        Closing a socket with unread bytes resets it, and the reset discards what the client
+        had not read yet, GOAWAY included. So after GOAWAY for an error the server only stops
+        writing, drops what still arrives, and closes after :data:`LINGER_S`.
+        """
+        if self._finishing:
+            return
+        self._finishing = True
+        closed = self.h2.closed
+        if closed is None:  # drained after a graceful GOAWAY
+            transport.close()
+            return
+        level = logging.DEBUG if closed.code == ErrorCodes.NO_ERROR else logging.INFO
+        log.log(level, "gRPC connection closed: %s", closed.message)
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if transport.can_write_eof():
+            transport.write_eof()
+        self._loop.call_later(LINGER_S, transport.close)
 
     def _on_timer(self) -> None:
         self._timer = None
