@@ -48,10 +48,11 @@ test-tf: install
 test-connections: install
 	SHIPYARD_CONNECTION_FLOOD=10000 $(PY) -m pytest -s tests/adversarial/test_connections.py
 
-# Property-based fuzzing at length: the same tests as in `make test`, with the `fuzz`
-# Hypothesis profile (many more examples each). FUZZ_ARGS adds pytest arguments.
+# Property-based fuzzing at length: the fuzz tests of `make test` with FUZZ_EXAMPLES cases each
+# (they run a few thousand in all there), no per-test time limit. FUZZ_ARGS adds pytest arguments.
+FUZZ_EXAMPLES ?= 10000
 fuzz: install
-	$(PY) -m pytest tests/fuzz --hypothesis-profile=fuzz $(FUZZ_ARGS)
+	SHIPYARD_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest tests/fuzz -o timeout=0 $(FUZZ_ARGS)
 
 # Train MNIST (cached), convert, optimize, add processing; MiniLM too; then serve demo-repo/
 # until Ctrl-C. `DEMO_SERVE=0 make demo` builds demo-repo/ and exits (CI). See examples/demo.py.

@@ -338,6 +338,26 @@ def test_missing_data_and_bad_headers_are_refused() -> None:
         decode_infer_request(message, LIMIT)
 
 
+@pytest.mark.parametrize("raw", [True, False], ids=["raw", "typed"])
+def test_shape_over_64_dimensions_is_refused(raw: bool) -> None:
+    """65 dimensions (numpy's limit is 64) is INVALID_ARGUMENT naming the input; 64 decode.
+
+    Found by the gRPC decoder fuzzer (tests/fuzz): numpy's ValueError became INTERNAL.
+    """
+    for dims in (64, 65):
+        message = pb.ModelInferRequest(model_name="m")
+        tensor = message.inputs.add(name="x", datatype="FP32", shape=[1] * dims)
+        if raw:
+            message.raw_input_contents.append(np.float32(1.0).tobytes())
+        else:
+            tensor.contents.fp32_contents.append(1.0)
+        if dims == 64:
+            assert decode_infer_request(message, LIMIT).inputs[0].data.ndim == 64
+            continue
+        with pytest.raises(InvalidInputError, match=r"model 'm', input 'x': shape has 65"):
+            decode_infer_request(message, LIMIT)
+
+
 def test_request_fields_and_parameters_decode() -> None:
     """Empty version and id mean unset; parameters of every kind come through as Python values."""
     message = typed_request(DataType.INT64, np.array([1], dtype=np.int64))

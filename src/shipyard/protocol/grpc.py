@@ -38,6 +38,7 @@ from shipyard.types import (
 
 __all__ = [
     "CONTENTS_FIELD",
+    "MAX_DIMS",
     "decode_infer_request",
     "decode_parameters",
     "decode_repository_parameters",
@@ -73,6 +74,8 @@ _NARROW_INTS = (
     DataType.UINT16,
 )
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+#: The most dimensions a tensor may have (numpy's limit); more is INVALID_ARGUMENT.
+MAX_DIMS = 64
 #: Datatype by wire name: one dict lookup instead of an enum call per input.
 _DATATYPES: dict[str, DataType] = {t.value: t for t in DataType}
 
@@ -164,6 +167,11 @@ def decode_infer_request(message: pb.ModelInferRequest, max_tensor_elements: int
                 where = f"model {message.model_name!r}"
                 raise InvalidInputError(f"{where}, input {name!r}: {exc}") from None
         shape = list(item.shape)  # int64 values: always integers
+        if len(shape) > MAX_DIMS:
+            raise InvalidInputError(
+                f"model {message.model_name!r}, input {name!r}: shape has {len(shape)} "
+                f"dimensions; at most {MAX_DIMS} are supported"
+            )
         count = _count(shape)
         if count < 0 or count > max_tensor_elements:  # let element_count say what is wrong
             count = element_count(name, shape, max_tensor_elements)

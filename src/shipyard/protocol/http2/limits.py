@@ -33,7 +33,8 @@ class ConnectionLimits:
     max_continuation_frames: int = 8
     #: Largest frame accepted (SETTINGS_MAX_FRAME_SIZE; GOAWAY(FRAME_SIZE_ERROR) over it).
     max_frame_bytes: int = 1024 * 1024
-    #: Each stream's receive window (SETTINGS_INITIAL_WINDOW_SIZE). A larger message is given
+    #: Each stream's receive window (SETTINGS_INITIAL_WINDOW_SIZE), at least HTTP/2's default
+    #: (a client may send that much before it reads the SETTINGS). A larger message is given
     #: window for its declared length, within :attr:`reserve_bytes`.
     stream_window_bytes: int = 65_535
     #: Answer bytes one connection may hold while the client's window is closed; past it, no
@@ -56,18 +57,31 @@ class ConnectionLimits:
     #: Seconds the client has to acknowledge that PING before the connection is closed.
     keepalive_timeout_s: float = 20.0
 
+    def __post_init__(self) -> None:
+        if not 65_535 <= self.stream_window_bytes <= MAX_WINDOW:
+            raise ValueError(f"stream_window_bytes must be in 65535..{MAX_WINDOW}")
+
     @property
     def reserve_bytes(self) -> int:
         """Window one connection may grant beyond the streams' own: one largest message."""
         return self.max_message_bytes + 5
 
     @property
-    def connection_window_bytes(self) -> int:
-        """The connection's receive window: every stream's window plus the reserve.
+    def buffered_bytes(self) -> int:
+        """The most request bytes one connection can make the server hold, unconsumed.
 
-        Bytes are given back only when the request they carry is handed to the service, so
-        this bounds what one connection can make the server buffer; being the sum of what the
-        streams may send, it never blocks a stream that still has window of its own.
+        Each stream may send its window, and messages larger than it the reserve; bytes are
+        given back only when the request they carry is handed to the service.
         """
-        total = self.max_concurrent_streams * self.stream_window_bytes + self.reserve_bytes
-        return min(total, MAX_WINDOW)
+        return self.max_concurrent_streams * self.stream_window_bytes + self.reserve_bytes
+
+    @property
+    def connection_window_bytes(self) -> int:
+        """The connection's receive window: twice :attr:`buffered_bytes`.
+
+        The streams' windows already bound what arrives; the connection window must never
+        block a stream that still has window of its own. ``h2`` gives consumed bytes back in
+        batches of half the window, so twice the most that can be unconsumed always leaves
+        room.
+        """
+        return min(2 * self.buffered_bytes, MAX_WINDOW)

@@ -276,9 +276,13 @@ class ServerConnection:
         if extra <= 0 or stream.queued:
             return
         if self._waiting or self._reserved + extra > self.limits.reserve_bytes:
-            stream.queued = True
+            stream.queued = True  # after those already waiting: first come, first served
             self._waiting.append(stream)
             return
+        self._give(stream, extra)
+
+    def _give(self, stream: Stream, extra: int) -> None:
+        """Open a stream's window by ``extra`` bytes, held from the reserve."""
         self._reserved += extra
         stream.reserved += extra
         stream.window += extra
@@ -293,19 +297,16 @@ class ServerConnection:
         if stream.reserved:
             self._reserved -= stream.reserved
             stream.reserved = 0
-        while self._waiting:
+        while self._waiting:  # the reserve freed: grant the waiting streams, in order
             head = self._waiting[0]
             alive = self._streams.get(head.stream_id) is head and head.state == RECEIVING
-            need = 5 + head.declared - head.size - head.window
-            if alive and not head.oversized and need > 0:
-                if self._reserved + need > self.limits.reserve_bytes:
+            extra = 5 + head.declared - head.size - head.window
+            if alive and not head.oversized and extra > 0:
+                if self._reserved + extra > self.limits.reserve_bytes:
                     return
-                head.queued = False
-                self._waiting.popleft()
-                self._grant(head)
-            else:
-                head.queued = False
-                self._waiting.popleft()
+                self._give(head, extra)
+            head.queued = False
+            self._waiting.popleft()
 
     # -- calls -------------------------------------------------------------------------------
 
