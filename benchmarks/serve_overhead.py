@@ -21,6 +21,12 @@ measures the comparison rows:
 
 Prints one table and writes it, with the machine's description, between the markers in
 ``benchmarks/RESULTS.md`` (not for ``--quick`` runs unless ``--results`` is given).
+
+``--only`` runs some groups of rows. The server (and load generator) under test are the
+``shipyard`` first on ``PYTHONPATH``, so two versions compare with the same script, e.g. the
+gRPC/HTTP ratio at concurrency 64 of another checkout:
+``PYTHONPATH=/path/to/other/src python benchmarks/serve_overhead.py --only binary grpc
+--concurrency 64 --results /tmp/other.md``.
 """
 
 from __future__ import annotations
@@ -67,6 +73,8 @@ HOST = "127.0.0.1"
 FLOOR_VENV = ROOT / ".bench-venv"
 FLOOR_PACKAGES = ["fastapi", "uvicorn[standard]", "onnxruntime", "numpy"]
 #: The server's ONNX Runtime settings compared at concurrency 64, binary (model.toml text).
+#: The groups of rows, in the order they run (--only picks some).
+GROUPS = ("raw", "floor", "json", "binary", "grpc", "tuning")
 TUNING = {
     "intra=1 inst=1": "",
     "intra=2 inst=1": "[onnxruntime]\nintra_op_threads = 2\n",
@@ -710,6 +718,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-tuning", action="store_true", help="skip the ORT settings rows")
     parser.add_argument("--no-resnet", action="store_true", help="skip the ResNet-18 rows")
     parser.add_argument(
+        "--only",
+        nargs="+",
+        choices=GROUPS,
+        default=list(GROUPS),
+        help="run only these groups of rows, e.g. `--only binary grpc` for the gRPC/HTTP ratio "
+        "(the server under test is whichever shipyard is first on PYTHONPATH)",
+    )
+    parser.add_argument(
         "--perf-analyzer", action="store_true", help="add rows measured by Triton's perf_analyzer"
     )
     parser.add_argument(
@@ -746,24 +762,28 @@ def main(argv: list[str] | None = None) -> None:
         bodies = requests(pixels)
         infer_path = f"/v2/models/{MODEL}/infer"
 
-        print("raw ONNX Runtime, in process")
-        for batch in (1, 32):
-            rows.append(raw_ort(model_path, batch, args.warmup, args.duration))
-            print(f"  {format_row(rows[-1])}", flush=True)
+        if "raw" in args.only:
+            print("raw ONNX Runtime, in process")
+            for batch in (1, 32):
+                rows.append(raw_ort(model_path, batch, args.warmup, args.duration))
+                print(f"  {format_row(rows[-1])}", flush=True)
 
         floor_label = f"floor: {'FastAPI' if args.floor == 'fastapi' else 'Starlette'}+uvicorn"
-        print(floor_label)
-        with floor_server(model_path, args.floor) as port:
-            body, headers = bodies["json"]
-            check_answer(port, infer_path, body, headers, expected)
-            request = raw_request(port, infer_path, body, headers)
-            for c in args.concurrency:
-                result = load(port, request, c, args.warmup, args.duration, scratch)
-                rows.append(load_row(floor_label, "json", result))
+        if "floor" in args.only:
+            print(floor_label)
+            with floor_server(model_path, args.floor) as port:
+                body, headers = bodies["json"]
+                check_answer(port, infer_path, body, headers, expected)
+                request = raw_request(port, infer_path, body, headers)
+                for c in args.concurrency:
+                    result = load(port, request, c, args.warmup, args.duration, scratch)
+                    rows.append(load_row(floor_label, "json", result))
 
         print("shipyard serve")
         with shipyard_server(repository) as (port, grpc_port):
             for encoding in ("json", "binary"):
+                if encoding not in args.only:
+                    continue
                 body, headers = bodies[encoding]
                 check_answer(port, infer_path, body, headers, expected)
                 request = raw_request(port, infer_path, body, headers)
@@ -772,13 +792,13 @@ def main(argv: list[str] | None = None) -> None:
                     rows.append(load_row("shipyard", encoding, result))
             payload = grpc_request(MODEL, None, [(INPUT, DataType.FP32, pixels)])
             check_grpc_answer(grpc_port, payload, expected)
-            for c in args.concurrency:
+            for c in args.concurrency if "grpc" in args.only else ():
                 result = load(grpc_port, payload, c, args.warmup, args.duration, scratch, "grpc")
                 rows.append(load_row("shipyard", "grpc raw", result))
             if args.perf_analyzer:
                 rows += run_perf_analyzer(port, grpc_port, args, scratch, pixels)
 
-        if not args.no_tuning:
+        if not args.no_tuning and "tuning" in args.only:
             print("shipyard serve, ONNX Runtime settings, binary, concurrency 64")
             body, headers = bodies["binary"]
             for label, config in list(TUNING.items())[1:]:
