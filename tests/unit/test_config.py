@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -438,3 +439,52 @@ def test_execution_mode_is_sequential_by_default_and_validated() -> None:
     assert parallel.onnxruntime.execution_mode == "parallel"
     with pytest.raises(ConfigError, match="execution_mode must be sequential or parallel"):
         parse_model_config("m", {"onnxruntime": {"execution_mode": "fast"}})
+
+
+def test_grpc_connection_limits_resolve_from_file_env_and_flags(tmp_path: Path) -> None:
+    """Each gRPC connection limit is a [server] key, a SHIPYARD_* variable and (some) a flag."""
+    body = "[server]\ngrpc_max_connections = 7\ngrpc_max_pings = 3\ngrpc_flood_window_s = 2\n"
+    config = ServerConfig.resolve(
+        _server_file(tmp_path, body),
+        env={"SHIPYARD_GRPC_IDLE_TIMEOUT_S": "0", "SHIPYARD_GRPC_MAX_RESETS": "9"},
+        flags={"grpc_handshake_timeout_s": 1.5},
+    )
+    assert config.grpc_max_connections == 7
+    assert config.grpc_max_pings == 3
+    assert config.grpc_flood_window_s == 2.0
+    assert config.grpc_idle_timeout_s == 0.0  # 0: never
+    assert config.grpc_max_resets == 9
+    assert config.grpc_handshake_timeout_s == 1.5
+    assert ServerConfig().grpc_max_header_list_bytes == 16 * 1024
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"SHIPYARD_GRPC_MAX_CONNECTIONS": "0"}, "grpc_max_connections must be in 1.."),
+        ({"SHIPYARD_GRPC_MAX_HEADER_LIST_BYTES": "100"}, "grpc_max_header_list_bytes must be in"),
+        ({"SHIPYARD_GRPC_MAX_RESETS": "1.5"}, "invalid grpc_max_resets"),
+        ({"SHIPYARD_GRPC_FLOOD_WINDOW_S": "0"}, "grpc_flood_window_s must be a finite number"),
+        ({"SHIPYARD_GRPC_HANDSHAKE_TIMEOUT_S": "-1"}, "grpc_handshake_timeout_s must be"),
+        (
+            {"SHIPYARD_GRPC_IDLE_TIMEOUT_S": "nan"},
+            r"grpc_idle_timeout_s must be .* >= 0 \(0: off\)",
+        ),
+        ({"SHIPYARD_GRPC_KEEPALIVE_INTERVAL_S": "inf"}, "grpc_keepalive_interval_s must be"),
+        ({"SHIPYARD_GRPC_KEEPALIVE_TIMEOUT_S": "0"}, "grpc_keepalive_timeout_s must be"),
+    ],
+)
+def test_bad_grpc_connection_limits_are_refused(env: dict[str, str], message: str) -> None:
+    """An out-of-range gRPC connection limit is a ConfigError naming it."""
+    with pytest.raises(ConfigError, match=message):
+        ServerConfig.resolve(env=env)
+
+
+def test_every_serve_flag_is_a_server_setting() -> None:
+    """Each `shipyard serve` option lands on a ServerConfig field of the same name."""
+    from shipyard.cli import serve
+
+    fields = {f.name for f in dataclasses.fields(ServerConfig)}
+    names = {p.name for p in serve.params} - {"repository", "config_file"}
+    assert {"grpc_max_connections", "grpc_idle_timeout_s"} <= names
+    assert names <= fields, names - fields

@@ -1,4 +1,8 @@
-"""What both ends of an HTTP/2 connection share: frames in, settings, flow control, HPACK."""
+"""The load generator's HTTP/2 core: frames in, settings, flow control, HPACK (see client.py).
+
+Written for both ends; the server's connection is ``h2`` now (:mod:`.server`), so only
+:class:`~shipyard.protocol.http2.client.ClientConnection` builds on it.
+"""
 
 from __future__ import annotations
 
