@@ -75,6 +75,7 @@ dims = st.one_of(st.integers(-3, 6), st.integers(-(2**63), 2**63 - 1))
 shapes = st.one_of(
     st.lists(dims, max_size=6),
     st.lists(st.integers(0, 1), min_size=60, max_size=70),  # around numpy's 64 dimensions
+    st.lists(st.sampled_from([0, 1, 3, 2**31, 2**40, 2**62]), max_size=5),  # empty but huge
 )
 parameter_values = st.one_of(
     st.booleans(), st.integers(-(2**63), 2**63 - 1), st.text(max_size=8), st.just(None)

@@ -358,6 +358,24 @@ def test_shape_over_64_dimensions_is_refused(raw: bool) -> None:
             decode_infer_request(message, LIMIT)
 
 
+@pytest.mark.parametrize("raw", [True, False], ids=["raw", "typed"])
+def test_empty_shape_with_huge_dimensions_is_refused(raw: bool) -> None:
+    """[0, 2**40, 2**40] has no elements, but numpy refuses it: INVALID_ARGUMENT, not INTERNAL.
+
+    Found by the gRPC decoder fuzzer (tests/fuzz); [0, 3] still decodes to an empty array.
+    """
+    for shape, ok in (([0, 3], True), ([0, 2**40, 2**40], False)):
+        message = pb.ModelInferRequest(model_name="m")
+        message.inputs.add(name="x", datatype="UINT64", shape=shape)
+        if raw:
+            message.raw_input_contents.append(b"")
+        if ok:
+            assert decode_infer_request(message, LIMIT).inputs[0].data.shape == (0, 3)
+            continue
+        with pytest.raises(InvalidInputError, match=r"input 'x': shape .* is empty but"):
+            decode_infer_request(message, LIMIT)
+
+
 def test_request_fields_and_parameters_decode() -> None:
     """Empty version and id mean unset; parameters of every kind come through as Python values."""
     message = typed_request(DataType.INT64, np.array([1], dtype=np.int64))

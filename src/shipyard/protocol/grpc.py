@@ -175,6 +175,13 @@ def decode_infer_request(message: pb.ModelInferRequest, max_tensor_elements: int
         count = _count(shape)
         if count < 0 or count > max_tensor_elements:  # let element_count say what is wrong
             count = element_count(name, shape, max_tensor_elements)
+        elif count == 0 and _count([dim for dim in shape if dim]) > max_tensor_elements:
+            # Empty, but numpy still refuses a shape whose other dimensions overflow.
+            raise InvalidInputError(
+                f"model {message.model_name!r}, input {name!r}: shape {shape} is empty but its "
+                f"other dimensions exceed the server's limit of {max_tensor_elements} elements "
+                "(max_tensor_elements)"
+            )
         if raw:
             data = array_from_raw(name, datatype, shape, raw[i], count)
         else:
