@@ -482,7 +482,7 @@ def test_bad_grpc_connection_limits_are_refused(env: dict[str, str], message: st
 
 def test_every_serve_flag_is_a_server_setting() -> None:
     """Each `shipyard serve` option lands on a ServerConfig field of the same name."""
-    from shipyard.cli import serve
+    from shipyard.cli.serve import serve
 
     fields = {f.name for f in dataclasses.fields(ServerConfig)}
     names = {p.name for p in serve.params} - {"repository", "config_file"}
