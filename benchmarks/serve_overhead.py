@@ -74,7 +74,7 @@ FLOOR_VENV = ROOT / ".bench-venv"
 FLOOR_PACKAGES = ["fastapi", "uvicorn[standard]", "onnxruntime", "numpy"]
 #: The server's ONNX Runtime settings compared at concurrency 64, binary (model.toml text).
 #: The groups of rows, in the order they run (--only picks some).
-GROUPS = ("raw", "floor", "json", "binary", "grpc", "tuning")
+GROUPS = ("raw", "floor", "json", "binary", "grpc", "tuning", "resnet")
 TUNING = {
     "intra=1 inst=1": "",
     "intra=2 inst=1": "[onnxruntime]\nintra_op_threads = 2\n",
@@ -808,7 +808,7 @@ def main(argv: list[str] | None = None) -> None:
                     result = load(port, request, 64, args.warmup, args.duration, scratch)
                     rows.append(load_row("shipyard", "binary", result, note=label))
 
-        if not args.no_resnet:
+        if not args.no_resnet and "resnet" in args.only:
             rows += resnet_rows(args, scratch)
 
     load_after = loadavg()
