@@ -153,7 +153,8 @@ def add_text_model(repo: Path, name: str = "sentences") -> Path:
 @pytest.fixture(scope="session")
 def dashboard_repo(mnist_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:  # noqa: F811
     """mnist (v1 fp32 from ``shipyard convert``, v2 int8-dynamic from ``shipyard optimize``,
-    with the demo's processing and labels), ``sentences`` (text embeddings) and ``simple``."""
+    with the demo's processing and labels), ``sentences`` (text embeddings), ``simple``, and
+    ``broken`` (its model.toml has an unknown key, so it fails to load)."""
     repo = tmp_path_factory.mktemp("dashboard") / "repo"
     shutil.copytree(mnist_repo, repo)
     demo = load_example("demo", ROOT / "examples")
@@ -179,6 +180,7 @@ def dashboard_repo(mnist_repo: Path, tmp_path_factory: pytest.TempPathFactory) -
     assert (model_dir / "2" / "report.json").is_file(), result.stdout
     add_text_model(repo)
     write_model(repo, "simple", add_sub_model())
+    write_model(repo, "broken", add_sub_model(), config="bogus = 1\n")  # fails to load
     return repo
 
 

@@ -140,7 +140,13 @@ def test_models_route_describes_every_model(http: httpx.Client) -> None:
     """State, default version, client and model signatures, processing, what the playground
     offers, and which versions carry a report."""
     models = {m["name"]: m for m in http.get("/ui/api/models").json()["models"]}
-    assert set(models) == {"mnist", "sentences", "simple"}
+    assert set(models) == {"broken", "mnist", "sentences", "simple"}
+    broken = models["broken"]
+    assert (broken["state"], broken["default_version"]) == ("UNAVAILABLE", None)
+    assert "bogus" in broken["reason"]
+    assert broken["versions"] == [
+        {"version": "1", "loaded": False, "default": False, "report": False, "warnings": []}
+    ]
     mnist = models["mnist"]
     assert (mnist["state"], mnist["default_version"]) == ("READY", "2")
     assert [(v["version"], v["loaded"], v["default"], v["report"]) for v in mnist["versions"]] == [

@@ -28,6 +28,16 @@ def _check_page(watched: Watched, served: RunningServer, name: str, shot: str) -
     watched.assert_clean()
 
 
+def test_a_model_that_failed_to_load_shows_its_reason(page: Watched, served: RunningServer) -> None:
+    """A model whose load failed is listed UNAVAILABLE with the reason, and can be loaded."""
+    page.open(served.url, "models")
+    card = page.page.locator("section.model[data-model='broken']")
+    assert card.locator("[data-state='UNAVAILABLE']").is_visible()
+    assert "bogus" in card.locator(".reason").inner_text()
+    assert card.get_by_role("button", name="Load").is_visible()
+    page.assert_clean()
+
+
 @pytest.mark.parametrize("name", PAGES)
 def test_page_renders_on_a_laptop(page: Watched, served: RunningServer, name: str) -> None:
     """The page shows its content at 1280 px, with no console error or failed request."""

@@ -97,6 +97,21 @@ def test_a_real_mnist_digit_drawn_on_the_canvas_is_classified_correctly(
     page.assert_clean()
 
 
+def test_an_uploaded_image_is_classified(
+    page: Watched, served: RunningServer, digits: list[tuple[int, npt.NDArray[np.uint8]]]
+) -> None:
+    """A PNG chosen with the file input goes to ``/predict`` as it is and gets its label."""
+    label, image = digits[-1]
+    page.open(served.url, "playground", "?model=mnist")
+    page.page.locator("#pg-upload").set_input_files(
+        files=[{"name": "digit.png", "mimeType": "image/png", "buffer": _png(image)}]
+    )
+    top = page.page.locator(".top-label")
+    top.wait_for(timeout=15_000)
+    assert top.get_attribute("data-label") == str(label)
+    page.assert_clean()
+
+
 def test_sentences_give_a_similarity_matrix_with_ones_on_the_diagonal(
     page: Watched, served: RunningServer
 ) -> None:

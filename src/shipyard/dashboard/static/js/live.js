@@ -207,9 +207,12 @@ export async function mountLive(root) {
         h("tbody", {}, rows),
       ),
     );
+    // Models with traffic in the window first, then by name.
+    const busy = (name) => increase(first.stats[name], last.stats[name], "success") > 0;
+    const ordered = [...names.filter(busy), ...names.filter((name) => !busy(name))];
     replace(
       cards,
-      names.map((name) => {
+      ordered.map((name) => {
         const points = [];
         for (let i = 1; i < inWindow.length; i += 1) {
           points.push([inWindow[i].t, between(inWindow[i - 1], inWindow[i], name)]);
