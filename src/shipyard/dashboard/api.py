@@ -82,6 +82,6 @@ class DashboardApi:
 
     async def server(self, request: Request) -> Response:
         """Version, uptime, settings in force and this machine's hardware."""
-        extensions = list(self.service.server_metadata()["extensions"])
+        extensions = list(self.service.server_metadata().extensions)
         hardware = await self.hardware.get()
         return _json(server_info(self.config, extensions, self.started, hardware))

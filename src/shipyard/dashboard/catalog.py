@@ -8,7 +8,7 @@ versions exist and what files they hold, in a worker thread).
 from __future__ import annotations
 
 import asyncio
-import dataclasses
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -18,7 +18,15 @@ from shipyard.processing.image import ImageChain
 from shipyard.repository.evidence import REPORT_FILE, read_report
 from shipyard.repository.layout import check_model_name, find_model, parse_version
 from shipyard.repository.registry import ModelRegistry, ServedVersion
-from shipyard.types import DataType, ModelMetadata
+from shipyard.types import (
+    DataType,
+    JSONObject,
+    JSONValue,
+    ModelMetadata,
+    RepositoryEntry,
+    ServerMetadata,
+    TensorSpec,
+)
 
 __all__ = [
     "TUNE_REPORT_FILE",
@@ -40,51 +48,70 @@ class Service(Protocol):
 
     registry: ModelRegistry
 
-    def repository_index(self, ready_only: bool = False) -> list[dict[str, Any]]:
+    def repository_index(self, ready_only: bool = False) -> list[RepositoryEntry]:
         """Every model in the repository with its state and reason."""
 
     def model_metadata(self, name: str, version: str | None = None) -> ModelMetadata:
         """The client-facing metadata of a loaded model (version)."""
 
-    def server_metadata(self) -> dict[str, Any]:
+    def server_metadata(self) -> ServerMetadata:
         """The server's name, version and extensions."""
 
 
-async def model_rows(service: Service) -> list[dict[str, Any]]:
+@dataclass(slots=True)
+class _Indexed:
+    """What the repository index says about one model."""
+
+    state: str
+    reason: str
+    loaded: set[int] = field(default_factory=set)
+    served: list[ServedVersion] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class _Files:
+    """What the model's folder holds."""
+
+    versions: list[int]
+    reports: set[int]
+    tune_report: bool
+
+
+async def model_rows(service: Service) -> list[JSONObject]:
     """One entry per model in the repository, loaded or not (see docs/protocol.md)."""
-    rows: dict[str, dict[str, Any]] = {}
+    index: dict[str, _Indexed] = {}
     for entry in service.repository_index():
-        row = rows.setdefault(
-            entry["name"],
-            {"name": entry["name"], "state": entry["state"], "reason": entry.get("reason", "")},
-        )
-        row.setdefault("loaded", []).extend([entry["version"]] if "version" in entry else [])
-    for name, row in rows.items():
-        served = service.registry.versions(name)
-        row.update(_served(service, name, served))
+        row = index.setdefault(entry.name, _Indexed(entry.state.value, entry.reason))
+        if entry.version is not None:
+            row.loaded.add(int(entry.version))
+    for name, row in index.items():
+        row.served = service.registry.versions(name)
     root = service.registry.root
-    disk = await asyncio.to_thread(lambda: {name: _on_disk(root, name) for name in rows})
-    for name, row in rows.items():
-        loaded = {int(v) for v in row.pop("loaded")}
-        files = disk[name]
-        warnings = row.pop("warnings", {})
-        default = row.get("default_version")
-        numbers = sorted(loaded | set(files["versions"]), reverse=True)
-        row["versions"] = [
-            {
-                "version": str(n),
-                "loaded": n in loaded,
-                "default": str(n) == default,
-                "report": n in files["reports"],
-                "warnings": warnings.get(n, []),
-            }
-            for n in numbers
-        ]
-        row["tune_report"] = files["tune_report"]
-    return list(rows.values())
+    disk = await asyncio.to_thread(lambda: {name: _on_disk(root, name) for name in index})
+    return [_row(service, name, row, disk[name]) for name, row in index.items()]
 
 
-def _served(service: Service, name: str, served: list[ServedVersion]) -> dict[str, Any]:
+def _row(service: Service, name: str, row: _Indexed, files: _Files) -> JSONObject:
+    warnings = {v.version: v.warnings for v in row.served}
+    default = row.served[0].version if row.served else None  # the newest loaded
+    versions: list[JSONValue] = [
+        {
+            "version": str(n),
+            "loaded": n in row.loaded,
+            "default": n == default,
+            "report": n in files.reports,
+            "warnings": list(warnings.get(n, ())),
+        }
+        for n in sorted(row.loaded | set(files.versions), reverse=True)
+    ]
+    out: JSONObject = {"name": name, "state": row.state, "reason": row.reason}
+    out.update(_served(service, name, row.served))
+    out["versions"] = versions
+    out["tune_report"] = files.tune_report
+    return out
+
+
+def _served(service: Service, name: str, served: list[ServedVersion]) -> JSONObject:
     """What the loaded versions tell: the default one's signature, settings and processing."""
     if not served:
         return {"default_version": None}
@@ -95,48 +122,67 @@ def _served(service: Service, name: str, served: list[ServedVersion]) -> dict[st
         "default_version": str(default.version),
         "platform": default.platform,
         "backend": config.backend,
-        "inputs": [spec.to_dict() for spec in metadata.inputs],
-        "outputs": [spec.to_dict() for spec in metadata.outputs],
-        "model_inputs": [spec.to_dict() for spec in default.inputs],
-        "model_outputs": [spec.to_dict() for spec in default.outputs],
+        "inputs": _specs(metadata.inputs),
+        "outputs": _specs(metadata.outputs),
+        "model_inputs": _specs(default.inputs),
+        "model_outputs": _specs(default.outputs),
         "processing": _processing(config),
         "batching": _batching(config, default.max_batch_size),
         "predict": _predict_kind(default, metadata.inputs),
-        "warnings": {v.version: list(v.warnings) for v in served},
     }
 
 
-def _processing(config: ModelConfig) -> dict[str, Any] | None:
+def _specs(specs: tuple[TensorSpec, ...]) -> list[JSONValue]:
+    return [spec.to_dict() for spec in specs]
+
+
+def _processing(config: ModelConfig) -> JSONObject | None:
     if not config.preprocess and not config.postprocess:
         return None
-    return {
-        "preprocess": [_pre(p) for p in config.preprocess],
-        "postprocess": [_post(p) for p in config.postprocess],
-    }
+    pre: list[JSONValue] = [_pre(p) for p in config.preprocess]
+    post: list[JSONValue] = [_post(p) for p in config.postprocess]
+    return {"preprocess": pre, "postprocess": post}
 
 
-def _pre(entry: PreprocessConfig) -> dict[str, Any]:
+def _pre(entry: PreprocessConfig) -> JSONObject:
     return {"input": entry.input, "target": entry.target, "steps": _steps(entry.steps)}
 
 
-def _post(entry: PostprocessConfig) -> dict[str, Any]:
+def _post(entry: PostprocessConfig) -> JSONObject:
     return {"output": entry.output, "labels": entry.labels, "steps": _steps(entry.steps)}
 
 
-def _steps(steps: tuple[StepConfig, ...]) -> list[dict[str, Any]]:
-    return [{"op": step.op, **dict(step.options)} for step in steps]
+def _steps(steps: tuple[StepConfig, ...]) -> list[JSONValue]:
+    return [{"op": step.op, **{k: _plain(v) for k, v in step.options}} for step in steps]
 
 
-def _batching(config: ModelConfig, max_batch_size: int) -> dict[str, Any]:
+def _plain(value: object) -> JSONValue:
+    """A step option as JSON (tuples from model.toml arrays become lists)."""
+    if isinstance(value, tuple | list):
+        return [_plain(v) for v in value]
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    return str(value)
+
+
+def _batching(config: ModelConfig, max_batch_size: int) -> JSONObject:
     dynamic = config.dynamic_batching
+    batching: JSONObject | None = None
+    if dynamic is not None:
+        batching = {
+            "max_queue_delay_us": dynamic.max_queue_delay_us,
+            "preferred_batch_sizes": list(dynamic.preferred_batch_sizes),
+            "max_queue_size": dynamic.max_queue_size,
+            "default_timeout_us": dynamic.default_timeout_us,
+        }
     return {
         "max_batch_size": max_batch_size,
-        "dynamic_batching": None if dynamic is None else dataclasses.asdict(dynamic),
+        "dynamic_batching": batching,
         "instance_count": config.instance_count,
     }
 
 
-def _predict_kind(served: ServedVersion, inputs: tuple[Any, ...]) -> dict[str, Any]:
+def _predict_kind(served: ServedVersion, inputs: tuple[TensorSpec, ...]) -> JSONObject:
     """What the playground offers: ``/predict`` with an image or text, and what comes back."""
     pipeline = served.pipeline
     output = pipeline.kind if pipeline is not None else "raw"
@@ -147,19 +193,15 @@ def _predict_kind(served: ServedVersion, inputs: tuple[Any, ...]) -> dict[str, A
     return {"input": kind, "output": output}
 
 
-def _on_disk(root: Path, name: str) -> dict[str, Any]:
+def _on_disk(root: Path, name: str) -> _Files:
     """The versions on disk, which have a report.json, and whether a tuning report exists."""
     try:
         source = find_model(root, name)
         versions = source.versions()
     except (NotFoundError, ConfigError):
-        return {"versions": [], "reports": set(), "tune_report": False}
+        return _Files([], set(), False)
     reports = {v for v in versions if (source.version_dir(v) / REPORT_FILE).is_file()}
-    return {
-        "versions": versions,
-        "reports": reports,
-        "tune_report": (source.path / TUNE_REPORT_FILE).is_file(),
-    }
+    return _Files(versions, reports, (source.path / TUNE_REPORT_FILE).is_file())
 
 
 def read_version_report(root: Path, name: str, version: str) -> dict[str, Any]:

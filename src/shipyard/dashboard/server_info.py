@@ -13,6 +13,7 @@ from typing import Any
 
 from shipyard import __version__
 from shipyard.config import ServerConfig
+from shipyard.types import JSONObject, JSONValue
 
 __all__ = ["SECRET_WORDS", "HardwareCache", "public_settings", "server_info"]
 
@@ -20,9 +21,9 @@ __all__ = ["SECRET_WORDS", "HardwareCache", "public_settings", "server_info"]
 SECRET_WORDS = ("key", "secret", "token", "password", "credential")
 
 
-def public_settings(config: ServerConfig) -> dict[str, Any]:
+def public_settings(config: ServerConfig) -> JSONObject:
     """Every server setting in force, JSON-ready, with secret ones replaced by ``"(set)"``."""
-    out: dict[str, Any] = {}
+    out: JSONObject = {}
     for field in dataclasses.fields(config):
         value = getattr(config, field.name)
         if any(word in field.name.lower() for word in SECRET_WORDS):
@@ -67,12 +68,13 @@ def _probe() -> dict[str, Any]:
 
 def server_info(
     config: ServerConfig, extensions: list[str], started: float, hardware: dict[str, Any]
-) -> dict[str, Any]:
+) -> JSONObject:
     """The ``GET /ui/api/server`` answer (``started``: Unix time the server started)."""
+    shown: list[JSONValue] = list(extensions)
     return {
         "name": "shipyard",
         "version": __version__,
-        "extensions": extensions,
+        "extensions": shown,
         "started_at": _iso(started),
         "uptime_s": round(max(0.0, time.time() - started), 3),
         "python": platform.python_version(),
