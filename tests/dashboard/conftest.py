@@ -108,9 +108,12 @@ class Watched:
         assert self.problems == [], "\n".join(self.problems)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def chromium() -> Iterator[Browser]:
-    """Debian's Chromium, headless, driven by Playwright."""
+    """Debian's Chromium, headless, driven by Playwright.
+
+    Package-scoped: Playwright's sync API keeps an event loop running in this thread while
+    it is open, which would break later tests that run one of their own (asyncio.run)."""
     if not CHROMIUM.exists():
         pytest.fail(f"{CHROMIUM} is missing: run `sh scripts/install-chromium.sh` (make test does)")
     with sync_playwright() as driver:
@@ -150,7 +153,7 @@ def add_text_model(repo: Path, name: str = "sentences") -> Path:
     return folder
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def dashboard_repo(mnist_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:  # noqa: F811
     """mnist (v1 fp32 from ``shipyard convert``, v2 int8-dynamic from ``shipyard optimize``,
     with the demo's processing and labels), ``sentences`` (text embeddings), ``simple``, and
@@ -184,7 +187,7 @@ def dashboard_repo(mnist_repo: Path, tmp_path_factory: pytest.TempPathFactory) -
     return repo
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def served(dashboard_repo: Path) -> Iterator[RunningServer]:
     """A real server on 127.0.0.1 serving ``dashboard_repo``, with the dashboard on."""
     with running_server(dashboard_repo, grpc=False) as running:
