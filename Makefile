@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 TF_STAMP := $(VENV)/.installed-tf-stamp
 
-.PHONY: install test test-fast test-tf test-connections fuzz lint check demo bench clean proto
+.PHONY: install test test-fast test-tf test-connections fuzz lint check demo bench clean proto chromium
 
 install: $(STAMP) $(TF_STAMP)
 
@@ -35,8 +35,12 @@ check: lint
 test: test-fast
 	$(MAKE) test-tf
 
+# Debian's Chromium for the dashboard's browser tests (apt-get when missing; quick otherwise).
+chromium:
+	sh scripts/install-chromium.sh
+
 # Every test but the `tensorflow` group.
-test-fast: check
+test-fast: check chromium
 	$(PY) -m pytest -m "not tensorflow"
 
 # Keras / TensorFlow / TFLite conversion and serving tests (TensorFlow imports are slow).

@@ -514,6 +514,7 @@ def how_to_query(http: str, grpc_port: int, png: Path, repo: Path) -> None:
         "the V2 routes": [
             f"{http}/v2/models/mnist (metadata; /versions/1 is fp32), "
             f"{http}/v2/repository/index, {http}/metrics",
+            f"the dashboard (models, evidence, live charts, playground): {http}/ui/",
             f"serve the repository again later: {shown(SHIPYARD)} serve {shown(repo)}",
         ],
     }

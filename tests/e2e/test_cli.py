@@ -340,3 +340,19 @@ def test_model_option_loads_only_that_model(repository: Path, start: Any) -> Non
     assert httpx.get(f"{url}/v2/models/other/ready", timeout=5).status_code != 200
     response = httpx.post(f"{url}/v2/models/other/infer", json=row(1), timeout=5)
     assert response.status_code == 404
+
+
+def test_serve_prints_the_dashboard_url_and_no_ui_turns_it_off(
+    repository: Path, start: Any
+) -> None:
+    """serve prints where the dashboard is and serves it; with --no-ui there is none."""
+    write_model(repository, "simple", add_sub_model())
+    server = start(repository)
+    url = server.wait_for_url()
+    assert f"UI    {url}/ui/" in server.output()[0]
+    assert httpx.get(f"{url}/ui/", timeout=5).status_code == 200
+    quiet = start(repository, "--no-ui")
+    quiet_url = quiet.wait_for_url()
+    assert "/ui/" not in quiet.output()[0]
+    assert httpx.get(f"{quiet_url}/ui/", timeout=5).status_code == 404
+    assert httpx.get(f"{quiet_url}/", timeout=5).status_code == 404

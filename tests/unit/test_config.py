@@ -488,3 +488,21 @@ def test_every_serve_flag_is_a_server_setting() -> None:
     names = {p.name for p in serve.params} - {"repository", "config_file"}
     assert {"grpc_max_connections", "grpc_idle_timeout_s"} <= names
     assert names <= fields, names - fields
+
+
+def test_ui_is_on_by_default_and_every_layer_can_turn_it_off(tmp_path: Path) -> None:
+    """``ui`` defaults to on; the file (a TOML bool), SHIPYARD_UI and the flag set it."""
+    assert ServerConfig.resolve(env={}).ui is True
+    file = _server_file(tmp_path, "[server]\nui = false\n")
+    assert ServerConfig.resolve(file, env={}).ui is False
+    for text, value in (("0", False), ("off", False), ("No", False), ("1", True), ("TRUE", True)):
+        assert ServerConfig.resolve(env={"SHIPYARD_UI": text}).ui is value, text
+    assert ServerConfig.resolve(file, env={"SHIPYARD_UI": "yes"}, flags={"ui": False}).ui is False
+    assert ServerConfig.resolve(file, env={}, flags={"ui": True}).ui is True
+
+
+@pytest.mark.parametrize("value", ["maybe", "", 1, "2"])
+def test_ui_refuses_anything_but_a_switch(tmp_path: Path, value: Any) -> None:
+    """A ``ui`` value that is not a bool or an on/off word is a ConfigError naming it."""
+    with pytest.raises(ConfigError, match="server config: ui must be true or false"):
+        ServerConfig.resolve(env={}, flags={"ui": value})

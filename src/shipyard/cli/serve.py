@@ -75,6 +75,11 @@ __all__ = ["serve"]
     default=None,
     help="Log verbosity [default: info].",
 )
+@click.option(
+    "--ui/--no-ui",
+    default=None,
+    help="Serve the web dashboard at /ui/ [default: on].",
+)
 def serve(repository: Path, config_file: Path | None, **flags: Any) -> None:
     """Serve every model in REPOSITORY over HTTP and gRPC until SIGINT/SIGTERM."""
     from shipyard.server.app import ServerInfo, ShipyardServer
@@ -91,6 +96,8 @@ def serve(repository: Path, config_file: Path | None, **flags: Any) -> None:
         console.print(
             f"  HTTP  {info.http_url}   (Open Inference Protocol v2, metrics at /metrics)"
         )
+        if config.ui:
+            console.print(f"  UI    {info.http_url}/ui/   (dashboard; --no-ui turns it off)")
         if info.grpc_url:
             console.print(f"  gRPC  {info.grpc_url}   (inference.GRPCInferenceService)")
         print_model_table(info.models)

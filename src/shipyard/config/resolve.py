@@ -16,7 +16,7 @@ from typing import Any
 
 from shipyard.errors import ConfigError
 
-__all__ = ["check_int", "check_keys", "check_table", "layered"]
+__all__ = ["check_bool", "check_int", "check_keys", "check_table", "layered"]
 
 
 def check_keys(table: Mapping[str, Any], allowed: set[str], where: str) -> None:
@@ -26,6 +26,21 @@ def check_keys(table: Mapping[str, Any], allowed: set[str], where: str) -> None:
         raise ConfigError(
             f"{where}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}"
         )
+
+
+#: How the environment spells a switch (``SHIPYARD_UI=0``), case-insensitively.
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
+
+
+def check_bool(value: Any, where: str) -> bool:
+    """Return ``value`` as a bool: a bool, or a string from the environment (``1``/``0``,
+    ``true``/``false``, ``yes``/``no``, ``on``/``off``); anything else raises ConfigError."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
+        return value.strip().lower() in _TRUE
+    raise ConfigError(f"{where} must be true or false (or 1/0, yes/no, on/off), got {value!r}")
 
 
 def check_int(value: Any, where: str, minimum: int = 0) -> int:

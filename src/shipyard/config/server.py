@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from shipyard.config.resolve import check_keys, layered
+from shipyard.config.resolve import check_bool, check_keys, layered
 from shipyard.errors import ConfigError
 
 __all__ = ["LOG_LEVELS", "ServerConfig"]
@@ -103,6 +103,8 @@ class ServerConfig:
     #: Seconds in-flight requests get to finish after SIGINT/SIGTERM.
     drain_timeout_s: float = 30.0
     log_level: str = "info"
+    #: Serve the web dashboard at ``/ui/`` (and redirect ``/`` there); ``--no-ui`` turns it off.
+    ui: bool = True
 
     @classmethod
     def resolve(
@@ -141,6 +143,8 @@ class ServerConfig:
                     out[key] = int(value)
                 elif key == "drain_timeout_s" or key in _GRPC_FLOAT_LIMITS:
                     out[key] = float(value)
+                elif key == "ui":
+                    out[key] = check_bool(value, "server config: ui")
                 else:
                     out[key] = str(value)
             except (TypeError, ValueError) as exc:

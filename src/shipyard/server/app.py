@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
+from shipyard import dashboard
 from shipyard.config import ServerConfig
 from shipyard.errors import ConfigError, NotFoundError
 from shipyard.metrics import build_metrics_registry
@@ -110,7 +111,8 @@ class ShipyardServer:
             metrics = build_metrics_registry(
                 lambda: [(v.stats, v.batcher.queued) for v in registry.served()]
             )
-            app = create_http_app(service, config.max_request_bytes, metrics)
+            ui = dashboard.routes(service, config) if config.ui else []
+            app = create_http_app(service, config.max_request_bytes, metrics, ui)
             await registry.load_all(config.models)
 
             host, port = sock.getsockname()[:2]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Sequence
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -16,7 +17,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 from shipyard.errors import ErrorCode, InvalidInputError, PayloadTooLargeError, ShipyardError
 from shipyard.processing.predict import decode_instances
@@ -228,9 +229,15 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
 
 
 def create_http_app(
-    service: InferenceService, max_request_bytes: int, metrics: CollectorRegistry
+    service: InferenceService,
+    max_request_bytes: int,
+    metrics: CollectorRegistry,
+    extra_routes: Sequence[BaseRoute] = (),
 ) -> Starlette:
-    """Build the ASGI application serving the V2 REST API (plus ``/metrics``)."""
+    """Build the ASGI application serving the V2 REST API (plus ``/metrics``).
+
+    ``extra_routes`` (the dashboard's) come last and share the error table.
+    """
     e = _Endpoints(service, max_request_bytes, metrics)
     model = "/v2/models/{name}"
     version = "/v2/models/{name}/versions/{version}"
@@ -255,7 +262,7 @@ def create_http_app(
             Route(f"{prefix}/stats", e.stats, methods=["GET"]),
         ]
     return Starlette(
-        routes=routes,
+        routes=[*routes, *extra_routes],
         exception_handlers={
             ShipyardError: _shipyard_error,
             HTTPException: _http_error,

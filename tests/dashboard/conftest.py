@@ -1,0 +1,194 @@
+"""Fixtures of the dashboard tests: Debian's Chromium driven by Playwright, and a served
+repository with the demo's MNIST model (trained, converted, the demo's processing, plus an
+int8 version from ``shipyard optimize``), a small text-embedding model and Triton's ``simple``.
+
+The browser is the one ``scripts/install-chromium.sh`` installs (``make test`` runs it);
+``SHIPYARD_CHROMIUM`` points at another. Screenshots go to ``tests/artifacts/dashboard/``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from playwright.sync_api import Browser, Page, sync_playwright
+
+from shipyard.testing import RunningServer, add_sub_model, running_server, write_model
+from shipyard.testing.processing import embedding_model, train_tokenizer
+from tests.examples.conftest import (  # noqa: F401 (fixtures used by this folder's tests)
+    MNIST_BUILD,
+    ROOT,
+    SHIPYARD,
+    load_example,
+    mnist_repo,
+    mnist_trained,
+    run,
+)
+
+CHROMIUM = Path(os.environ.get("SHIPYARD_CHROMIUM", "/usr/bin/chromium"))
+#: Headless, and nothing that reaches the network by itself.
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+ARTIFACTS = ROOT / "tests" / "artifacts" / "dashboard"
+PAGES = ("models", "live", "playground", "server")
+LAPTOP = {"width": 1280, "height": 860}
+PHONE = {"width": 390, "height": 844}
+#: The text model's vocabulary, and what the playground's sentences are made of.
+SENTENCES = [
+    "A man is eating food.",
+    "A man is eating a piece of bread.",
+    "A man is riding a horse.",
+    "The new movie is awesome.",
+    "the cat sat on the mat",
+]
+TEXT_PROCESSING = """
+[[preprocess]]
+input = "text"
+steps = [{op = "tokenize", tokenizer = "tokenizer.json", max_length = 32, truncation = true}]
+
+[[postprocess]]
+output = "last_hidden_state"
+steps = [{op = "mean_pool", mask = "attention_mask"}, {op = "l2_normalize"}]
+"""
+
+
+class Watched:
+    """A page and every problem it showed: console errors, page errors, failed requests."""
+
+    def __init__(self, page: Page) -> None:
+        self.page = page
+        self.problems: list[str] = []
+        page.on("console", self._console)
+        page.on("pageerror", lambda error: self.problems.append(f"page error: {error}"))
+        page.on(
+            "requestfailed",
+            lambda request: self.problems.append(
+                f"request failed: {request.url} {request.failure}"
+            ),
+        )
+        page.on(
+            "response",
+            lambda response: (
+                self.problems.append(f"HTTP {response.status}: {response.url}")
+                if response.status >= 400
+                else None
+            ),
+        )
+
+    def _console(self, message: Any) -> None:
+        if message.type in ("error", "warning"):
+            self.problems.append(f"console {message.type}: {message.text}")
+
+    def open(self, base_url: str, page: str, query: str = "") -> None:
+        """Go to ``/ui/<page>`` and wait until its script has mounted it."""
+        self.page.goto(f"{base_url}/ui/{page}{query}")
+        self.page.wait_for_selector(f"body[data-ready='{page}']", timeout=15_000)
+
+    def screenshot(self, name: str) -> Path:
+        """Save a full-page screenshot as ``tests/artifacts/dashboard/<name>.png``."""
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        path = ARTIFACTS / f"{name}.png"
+        self.page.screenshot(path=str(path), full_page=True)
+        return path
+
+    def assert_clean(self) -> None:
+        """Fail with every console error, page error or failed request seen so far."""
+        assert self.problems == [], "\n".join(self.problems)
+
+
+@pytest.fixture(scope="package")
+def chromium() -> Iterator[Browser]:
+    """Debian's Chromium, headless, driven by Playwright.
+
+    Package-scoped: Playwright's sync API keeps an event loop running in this thread while
+    it is open, which would break later tests that run one of their own (asyncio.run)."""
+    if not CHROMIUM.exists():
+        pytest.fail(f"{CHROMIUM} is missing: run `sh scripts/install-chromium.sh` (make test does)")
+    with sync_playwright() as driver:
+        browser = driver.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS)
+        yield browser
+        browser.close()
+
+
+def _page(chromium: Browser, viewport: dict[str, int]) -> Iterator[Watched]:
+    context = chromium.new_context(viewport=viewport, reduced_motion="reduce")
+    try:
+        yield Watched(context.new_page())
+    finally:
+        context.close()
+
+
+@pytest.fixture
+def page(chromium: Browser) -> Iterator[Watched]:
+    """A fresh page at a laptop's size, watched for errors."""
+    yield from _page(chromium, LAPTOP)
+
+
+@pytest.fixture
+def phone_page(chromium: Browser) -> Iterator[Watched]:
+    """A fresh page at a phone's size, watched for errors."""
+    yield from _page(chromium, PHONE)
+
+
+def add_text_model(repo: Path, name: str = "sentences") -> Path:
+    """A small text-embedding model: a WordLevel tokenizer and an embedding table, with the
+    same post-processing as the demo's MiniLM (mean pool over the mask, L2 normalize)."""
+    folder = repo / name
+    folder.mkdir(parents=True)
+    tokenizer = train_tokenizer(folder / "tokenizer.json", SENTENCES)
+    model, _ = embedding_model(tokenizer.get_vocab_size(), dims=16)
+    write_model(repo, name, model, config=TEXT_PROCESSING)
+    return folder
+
+
+@pytest.fixture(scope="package")
+def dashboard_repo(mnist_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:  # noqa: F811
+    """mnist (v1 fp32 from ``shipyard convert``, v2 int8-dynamic from ``shipyard optimize``,
+    with the demo's processing and labels), ``sentences`` (text embeddings), ``simple``, and
+    ``broken`` (its model.toml has an unknown key, so it fails to load)."""
+    repo = tmp_path_factory.mktemp("dashboard") / "repo"
+    shutil.copytree(mnist_repo, repo)
+    demo = load_example("demo", ROOT / "examples")
+    model_dir = repo / "mnist"
+    shutil.copyfile(ROOT / "examples" / "mnist" / "labels.txt", model_dir / "labels.txt")
+    demo.add_processing(model_dir, demo.MNIST_PROCESSING)
+    result = run(
+        SHIPYARD,
+        "optimize",
+        model_dir,
+        "--quantize",
+        "int8-dynamic",
+        "--validation",
+        MNIST_BUILD / "validation.npz",
+        "--objective",
+        "size",
+        "--bench-seconds",
+        "0.1",
+        "--bench-rounds",
+        "1",
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (model_dir / "2" / "report.json").is_file(), result.stdout
+    add_text_model(repo)
+    write_model(repo, "simple", add_sub_model())
+    write_model(repo, "broken", add_sub_model(), config="bogus = 1\n")  # fails to load
+    return repo
+
+
+@pytest.fixture(scope="package")
+def served(dashboard_repo: Path) -> Iterator[RunningServer]:
+    """A real server on 127.0.0.1 serving ``dashboard_repo``, with the dashboard on."""
+    with running_server(dashboard_repo, grpc=False) as running:
+        yield running
