@@ -113,7 +113,12 @@ class ModelReplica:
 
     def index(self) -> list[dict[str, Any]]:
         """This replica's repository index rows (its one model)."""
-        return [] if self.service is None else self.service.repository_index()
+        rows = [] if self.service is None else self.service.repository_index()
+        return [row for row in rows if row["name"] == self.spec.model]
+
+    def statistics(self) -> dict[str, Any]:
+        """This replica's statistics (the replica that answers; not summed over replicas)."""
+        return {"model_stats": []} if self.service is None else self.service.statistics()
 
     async def __del__(self) -> None:
         """Release the model (drain in-flight requests) when Ray stops the replica."""
@@ -144,8 +149,26 @@ class RootIngress:
                 Route("/v2", self._metadata, methods=["GET"]),
                 Route("/v2/repository/index", self._index, methods=["POST"]),
                 Route("/v2/repository/models/{name}/{action}", self._control, methods=["POST"]),
-            ]
+                Route("/v2/models/stats", self._stats, methods=["GET"]),
+                Route("/v2/models/{name}{rest:path}", self._unknown, methods=["GET", "POST"]),
+            ],
+            exception_handlers={404: self._not_found, 405: self._not_found},
         )
+
+    async def _stats(self, request: Request) -> Response:
+        try:
+            answers = await self._ask("statistics")
+        except TimeoutError:
+            return JSONResponse({"error": "the model deployments did not answer"}, 503)
+        rows = [row for a in answers.values() if isinstance(a, dict) for row in a["model_stats"]]
+        return JSONResponse({"model_stats": rows})
+
+    async def _unknown(self, request: Request) -> Response:
+        name = request.path_params["name"]
+        return JSONResponse({"error": f"unknown model {name!r}"}, 404)
+
+    async def _not_found(self, request: Request, exc: Exception) -> Response:
+        return JSONResponse({"error": f"no route {request.method} {request.url.path}"}, 404)
 
     async def _ask(self, method: str) -> dict[str, Any]:
         from ray import serve
