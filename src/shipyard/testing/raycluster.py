@@ -167,7 +167,9 @@ def local_ray_cluster(
             "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": str(state / "server-state"),
             "RAY_SERVE_HAPROXY_NBTHREAD": "1",
         }
-    temp = workdir / "ray"
+    # Ray's Unix sockets live under the temp dir, whose paths must stay under 107 bytes.
+    temp = Path(tempfile.mkdtemp(prefix="syray-", dir="/tmp"))
+    cleanups.append(lambda: shutil.rmtree(temp, ignore_errors=True))
     gcs = free_port()
     cluster = RayCluster(f"127.0.0.1:{gcs}", env)
     try:
