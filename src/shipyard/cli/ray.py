@@ -8,6 +8,7 @@ import click
 
 from shipyard import __version__
 from shipyard.cli.common import console, fail
+from shipyard.config import LOG_LEVELS
 from shipyard.errors import ShipyardError
 from shipyard.log import configure_logging
 
@@ -39,7 +40,13 @@ def ray_group() -> None:
 @click.option(
     "--detach", is_flag=True, help="Deploy and exit; the models keep serving on the cluster."
 )
-@click.option("--log-level", default="warning", show_default=True, help="This command's logs.")
+@click.option(
+    "--log-level",
+    type=click.Choice(LOG_LEVELS),
+    default="warning",
+    show_default=True,
+    help="This command's logs.",
+)
 def ray_serve(
     repository: str,
     address: str,
