@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 TF_STAMP := $(VENV)/.installed-tf-stamp
 
-.PHONY: install test test-fast test-tf test-connections fuzz lint check demo bench clean proto chromium
+.PHONY: install test test-fast test-tf test-ray test-connections fuzz lint check demo bench clean proto chromium
 
 install: $(STAMP) $(TF_STAMP)
 
@@ -13,7 +13,7 @@ install: $(STAMP) $(TF_STAMP)
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev,grpc,torch,sklearn,processing,examples]'
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev,grpc,torch,sklearn,processing,examples,s3,ray]'
 	touch $(STAMP)
 
 # Keras, TensorFlow (CPU, ~1.3 GB) and LiteRT: `shipyard convert` from Keras/TensorFlow, --to
@@ -31,17 +31,18 @@ lint: install
 check: lint
 	$(VENV)/bin/mypy
 
-# Everything CI runs: the fast suite, then the TensorFlow group.
+# Everything CI runs: the fast suite, then the TensorFlow group, then the Ray group.
 test: test-fast
 	$(MAKE) test-tf
+	$(MAKE) test-ray
 
 # Debian's Chromium for the dashboard's browser tests (apt-get when missing; quick otherwise).
 chromium:
 	sh scripts/install-chromium.sh
 
-# Every test but the `tensorflow` group.
+# Every test but the `tensorflow` and `ray` groups.
 test-fast: check chromium
-	$(PY) -m pytest -m "not tensorflow"
+	$(PY) -m pytest -m "not tensorflow and not ray"
 
 # Keras / TensorFlow / TFLite conversion and serving tests (TensorFlow imports are slow).
 test-tf: install
@@ -57,6 +58,11 @@ test-connections: install
 FUZZ_EXAMPLES ?= 10000
 fuzz: install
 	SHIPYARD_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest tests/fuzz -o timeout=0 $(FUZZ_ARGS)
+
+# `shipyard ray serve` on a real local Ray cluster (a head and a worker node, 1 CPU each,
+# started and stopped by the tests); alone, because Ray itself needs the machine's cores.
+test-ray: install
+	$(PY) -m pytest -m ray
 
 # Train MNIST (cached), convert, optimize, add processing; MiniLM too; then serve demo-repo/
 # until Ctrl-C. `DEMO_SERVE=0 make demo` builds demo-repo/ and exits (CI). See examples/demo.py.

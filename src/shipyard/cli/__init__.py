@@ -1,10 +1,10 @@
 """The ``shipyard`` command: parse arguments, call the library, print the result.
 
 One module per command (``serve``, ``repo``, ``convert``, ``hw``, ``optimize``, ``predict``,
-``bench``, ``tune``); what they share (the console, one-line errors, REPO/NAME, the accuracy
-guard's options, the models table) is in :mod:`~shipyard.cli.common`. Every command that takes
-a model version calls the flag ``--version``; ``shipyard --version`` (before any command) prints
-Shipyard's own.
+``bench``, ``tune``, ``ray``); what they share (the console, one-line errors, REPO/NAME, the
+accuracy guard's options, the models table) is in :mod:`~shipyard.cli.common`. Every command
+that takes a model version calls the flag ``--version``; ``shipyard --version`` (before any
+command) prints Shipyard's own.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from shipyard.cli.convert import convert_command
 from shipyard.cli.hw import hw_command
 from shipyard.cli.optimize import optimize_command
 from shipyard.cli.predict import predict_command
+from shipyard.cli.ray import ray_group
 from shipyard.cli.repo import repo
 from shipyard.cli.serve import serve
 from shipyard.cli.tune import tune_command
@@ -38,3 +39,4 @@ main.add_command(optimize_command)
 main.add_command(predict_command)
 main.add_command(bench_command)
 main.add_command(tune_command)
+main.add_command(ray_group)

@@ -18,6 +18,7 @@ __all__ = [
     "fail",
     "guard_options",
     "print_model_table",
+    "split_location",
     "split_target",
 ]
 
@@ -54,10 +55,18 @@ def fail(message: str) -> NoReturn:
 
 def split_target(target: str) -> tuple[Path, str]:
     """Split ``REPO/NAME`` (a model folder in a repository) into the repository and the name."""
-    repo_path, _, name = target.rstrip("/").rpartition("/")
-    if not repo_path or not name:
-        fail(f"expected REPO/NAME (e.g. models/resnet), got {target!r}")
+    repo_path, name = split_location(target)
     return Path(repo_path), name
+
+
+def split_location(target: str) -> tuple[str, str]:
+    """Split ``REPO/NAME`` where REPO may be a store URL (``s3://bucket/prefix/NAME``)."""
+    repo_path, _, name = target.rstrip("/").rpartition("/")
+    if not repo_path or not name or repo_path.endswith(":/"):
+        fail(
+            f"expected REPO/NAME (e.g. models/resnet or s3://bucket/models/resnet), got {target!r}"
+        )
+    return repo_path, name
 
 
 def _shapes(specs: list[dict[str, Any]]) -> str:

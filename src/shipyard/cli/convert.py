@@ -17,7 +17,12 @@ __all__ = ["convert_command"]
 @click.command("convert")
 @click.argument("source")
 @click.option("--name", required=True, help="Model name in the repository.")
-@click.option("--repo", "repo_path", required=True, type=click.Path(path_type=Path))
+@click.option(
+    "--repo",
+    "repo_path",
+    required=True,
+    help="Repository folder or store URL (s3://bucket/prefix).",
+)
 @click.option(
     "--framework",
     type=click.Choice(["torch", "keras", "tensorflow", "sklearn", "onnx"]),
@@ -48,7 +53,7 @@ __all__ = ["convert_command"]
 @click.option("--verbose", is_flag=True, help="Show the full converter error.")
 def convert_command(
     source: str,
-    repo_path: Path,
+    repo_path: str,
     atol: float | None,
     rtol: float | None,
     verbose: bool,
@@ -59,6 +64,7 @@ def convert_command(
     from shipyard.convert.render import print_report
     from shipyard.convert.validate import INT8_TOLERANCES
     from shipyard.errors import ConversionError, ParityError
+    from shipyard.repository.stores import publication_repository
 
     default = INT8_TOLERANCES if options["quantize"] == "int8" else Tolerances()
     tolerances = Tolerances(
@@ -67,10 +73,13 @@ def convert_command(
         default.range_relative,
     )
     try:
-        with console.status("converting...") as status:
+        with (
+            publication_repository(repo_path, options["name"]) as target,
+            console.status("converting...") as status,
+        ):
             result = convert(
                 source,
-                repo=repo_path,
+                repo=target.root,
                 tolerances=tolerances,
                 progress=lambda text: status.update(f"{text}..."),
                 **options,
@@ -90,4 +99,5 @@ def convert_command(
             console.print_exception()
         fail(f"conversion failed: {type(exc).__name__}: {exc}; rerun with --verbose for details")
     print_report(console, result.report)
-    console.print(f"published {result.path} (version {result.version})")
+    version, where = target.describe(options["name"], result.version, result.path)
+    console.print(f"published {where} (version {version})")

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from shipyard.cli.common import console, fail, guard_options, split_target
+from shipyard.cli.common import console, fail, guard_options, split_location
 from shipyard.errors import ShipyardError
 
 __all__ = ["optimize_command"]
@@ -73,15 +73,19 @@ def optimize_command(
     from shipyard.errors import ConversionError
     from shipyard.optimize import BenchmarkSettings, optimize
     from shipyard.optimize.report import print_optimization
+    from shipyard.repository.stores import publication_repository
 
-    repo_path, name = split_target(target)
+    repo_path, name = split_location(target)
     settings = BenchmarkSettings(
         latency_seconds=bench_seconds, throughput_seconds=bench_seconds, rounds=bench_rounds
     )
     try:
-        with console.status("optimizing...") as status:
+        with (
+            publication_repository(repo_path, name) as publication,
+            console.status("optimizing...") as status,
+        ):
             result = optimize(
-                repo_path,
+                publication.root,
                 name,
                 per_channel=not per_tensor,
                 benchmark=settings,
@@ -98,8 +102,9 @@ def optimize_command(
         click.echo(json.dumps({"published": result.published, **result.report}, indent=2))
     else:
         print_optimization(console, result.report)
-        if result.published:
-            console.print(f"published {result.path} (version {result.version})")
+        if result.version is not None and result.path is not None:
+            version, where = publication.describe(name, result.version, result.path)
+            console.print(f"published {where} (version {version})")
     if not result.published:
         click.echo(f"error: {result.report['decision']}", err=True)
         sys.exit(1)

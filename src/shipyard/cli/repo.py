@@ -1,4 +1,4 @@
-"""``shipyard repo``: inspect a model repository."""
+"""``shipyard repo``: inspect a model repository, and push one to an object store."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from shipyard.cli.common import fail, print_model_table
+from shipyard.cli.common import console, fail, print_model_table
 from shipyard.config import ServerConfig
 from shipyard.errors import ShipyardError
 
@@ -16,17 +16,49 @@ __all__ = ["repo"]
 
 @click.group()
 def repo() -> None:
-    """Inspect a model repository."""
+    """Inspect a model repository, or push one to an object store."""
+
+
+_CACHE_DIR = click.option(
+    "--cache-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Local cache for a store URL [default: ~/.cache/shipyard/repositories].",
+)
 
 
 @repo.command("list")
-@click.argument("repository", type=click.Path(path_type=Path))
-def repo_list(repository: Path) -> None:
-    """Load every model in REPOSITORY (without serving) and print their table."""
+@click.argument("repository")
+@_CACHE_DIR
+def repo_list(repository: str, cache_dir: Path | None) -> None:
+    """Load every model in REPOSITORY (a folder or s3://... URL) and print their table."""
     from shipyard.server.app import describe_repository
 
     try:
-        rows = asyncio.run(describe_repository(ServerConfig(repository=repository)))
+        flags = {"repository": repository, "cache_dir": cache_dir}
+        config = ServerConfig.resolve(env={}, flags=flags)
+        rows = asyncio.run(describe_repository(config))
     except ShipyardError as exc:
         fail(exc.message)
     print_model_table(rows)
+
+
+@repo.command("push")
+@click.argument("local", type=click.Path(path_type=Path, file_okay=False, exists=True))
+@click.argument("url")
+@click.option("--model", "models", multiple=True, help="Push only this model (repeatable).")
+def repo_push(local: Path, url: str, models: tuple[str, ...]) -> None:
+    """Upload the local repository LOCAL to the store URL, each version's marker last.
+
+    Versions the store already holds with the same files are skipped; credentials come from
+    the standard AWS environment and config.
+    """
+    from shipyard.repository.stores import push_repository
+
+    try:
+        pushed = push_repository(local, url, models)
+    except ShipyardError as exc:
+        fail(exc.message)
+    for name, versions in pushed.items():
+        done = ", ".join(map(str, versions)) or "nothing new"
+        console.print(f"{name}: {done} -> {url.rstrip('/')}/{name}")

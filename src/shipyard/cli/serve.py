@@ -18,7 +18,7 @@ __all__ = ["serve"]
 
 
 @click.command()
-@click.argument("repository", type=click.Path(path_type=Path))
+@click.argument("repository")
 @click.option("--host", default=None, help="Address to listen on [default: 127.0.0.1].")
 @click.option(
     "--http-port", type=int, default=None, help="HTTP port; 0 picks a free one [default: 8000]."
@@ -80,8 +80,18 @@ __all__ = ["serve"]
     default=None,
     help="Serve the web dashboard at /ui/ [default: on].",
 )
-def serve(repository: Path, config_file: Path | None, **flags: Any) -> None:
-    """Serve every model in REPOSITORY over HTTP and gRPC until SIGINT/SIGTERM."""
+@click.option(
+    "--cache-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Local cache for a store URL REPOSITORY [default: ~/.cache/shipyard/repositories].",
+)
+def serve(repository: str, config_file: Path | None, **flags: Any) -> None:
+    """Serve every model in REPOSITORY over HTTP and gRPC until SIGINT/SIGTERM.
+
+    REPOSITORY is a folder or an object-store URL (s3://bucket/prefix, any fsspec URL; needs
+    the [s3] extra); store credentials come from the standard AWS environment and config.
+    """
     from shipyard.server.app import ServerInfo, ShipyardServer
 
     flags["models"] = flags["models"] or None

@@ -20,6 +20,7 @@ from shipyard.config.model import (
     OnnxRuntimeConfig,
     PostprocessConfig,
     PreprocessConfig,
+    ScaleConfig,
     StepConfig,
     VersionPolicy,
 )
@@ -37,6 +38,7 @@ __all__ = [
     "OnnxRuntimeConfig",
     "PostprocessConfig",
     "PreprocessConfig",
+    "ScaleConfig",
     "ServerConfig",
     "StepConfig",
     "VersionPolicy",

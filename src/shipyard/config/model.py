@@ -22,6 +22,7 @@ __all__ = [
     "OnnxRuntimeConfig",
     "PostprocessConfig",
     "PreprocessConfig",
+    "ScaleConfig",
     "StepConfig",
     "VersionPolicy",
 ]
@@ -130,6 +131,26 @@ class PostprocessConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ScaleConfig:
+    """``[scale]``: replicas of the model under ``shipyard ray serve`` (docs/ray.md)."""
+
+    #: Replicas kept running however idle (>= 1; Ray scales down to it).
+    min_replicas: int = 1
+    #: Most replicas autoscaling may start; equal to min_replicas: a fixed count.
+    max_replicas: int = 1
+    #: Requests in flight per replica that autoscaling aims for.
+    target_ongoing_requests: float = 16.0
+    #: Requests one replica accepts at once (Ray queues the rest); room for batches.
+    max_ongoing_requests: int = 64
+    #: CPUs Ray reserves for each replica (fractions allowed).
+    num_cpus: float = 1.0
+    #: Seconds the load must stay above target before a replica is added (Ray's default).
+    upscale_delay_s: float = 30.0
+    #: Seconds the load must stay below target before a replica is removed (Ray's default).
+    downscale_delay_s: float = 600.0
+
+
+@dataclass(frozen=True, slots=True)
 class ModelConfig:
     """A model's serving configuration, as read from ``model.toml`` (the tuner writes the same)."""
 
@@ -151,3 +172,5 @@ class ModelConfig:
     #: Pre- and post-processing run in the server around the model (docs/processing.md).
     preprocess: tuple[PreprocessConfig, ...] = ()
     postprocess: tuple[PostprocessConfig, ...] = ()
+    #: Replicas and autoscaling under ``shipyard ray serve`` (ignored by ``shipyard serve``).
+    scale: ScaleConfig = field(default_factory=ScaleConfig)

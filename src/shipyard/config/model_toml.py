@@ -19,6 +19,7 @@ from shipyard.config.model import (
     OnnxRuntimeConfig,
     PostprocessConfig,
     PreprocessConfig,
+    ScaleConfig,
     StepConfig,
     VersionPolicy,
 )
@@ -214,6 +215,37 @@ def _version_policy(value: Any) -> VersionPolicy:
     )
 
 
+def _scale(value: Any) -> ScaleConfig:
+    table = check_table(value, "scale")
+    check_keys(table, {f.name for f in dataclasses.fields(ScaleConfig)}, "scale")
+    default = ScaleConfig()
+    low = check_int(table.get("min_replicas", default.min_replicas), "scale.min_replicas", 1)
+    high = check_int(
+        table.get("max_replicas", max(low, default.max_replicas)), "scale.max_replicas", 1
+    )
+    if high < low:
+        raise ConfigError(f"scale.max_replicas ({high}) is below scale.min_replicas ({low})")
+    numbers = {}
+    for key in ("target_ongoing_requests", "num_cpus", "upscale_delay_s", "downscale_delay_s"):
+        number = table.get(key, getattr(default, key))
+        positive = key in ("target_ongoing_requests", "num_cpus")
+        if (
+            isinstance(number, bool)
+            or not isinstance(number, int | float)
+            or not (number > 0 if positive else number >= 0)
+        ):
+            raise ConfigError(
+                f"scale.{key} must be a number {'> 0' if positive else '>= 0'}, got {number!r}"
+            )
+        numbers[key] = float(number)
+    ongoing = check_int(
+        table.get("max_ongoing_requests", default.max_ongoing_requests),
+        "scale.max_ongoing_requests",
+        1,
+    )
+    return ScaleConfig(low, high, max_ongoing_requests=ongoing, **numbers)
+
+
 _TOP_LEVEL_KEYS = {
     "name",
     "backend",
@@ -226,6 +258,7 @@ _TOP_LEVEL_KEYS = {
     "outputs",
     "preprocess",
     "postprocess",
+    "scale",
 }
 
 
@@ -255,6 +288,7 @@ def parse_model_config(name: str, table: Mapping[str, Any]) -> ModelConfig:
         outputs=_tensor_specs(table.get("outputs", []), "outputs"),
         preprocess=_preprocess(table.get("preprocess", [])),
         postprocess=_postprocess(table.get("postprocess", [])),
+        scale=_scale(table.get("scale", {})),
     )
 
 

@@ -8,6 +8,7 @@ flags (:func:`~shipyard.config.resolve.layered`), then coerces and checks every 
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,9 +17,15 @@ from typing import Any
 from shipyard.config.resolve import check_bool, check_keys, layered
 from shipyard.errors import ConfigError
 
-__all__ = ["LOG_LEVELS", "ServerConfig"]
+__all__ = ["LOG_LEVELS", "ServerConfig", "is_store_url"]
 
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
+_STORE_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://")
+
+
+def is_store_url(text: str) -> bool:
+    """Whether ``text`` names an object store (``s3://bucket/prefix``), not a local folder."""
+    return _STORE_URL.match(text) is not None and not text.startswith("file://")
 
 
 #: The gRPC connection limits of ServerConfig, by type, and their smallest values.
@@ -57,7 +64,8 @@ def _check_grpc_limits(config: ServerConfig) -> None:
 class ServerConfig:
     """Settings of one server process. See ``docs/configuration.md``."""
 
-    repository: Path = Path("model-repository")
+    #: A local folder (Path) or an object-store URL (str, ``s3://bucket/prefix``).
+    repository: Path | str = Path("model-repository")
     host: str = "127.0.0.1"
     http_port: int = 8000
     #: gRPC port (``inference.GRPCInferenceService``); 0 turns gRPC off.
@@ -105,6 +113,9 @@ class ServerConfig:
     log_level: str = "info"
     #: Serve the web dashboard at ``/ui/`` (and redirect ``/`` there); ``--no-ui`` turns it off.
     ui: bool = True
+    #: Where versions from an object-store repository are cached (None: the user cache,
+    #: ``$XDG_CACHE_HOME/shipyard/repositories``). Safe to share between processes.
+    cache_dir: Path | None = None
 
     @classmethod
     def resolve(
@@ -125,7 +136,12 @@ class ServerConfig:
         for key, value in values.items():
             try:
                 if key == "repository":
-                    out[key] = Path(value)
+                    if not isinstance(value, str | Path):
+                        raise TypeError("expected a folder or a store URL")
+                    text = str(value)
+                    out[key] = text if is_store_url(text) else Path(text.removeprefix("file://"))
+                elif key == "cache_dir":
+                    out[key] = None if value in (None, "") else Path(value)
                 elif key == "models":
                     items = value.split(",") if isinstance(value, str) else value
                     out[key] = tuple(str(v).strip() for v in items if str(v).strip())

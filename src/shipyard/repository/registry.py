@@ -27,7 +27,14 @@ from shipyard.errors import (
 from shipyard.hardware import CpuInfo, this_cpu
 from shipyard.processing import Pipeline, build_pipeline
 from shipyard.repository.evidence import load_warnings, read_report
-from shipyard.repository.layout import ModelSource, find_model, parse_version, scan_repository
+from shipyard.repository.layout import (
+    ModelSource,
+    check_model_name,
+    find_model,
+    parse_version,
+    scan_repository,
+)
+from shipyard.repository.stores import RepositoryStore
 from shipyard.stats import ModelStats
 from shipyard.types import ModelState, RepositoryEntry, TensorSpec
 
@@ -74,9 +81,15 @@ class ModelRegistry:
     """Which models are loaded, and the operations that change that."""
 
     def __init__(
-        self, root: Path, drain_timeout_s: float = 30.0, cpu: CpuInfo | None = None
+        self,
+        root: Path,
+        drain_timeout_s: float = 30.0,
+        cpu: CpuInfo | None = None,
+        store: RepositoryStore | None = None,
     ) -> None:
         self.root = root
+        #: Where ``root`` comes from (an object store mirrored into it); synced before a load.
+        self.store = store
         self.drain_timeout_s = drain_timeout_s
         self._entries: dict[str, _Entry] = {}
         #: The CPU versions are checked against at load (read from /proc on first load).
@@ -160,6 +173,8 @@ class ModelRegistry:
 
     async def load_all(self, names: tuple[str, ...] = ()) -> None:
         """Load ``names`` (or every model in the repository); failures only mark the model."""
+        if self.store is not None and not names:
+            await asyncio.to_thread(self.store.sync)
         targets = list(names) or list(scan_repository(self.root))
         for name in targets:
             try:
@@ -169,6 +184,8 @@ class ModelRegistry:
 
     async def load(self, name: str, config: ModelConfig | None = None) -> None:
         """Load or reload ``name``; on failure keep what was serving and raise ModelLoadError."""
+        if self.store is not None:
+            await _sync(self.store, name)
         source = find_model(self.root, name)
         entry = self._entries.setdefault(name, _Entry(name))
         async with entry.lock:
@@ -316,6 +333,14 @@ class ModelRegistry:
             pipeline,
             warnings,
         )
+
+
+async def _sync(store: RepositoryStore, name: str) -> None:
+    """Refresh ``name`` from ``store``; a store error keeps what is serving (ModelLoadError)."""
+    try:
+        await asyncio.to_thread(store.sync, (check_model_name(name),))
+    except ConfigError as exc:
+        raise ModelLoadError(f"failed to load model {name!r}: {exc.message}") from exc
 
 
 def _apply_overrides(

@@ -20,8 +20,9 @@ from shipyard import dashboard
 from shipyard.config import ServerConfig
 from shipyard.errors import ConfigError, NotFoundError
 from shipyard.metrics import build_metrics_registry
-from shipyard.repository.layout import find_model, scan_repository
+from shipyard.repository.layout import find_model
 from shipyard.repository.registry import ModelRegistry
+from shipyard.repository.stores import RepositoryStore, open_repository
 from shipyard.server.http import create_http_app
 from shipyard.server.service import InferenceService
 
@@ -96,15 +97,16 @@ class ShipyardServer:
         import uvicorn
 
         config = self.config
-        scan_repository(config.repository)  # a missing repository is a clear error up front
+        # A missing repository (folder, bucket) is a clear error up front; a URL is synced.
+        store = await _open_store(config)
         for name in config.models:
             try:
-                find_model(config.repository, name)
+                find_model(store.root, name)
             except NotFoundError as exc:
                 raise ConfigError(f"--model {name}: {exc.message}") from exc
         sock = http_socket or bind_socket(config.host, config.http_port)
         self._loop = asyncio.get_running_loop()
-        registry = ModelRegistry(config.repository, config.drain_timeout_s)
+        registry = ModelRegistry(store.root, config.drain_timeout_s, store=store)
         service = self.service = InferenceService(registry, config.max_tensor_elements)
         grpc_started = False
         try:
@@ -221,14 +223,24 @@ def _grpc_server(
 
 async def describe_repository(config: ServerConfig) -> list[dict[str, Any]]:
     """Load the repository's models without serving and return the startup table's rows."""
-    scan_repository(config.repository)
-    registry = ModelRegistry(config.repository, config.drain_timeout_s)
+    store = await _open_store(config)
+    registry = ModelRegistry(store.root, config.drain_timeout_s, store=store)
     service = InferenceService(registry, config.max_tensor_elements)
     try:
         await registry.load_all(config.models)
         return _model_rows(service)
     finally:
         await registry.close()
+
+
+async def _open_store(config: ServerConfig) -> RepositoryStore:
+    """Open ``config.repository`` (a folder or a store URL, synced into ``cache_dir``)."""
+    try:
+        return await asyncio.to_thread(
+            open_repository, config.repository, config.cache_dir, config.models
+        )
+    except NotFoundError as exc:
+        raise ConfigError(f"--model: {exc.message}") from exc
 
 
 def _model_rows(service: InferenceService) -> list[dict[str, Any]]:

@@ -39,7 +39,10 @@ class RunningServer:
 
 @contextlib.contextmanager
 def running_server(
-    repository: Path, startup_timeout_s: float = 60.0, grpc: bool = True, **settings: Any
+    repository: Path | str,
+    startup_timeout_s: float = 60.0,
+    grpc: bool = True,
+    **settings: Any,
 ) -> Iterator[RunningServer]:
     """Start a server on 127.0.0.1 and a free port; stop it gracefully on exit.
 

@@ -1,0 +1,10 @@
+"""Ray Serve: the same repository on a cluster, each model a deployment of Shipyard's service.
+
+* :mod:`~shipyard.cluster.replica`: one replica of one model (registry, service, dynamic
+  batcher and Shipyard's own V2 HTTP app), and the root ingress for the server-level routes.
+* :mod:`~shipyard.cluster.deploy`: connect to a cluster and deploy a repository onto it.
+
+Ray is an optional extra (``pip install 'shipyard[ray]'``), imported only by ``deploy``.
+"""
+
+__all__: list[str] = []

@@ -1,0 +1,227 @@
+"""What runs inside a Ray Serve replica: Shipyard's own service, nothing copied.
+
+:class:`ModelReplica` serves one model. It syncs the repository (a folder every node can read,
+or a store URL cached on each node), loads the model with :class:`ModelRegistry` (its dynamic
+batcher batches inside the replica) and answers the V2 REST routes under
+``/v2/models/<name>`` with the same Starlette app as ``shipyard serve``. :class:`RootIngress`
+answers the server-level routes (health, server metadata, repository index) by asking every
+model's deployment. Neither imports Ray: :mod:`~shipyard.cluster.deploy` wraps them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from shipyard import __version__
+from shipyard.metrics import build_metrics_registry
+from shipyard.protocol.rest import encode_repository_index, encode_statistics
+from shipyard.repository.registry import ModelRegistry
+from shipyard.repository.stores import open_repository
+from shipyard.server.http import create_http_app
+from shipyard.server.service import EXTENSIONS, InferenceService
+from shipyard.types import JSONObject
+
+__all__ = ["CLUSTER_EXTENSIONS", "ModelReplica", "ReplicaSpec", "RootIngress", "full_path"]
+
+#: Through Ray, repository load/unload are not offered (a rollout replaces replicas instead).
+CLUSTER_EXTENSIONS = tuple(e for e in EXTENSIONS if e != "model_repository")
+
+_Scope = MutableMapping[str, Any]
+_ASGI = Callable[[_Scope, Callable[[], Awaitable[Any]], Callable[[Any], Awaitable[None]]], Any]
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaSpec:
+    """What a replica needs to start: where the repository is, which model, the limits."""
+
+    #: A folder every node can read, or a store URL (each node caches it in ``cache_dir``).
+    repository: str
+    model: str
+    cache_dir: str | None = None
+    max_request_bytes: int = 64 * 1024 * 1024
+    max_tensor_elements: int = 64 * 1024 * 1024
+    drain_timeout_s: float = 30.0
+
+
+def full_path(app: _ASGI) -> _ASGI:
+    """Wrap ``app`` so it routes on the full request path, whatever route prefix Ray mounted
+    it at (Shipyard's routes are absolute: ``/v2/models/{name}/infer``)."""
+
+    async def wrapped(scope: _Scope, receive: Any, send: Any) -> None:
+        if scope.get("type") in ("http", "websocket") and scope.get("root_path"):
+            root = scope["root_path"]
+            path = scope["path"] if scope["path"].startswith(root) else root + scope["path"]
+            scope = {**scope, "root_path": "", "path": path}
+        await app(scope, receive, send)
+
+    return wrapped
+
+
+class ModelReplica:
+    """One replica of one model: Shipyard's registry, service, batcher and V2 HTTP app."""
+
+    def __init__(self, spec: ReplicaSpec) -> None:
+        self.spec = spec
+        self.registry: ModelRegistry | None = None
+        self.service: InferenceService | None = None
+        self._generation: object = None
+
+    async def __serve_build_asgi_app__(self) -> _ASGI:
+        """Sync the repository, load the model and return the replica's ASGI app.
+
+        Ray calls this once, when the replica starts; a model that cannot load fails the
+        replica (and the deployment, with the reason).
+        """
+        spec = self.spec
+        store = await asyncio.to_thread(
+            open_repository,
+            spec.repository,
+            Path(spec.cache_dir) if spec.cache_dir else None,
+            (spec.model,),
+        )
+        registry = self.registry = ModelRegistry(store.root, spec.drain_timeout_s, store=store)
+        service = self.service = InferenceService(registry, spec.max_tensor_elements)
+        await registry.load(spec.model)
+        metrics = build_metrics_registry(
+            lambda: [(v.stats, v.batcher.queued) for v in registry.served()]
+        )
+        return full_path(create_http_app(service, spec.max_request_bytes, metrics))
+
+    async def reconfigure(self, user_config: dict[str, Any]) -> None:
+        """Reload the model when the deployment's ``generation`` changes (a rollout)."""
+        generation = user_config.get("generation")
+        if self.registry is not None and generation != self._generation:
+            await self.registry.load(self.spec.model)
+        self._generation = generation
+
+    def check_health(self) -> None:
+        """Raise when the model is not serving, so Ray replaces this replica."""
+        if self.service is not None and not self.service.ready():
+            raise RuntimeError(f"model {self.spec.model!r} is not ready")
+
+    def ready(self) -> bool:
+        """Whether this replica's model is ready (for the cluster's readiness route)."""
+        return self.service is not None and self.service.ready()
+
+    def index(self) -> list[JSONObject]:
+        """This replica's repository index rows (its one model), as REST JSON."""
+        rows = [] if self.service is None else self.service.repository_index()
+        return encode_repository_index([row for row in rows if row.name == self.spec.model])
+
+    def statistics(self) -> JSONObject:
+        """This replica's statistics as REST JSON (the replica that answers; not summed over
+        replicas)."""
+        return encode_statistics([] if self.service is None else self.service.statistics())
+
+    async def __del__(self) -> None:
+        """Release the model (drain in-flight requests) when Ray stops the replica."""
+        if self.service is not None and self.registry is not None:
+            self.service.start_draining()
+            await self.registry.close()
+        parent = getattr(super(), "__del__", None)  # Ray's ASGI wrapper: the app's lifespan
+        if parent is not None:
+            result = parent()
+            if inspect.isawaitable(result):
+                await result
+
+
+class RootIngress:
+    """The server-level V2 routes of the cluster: health, metadata, repository index."""
+
+    def __init__(self, models: dict[str, tuple[str, str]], timeout_s: float = 10.0) -> None:
+        #: ``{model: (Ray application, deployment)}``
+        self.models = models
+        self.timeout_s = timeout_s
+
+    def __serve_build_asgi_app__(self) -> Starlette:
+        """Return the root ASGI app (Ray calls this once the replica is constructed)."""
+        return Starlette(
+            routes=[
+                Route("/v2/health/live", self._live, methods=["GET"]),
+                Route("/v2/health/ready", self._ready, methods=["GET"]),
+                Route("/v2", self._metadata, methods=["GET"]),
+                Route("/v2/repository/index", self._index, methods=["POST"]),
+                Route("/v2/repository/models/{name}/{action}", self._control, methods=["POST"]),
+                Route("/v2/models/stats", self._stats, methods=["GET"]),
+                Route("/v2/models/{name}{rest:path}", self._unknown, methods=["GET", "POST"]),
+            ],
+            exception_handlers={404: self._not_found, 405: self._not_found},
+        )
+
+    async def _stats(self, request: Request) -> Response:
+        try:
+            answers = await self._ask("statistics")
+        except TimeoutError:
+            return JSONResponse({"error": "the model deployments did not answer"}, 503)
+        rows = [row for a in answers.values() if isinstance(a, dict) for row in a["model_stats"]]
+        return JSONResponse({"model_stats": rows})
+
+    async def _unknown(self, request: Request) -> Response:
+        name = request.path_params["name"]
+        return JSONResponse({"error": f"unknown model {name!r}"}, 404)
+
+    async def _not_found(self, request: Request, exc: Exception) -> Response:
+        return JSONResponse({"error": f"no route {request.method} {request.url.path}"}, 404)
+
+    async def _ask(self, method: str) -> dict[str, Any]:
+        from ray import serve
+
+        async def one(app: str, deployment: str) -> Any:
+            handle = serve.get_deployment_handle(deployment, app_name=app)
+            return await getattr(handle, method).remote()
+
+        names = sorted(self.models)
+        calls = [one(*self.models[name]) for name in names]
+        results = await asyncio.wait_for(
+            asyncio.gather(*calls, return_exceptions=True), self.timeout_s
+        )
+        return dict(zip(names, results, strict=True))
+
+    async def _live(self, request: Request) -> Response:
+        return Response(status_code=200)
+
+    async def _ready(self, request: Request) -> Response:
+        try:
+            answers = await self._ask("ready")
+        except TimeoutError:
+            return Response(status_code=503)
+        return Response(status_code=200 if all(a is True for a in answers.values()) else 503)
+
+    async def _metadata(self, request: Request) -> Response:
+        return JSONResponse(
+            {"name": "shipyard", "version": __version__, "extensions": list(CLUSTER_EXTENSIONS)}
+        )
+
+    async def _index(self, request: Request) -> Response:
+        try:
+            answers = await self._ask("index")
+        except TimeoutError:
+            return JSONResponse({"error": "the model deployments did not answer"}, 503)
+        rows: list[dict[str, Any]] = []
+        for name, answer in answers.items():
+            if isinstance(answer, BaseException):
+                rows.append({"name": name, "state": "UNAVAILABLE", "reason": str(answer)})
+            else:
+                rows.extend(answer)
+        return JSONResponse(rows)
+
+    async def _control(self, request: Request) -> Response:
+        name = request.path_params["name"]
+        return JSONResponse(
+            {
+                "error": f"repository {request.path_params['action']} of {name!r} is not "
+                "available through Ray Serve: run `shipyard ray serve` again to roll out new "
+                "versions (each replica reloads), or change [scale] in model.toml"
+            },
+            501,
+        )

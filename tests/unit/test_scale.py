@@ -1,0 +1,54 @@
+"""`[scale]` in model.toml and the Ray Serve deployment options it becomes (no Ray needed)."""
+
+from __future__ import annotations
+
+import pytest
+
+from shipyard.cluster.deploy import deployment_options
+from shipyard.config import parse_model_config
+from shipyard.errors import ConfigError
+
+
+def test_scale_defaults_to_one_fixed_replica() -> None:
+    """Without [scale] a model has one replica of one CPU (what `ray serve` deploys)."""
+    config = parse_model_config("m", {})
+    assert config.scale.min_replicas == config.scale.max_replicas == 1
+    options = deployment_options(config.scale)
+    assert options["num_replicas"] == 1
+    assert "autoscaling_config" not in options
+    assert options["ray_actor_options"] == {"num_cpus": 1.0}
+
+
+def test_scale_with_a_range_autoscales() -> None:
+    """min_replicas < max_replicas becomes Ray Serve's autoscaling config."""
+    table = {
+        "scale": {
+            "min_replicas": 1,
+            "max_replicas": 3,
+            "target_ongoing_requests": 4,
+            "num_cpus": 0.5,
+            "upscale_delay_s": 0,
+        }
+    }
+    options = deployment_options(parse_model_config("m", table).scale)
+    assert options["autoscaling_config"]["max_replicas"] == 3
+    assert options["autoscaling_config"]["target_ongoing_requests"] == 4.0
+    assert options["autoscaling_config"]["upscale_delay_s"] == 0.0
+    assert options["ray_actor_options"] == {"num_cpus": 0.5}
+
+
+@pytest.mark.parametrize(
+    ("scale", "message"),
+    [
+        ({"min_replicas": 0}, "scale.min_replicas"),
+        ({"min_replicas": 3, "max_replicas": 2}, "below scale.min_replicas"),
+        ({"num_cpus": 0}, "scale.num_cpus"),
+        ({"target_ongoing_requests": True}, "scale.target_ongoing_requests"),
+        ({"upscale_delay_s": -1}, "scale.upscale_delay_s"),
+        ({"replicas": 2}, "replicas"),
+    ],
+)
+def test_bad_scale_is_refused_naming_the_key(scale: dict[str, object], message: str) -> None:
+    """A bad [scale] value fails to load with a message naming the key."""
+    with pytest.raises(ConfigError, match=message):
+        parse_model_config("m", {"scale": scale})
