@@ -20,6 +20,8 @@ __all__ = [
     "GraphOptimizationLevel",
     "ModelConfig",
     "OnnxRuntimeConfig",
+    "OpenVinoConfig",
+    "OpenVinoPrecision",
     "PostprocessConfig",
     "PreprocessConfig",
     "StepConfig",
@@ -31,10 +33,12 @@ __all__ = [
 DEFAULT_MAX_BATCH_SIZE = 32
 
 #: Values of model.toml's ``backend`` (``auto``: chosen from the version folder's model file).
-BACKENDS = ("auto", "onnxruntime", "tflite")
+BACKENDS = ("auto", "onnxruntime", "tflite", "openvino")
 
 ExecutionMode = Literal["sequential", "parallel"]
 GraphOptimizationLevel = Literal["disable", "basic", "extended", "all"]
+#: OpenVINO's inference precision hint (``f32`` unless model.toml asks for another).
+OpenVinoPrecision = Literal["f32", "bf16", "f16"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +74,26 @@ class OnnxRuntimeConfig:
     #: "sequential" runs one operator at a time; "parallel" runs independent branches of the
     #: graph at once on the inter-op threads.
     execution_mode: ExecutionMode = "sequential"
+    #: The GPU (or other device) the non-CPU providers run on, e.g. 1 for the second GPU.
+    device_id: int = 0
+    #: Run with I/O binding: inputs copied to the device once, outputs allocated there by ONNX
+    #: Runtime and copied out once. "auto": on when CUDA or TensorRT runs the model, off on
+    #: the CPU (where it saves nothing); true/false force it.
+    io_binding: bool | Literal["auto"] = "auto"
+
+
+@dataclass(frozen=True, slots=True)
+class OpenVinoConfig:
+    """``[openvino]``: how the OpenVINO backend compiles the model (``backend = "openvino"``)."""
+
+    #: The OpenVINO device: CPU, GPU, NPU, AUTO... (``shipyard hw`` lists those found).
+    device: str = "CPU"
+    #: The precision OpenVINO computes in. "f32" by default: OpenVINO's CPU plugin otherwise
+    #: computes in bf16 on CPUs with AMX or AVX-512 BF16, which changes results.
+    inference_precision: OpenVinoPrecision = "f32"
+    #: Threads one inference uses, as ``[onnxruntime] intra_op_threads``: "auto" follows the
+    #: model's measured cost (:mod:`shipyard.backends.threads`); 0: OpenVINO's default.
+    intra_op_threads: int | Literal["auto"] = "auto"
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,8 +158,9 @@ class ModelConfig:
     """A model's serving configuration, as read from ``model.toml`` (the tuner writes the same)."""
 
     name: str
-    #: ``onnxruntime``, ``tflite``, or ``auto`` (model.toml names none): ``tflite`` for a version
-    #: folder with model.tflite and no model.onnx, else ``onnxruntime``.
+    #: ``onnxruntime``, ``tflite``, ``openvino``, or ``auto`` (model.toml names none): ``tflite``
+    #: for a version folder with model.tflite and no model.onnx, ``openvino`` for one with
+    #: model.xml (OpenVINO IR) and neither, else ``onnxruntime``.
     backend: str = "auto"
     #: Largest batch the model runs; 0 turns batching off (inputs then carry no batch dim
     #: of Shipyard's own). ``None``: inferred (dynamic dim 0 → DEFAULT_MAX_BATCH_SIZE, else 0).
@@ -144,6 +169,7 @@ class ModelConfig:
     dynamic_batching: DynamicBatchingConfig | None = field(default_factory=DynamicBatchingConfig)
     instance_count: int = 1
     onnxruntime: OnnxRuntimeConfig = field(default_factory=OnnxRuntimeConfig)
+    openvino: OpenVinoConfig = field(default_factory=OpenVinoConfig)
     version_policy: VersionPolicy = field(default_factory=VersionPolicy)
     #: Overrides of the signature read from the model file (full shapes, -1 for variable).
     inputs: tuple[TensorSpec, ...] = ()

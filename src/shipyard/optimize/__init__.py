@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from shipyard.backends.onnxruntime import OnnxRuntimeBackend
+from shipyard.backends.providers import plan_providers
 from shipyard.config import ModelConfig
 from shipyard.errors import (
     ConversionError,
@@ -279,10 +280,8 @@ def _check_signature(original: OnnxRuntimeBackend, candidate: OnnxRuntimeBackend
 def _providers(config: ModelConfig) -> list[str]:
     import onnxruntime as ort
 
-    available = ort.get_available_providers()
-    return list(config.onnxruntime.providers) or [
-        p for p in available if p != "AzureExecutionProvider"
-    ]
+    opts = config.onnxruntime
+    return list(plan_providers(opts.providers, ort.get_available_providers()).names)
 
 
 def _version() -> str:
