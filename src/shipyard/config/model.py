@@ -17,6 +17,7 @@ __all__ = [
     "DEFAULT_MAX_BATCH_SIZE",
     "DynamicBatchingConfig",
     "ExecutionMode",
+    "ExplainConfig",
     "GraphOptimizationLevel",
     "ModelConfig",
     "OnnxRuntimeConfig",
@@ -97,6 +98,14 @@ class OpenVinoConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ExplainConfig:
+    """``[explain]``: limits of ``POST /v2/models/{name}/explain`` (docs/explain.md)."""
+
+    #: Most perturbed inferences one explanation may run; a request needing more gets 400.
+    max_perturbations: int = 4096
+
+
+@dataclass(frozen=True, slots=True)
 class VersionPolicy:
     """Which versions of a model are served: the latest N, all, or specific ones."""
 
@@ -170,6 +179,7 @@ class ModelConfig:
     instance_count: int = 1
     onnxruntime: OnnxRuntimeConfig = field(default_factory=OnnxRuntimeConfig)
     openvino: OpenVinoConfig = field(default_factory=OpenVinoConfig)
+    explain: ExplainConfig = field(default_factory=ExplainConfig)
     version_policy: VersionPolicy = field(default_factory=VersionPolicy)
     #: Overrides of the signature read from the model file (full shapes, -1 for variable).
     inputs: tuple[TensorSpec, ...] = ()

@@ -15,6 +15,7 @@ from typing import Any, Literal
 from shipyard.config.model import (
     BACKENDS,
     DynamicBatchingConfig,
+    ExplainConfig,
     ModelConfig,
     OnnxRuntimeConfig,
     OpenVinoConfig,
@@ -218,6 +219,14 @@ def _openvino(value: Any) -> OpenVinoConfig:
     )
 
 
+def _explain(value: Any) -> ExplainConfig:
+    table = check_table(value, "explain")
+    check_keys(table, {f.name for f in dataclasses.fields(ExplainConfig)}, "explain")
+    default = ExplainConfig().max_perturbations
+    limit = table.get("max_perturbations", default)
+    return ExplainConfig(check_int(limit, "explain.max_perturbations", 1))
+
+
 def _version_policy(value: Any) -> VersionPolicy:
     table = check_table(value, "version_policy")
     check_keys(table, {"latest", "all", "specific"}, "version_policy")
@@ -249,6 +258,7 @@ _TOP_LEVEL_KEYS = {
     "instance_count",
     "onnxruntime",
     "openvino",
+    "explain",
     "version_policy",
     "inputs",
     "outputs",
@@ -279,6 +289,7 @@ def parse_model_config(name: str, table: Mapping[str, Any]) -> ModelConfig:
         instance_count=check_int(table.get("instance_count", 1), "instance_count", 1),
         onnxruntime=_onnxruntime(table.get("onnxruntime", {})),
         openvino=_openvino(table.get("openvino", {})),
+        explain=_explain(table.get("explain", {})),
         version_policy=_version_policy(table.get("version_policy", {"latest": 1})),
         inputs=_tensor_specs(table.get("inputs", []), "inputs"),
         outputs=_tensor_specs(table.get("outputs", []), "outputs"),
