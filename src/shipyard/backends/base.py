@@ -10,7 +10,7 @@ from shipyard.config import ModelConfig
 from shipyard.errors import ModelLoadError
 from shipyard.types import Array, TensorSpec
 
-__all__ = ["MODEL_FILENAMES", "Backend", "load_backend", "resolve_backend"]
+__all__ = ["MODEL_FILENAMES", "Backend", "load_backend", "load_model_file", "resolve_backend"]
 
 #: The files each backend looks for inside a version folder, in order of preference
 #: (OpenVINO reads its own IR, model.xml + model.bin, or an ONNX file).
@@ -80,6 +80,23 @@ def load_backend(version_dir: Path, config: ModelConfig) -> Backend:
         from shipyard.backends.openvino import OpenVinoBackend
 
         return OpenVinoBackend(path, config)
+    from shipyard.backends.onnxruntime import OnnxRuntimeBackend
+
+    return OnnxRuntimeBackend(path, config)
+
+
+def load_model_file(path: Path, config: ModelConfig) -> Backend:
+    """Load one model file with the backend that serves it: OpenVINO for IR (``.xml``) or when
+    ``config`` names it, LiteRT for ``.tflite``, else ONNX Runtime (what the offline tools run).
+    """
+    if path.suffix == ".xml" or config.backend == "openvino":
+        from shipyard.backends.openvino import OpenVinoBackend
+
+        return OpenVinoBackend(path, config)
+    if path.suffix == ".tflite":
+        from shipyard.backends.tflite import TfliteBackend
+
+        return TfliteBackend(path, config)
     from shipyard.backends.onnxruntime import OnnxRuntimeBackend
 
     return OnnxRuntimeBackend(path, config)

@@ -2,9 +2,11 @@
 OpenVINO for one device (``[openvino] device``, CPU by default).
 
 Precision is explicit. OpenVINO's CPU plugin computes in bf16 by default on CPUs with AMX or
-AVX-512 BF16, which changes results (by ~5e-4 on the test CNN); Shipyard always passes the
-``INFERENCE_PRECISION_HINT`` that model.toml asks for, ``f32`` unless it says ``bf16`` or
-``f16``, and reads back what the compiled model runs with (:attr:`OpenVinoBackend.precision`).
+AVX-512 BF16, which changes results (by ~5e-4 on the test CNN); Shipyard always passes an
+``INFERENCE_PRECISION_HINT``: the one model.toml asks for, else the one a version's IR was made
+and accuracy-guarded for by ``shipyard optimize --quantize bf16`` (recorded in the IR's runtime
+info, :data:`PRECISION_KEY`), else ``f32``; and it reads back what the compiled model runs
+with (:attr:`OpenVinoBackend.precision`).
 
 Threads follow ``[openvino] intra_op_threads`` like ONNX Runtime's: "auto" times one batch-1
 execution on one thread and applies :func:`~shipyard.backends.threads.choose_threads`. Each
@@ -33,7 +35,10 @@ from shipyard.errors import InternalError, InvalidInputError, ModelLoadError
 from shipyard.sampling import example_shape, random_tensor
 from shipyard.types import DataType, TensorSpec
 
-__all__ = ["INSTALL_HINT", "OpenVinoBackend", "load_openvino"]
+__all__ = ["INSTALL_HINT", "PRECISION_KEY", "OpenVinoBackend", "load_openvino", "stamped_precision"]
+
+#: Where ``shipyard optimize`` records, in an IR's runtime info, the precision it guarded.
+PRECISION_KEY = ["shipyard", "inference_precision"]
 
 INSTALL_HINT = "pip install 'shipyard[openvino]'"
 
@@ -105,6 +110,8 @@ class OpenVinoBackend:
             self._model = self._core.read_model(str(path))
         except (RuntimeError, ValueError) as exc:
             raise ModelLoadError(f"OpenVINO cannot read {path.name}: {_first_line(exc)}") from exc
+        #: The precision the IR was made and guarded for (``shipyard optimize``), if any.
+        self.stamped = stamped_precision(self._model)
         self.inputs = tuple(_spec(p) for p in self._model.inputs)
         self.outputs = tuple(_spec(p) for p in self._model.outputs)
         self._int64_in = [s.name for s in self.inputs if s.datatype is DataType.INT64]
@@ -123,7 +130,7 @@ class OpenVinoBackend:
     def _compile(self, threads: int) -> None:
         options = self._options
         properties: dict[str, Any] = {
-            "INFERENCE_PRECISION_HINT": options.inference_precision,
+            "INFERENCE_PRECISION_HINT": options.inference_precision or self.stamped or "f32",
             "PERFORMANCE_HINT": "LATENCY",
         }
         if options.device.upper().startswith("CPU"):
@@ -204,6 +211,14 @@ class OpenVinoBackend:
         """Drop the compiled model and its request; OpenVINO frees them with the last reference."""
         del self._request
         del self._compiled
+
+
+def stamped_precision(model: Any) -> str | None:
+    """The precision ``shipyard optimize`` recorded in ``model``'s runtime info, if any."""
+    if not model.has_rt_info(PRECISION_KEY):
+        return None
+    value = str(model.get_rt_info(PRECISION_KEY).astype(str))
+    return value if value in ("f32", "bf16", "f16") else None
 
 
 def _precision_name(compiled: Any) -> str:

@@ -89,9 +89,10 @@ class OpenVinoConfig:
 
     #: The OpenVINO device: CPU, GPU, NPU, AUTO... (``shipyard hw`` lists those found).
     device: str = "CPU"
-    #: The precision OpenVINO computes in. "f32" by default: OpenVINO's CPU plugin otherwise
-    #: computes in bf16 on CPUs with AMX or AVX-512 BF16, which changes results.
-    inference_precision: OpenVinoPrecision = "f32"
+    #: The precision OpenVINO computes in. ``None`` (unset): the precision a version's IR was
+    #: made and guarded for by ``shipyard optimize --quantize bf16``, else "f32". Never
+    #: OpenVINO's own default, which is bf16 on CPUs with AMX or AVX-512 BF16.
+    inference_precision: OpenVinoPrecision | None = None
     #: Threads one inference uses, as ``[onnxruntime] intra_op_threads``: "auto" follows the
     #: model's measured cost (:mod:`shipyard.backends.threads`); 0: OpenVINO's default.
     intra_op_threads: int | Literal["auto"] = "auto"

@@ -206,7 +206,7 @@ def _openvino(value: Any) -> OpenVinoConfig:
     if not isinstance(device, str) or not device:
         raise ConfigError(f'openvino.device must be a device name such as "CPU", got {device!r}')
     precision = table.get("inference_precision", default.inference_precision)
-    if precision not in ("f32", "bf16", "f16"):
+    if precision is not None and precision not in ("f32", "bf16", "f16"):
         raise ConfigError(
             f"openvino.inference_precision must be one of f32, bf16, f16; got {precision!r}"
         )
