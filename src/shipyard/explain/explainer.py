@@ -262,18 +262,17 @@ class _Job:
             )
             score, target = await self._prepare()
 
-            async def run(chunk: tuple[Array, Array]) -> tuple[Array, Array]:
-                masks, batch = chunk
+            async def run(chunk: tuple[Array, Array]) -> Array:
+                masks, batch = chunk  # folded at once: the masks are not kept
                 scores = self._score(await self.runner.scores(self._rows(chain.target.name, batch)))
-                return masks, scores
+                return rise.saliency(masks, scores) * len(masks)
 
             parts = await map_chunks(
                 rise.chunks(x, axes, options.baseline, self.runner.chunk_rows),
                 run,
                 self.runner.in_flight,
             )
-            masks = [m for part in parts for m in part[0]]
-            heat = rise.saliency(masks, [s for part in parts for s in part[1]])
+            heat = (np.sum(parts, axis=0) / options.masks).astype(np.float32)
             count = options.masks
             parameters = {
                 "masks": options.masks,

@@ -140,12 +140,12 @@ class Rise:
         out: Array = up[dy : dy + self.height, dx : dx + self.width]
         return out
 
-    def saliency(self, masks: Sequence[Array], scores: Sequence[float]) -> Array:
+    def saliency(self, masks: Array | Sequence[Array], scores: Array | Sequence[float]) -> Array:
         """Sum of score x mask over the masks, divided by masks x probability."""
-        total = np.zeros((self.height, self.width), np.float64)
-        for mask, score in zip(masks, scores, strict=True):
-            total += float(score) * mask
-        out: Array = (total / (len(masks) * self.probability)).astype(np.float32)
+        stacked = np.asarray(masks, dtype=np.float64)
+        weights = np.asarray(scores, dtype=np.float64)
+        total = np.tensordot(weights, stacked, axes=(0, 0))
+        out: Array = (total / (len(stacked) * self.probability)).astype(np.float32)
         return out
 
 
