@@ -27,13 +27,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 
 from shipyard.backends.threads import ThreadChoice, choose_threads, time_execution, usable_cores
 from shipyard.config import ModelConfig
 from shipyard.errors import InternalError, InvalidInputError, ModelLoadError
 from shipyard.sampling import example_shape, random_tensor
-from shipyard.types import DataType, TensorSpec
+from shipyard.types import Array, DataType, TensorSpec
 
 __all__ = ["INSTALL_HINT", "PRECISION_KEY", "OpenVinoBackend", "load_openvino", "stamped_precision"]
 
@@ -165,9 +164,7 @@ class OpenVinoBackend:
         except Exception:  # the model's own limits (ids out of range...): no figure
             return None
 
-    def run(
-        self, inputs: Mapping[str, npt.NDArray[Any]], outputs: Sequence[str]
-    ) -> list[npt.NDArray[Any]]:
+    def run(self, inputs: Mapping[str, Array], outputs: Sequence[str]) -> list[Array]:
         """Run one inference (OpenVINO releases the GIL); copy the ``outputs`` out."""
         feed = {}
         for spec in self.inputs:

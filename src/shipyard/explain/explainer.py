@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 
 from shipyard.errors import InvalidInputError
 from shipyard.explain.options import ExplainOptions, check_count, parse_options
@@ -28,10 +27,9 @@ from shipyard.explain.runner import ModelRunner, map_chunks
 from shipyard.processing.image import ImageChain
 from shipyard.processing.text import TextChain
 from shipyard.repository.registry import ServedVersion
+from shipyard.types import Array
 
 __all__ = ["Explanation", "explain"]
-
-Array = npt.NDArray[Any]
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,7 +24,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
+
+from shipyard.types import Array
 
 __all__ = [
     "Occlusion",
@@ -32,8 +33,6 @@ __all__ = [
     "feature_chunks",
     "word_texts",
 ]
-
-Array = npt.NDArray[Any]
 
 
 def _starts(size: int, patch: int, stride: int) -> list[int]:

@@ -9,10 +9,8 @@ nearest-neighbour sampling until its longer side is at least :data:`MIN_SIDE` pi
 from __future__ import annotations
 
 import io
-from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 
 from shipyard.errors import InvalidInputError
 from shipyard.explain.explainer import Explanation
@@ -24,8 +22,6 @@ __all__ = ["MIN_SIDE", "heatmap_png"]
 MIN_SIDE = 224
 #: Strongest overlay opacity.
 _ALPHA = 0.75
-
-Array = npt.NDArray[Any]
 
 
 def heatmap_png(explanation: Explanation) -> bytes:

@@ -12,16 +12,16 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import numpy as np
-import numpy.typing as npt
 
 from shipyard.repository.registry import ServedVersion
+from shipyard.types import Array
 
 __all__ = ["ModelRunner", "map_chunks"]
 
-Array = npt.NDArray[Any]
+
 _T = TypeVar("_T")
 _R = TypeVar("_R")
 
