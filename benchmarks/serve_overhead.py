@@ -16,6 +16,7 @@ measures the comparison rows:
 * a compute-bound model, ResNet-18 (``resnet18.py``, ~1.8 GFLOP per image): raw ONNX Runtime
   at batch 1 with its default threads and with one, against ``shipyard serve`` with default
   settings (``intra_op_threads = "auto"``) at concurrency 1 and 8, binary;
+* optionally the same models on OpenVINO (``--openvino``; ``openvino_rows.py``);
 * optionally Triton's perf_analyzer as a second load generator (``--perf-analyzer``; installed
   by ``setup_perf_analyzer.sh``).
 
@@ -549,7 +550,7 @@ def table(rows: list[Row]) -> list[str]:
     floors = {r.concurrency: r.rps for r in rows if r.target.startswith("floor")}
     lines = [HEADER, RULE]
     for row in rows:
-        if RESNET in row.target:
+        if RESNET in row.target or "OpenVINO" in row.target:
             continue
         floor = 0.0 if row.target.startswith("raw") else floors.get(row.concurrency, 0.0)
         lines.append(format_row(row, ort32, floor))
@@ -559,7 +560,7 @@ def table(rows: list[Row]) -> list[str]:
 def resnet_table(rows: list[Row]) -> list[str]:
     """The ResNet-18 rows; "x ORT" is req/s over raw ORT batch 1 with its default threads."""
     base = next((r.rps for r in rows if r.target == f"raw ONNX Runtime ({RESNET})"), 0.0)
-    picked = [r for r in rows if RESNET in r.target]
+    picked = [r for r in rows if RESNET in r.target and "OpenVINO" not in r.target]
     if not picked:
         return []
     lines = [
@@ -647,6 +648,8 @@ def targets(rows: list[Row]) -> list[str]:
 def report(
     rows: list[Row], info: dict[str, str], load_before: str, load_after: str, args: Any
 ) -> str:
+    from openvino_rows import openvino_table
+
     floor_name = next((r.target for r in rows if r.target.startswith("floor")), "floor")
     lines = [
         f"Run of {info['date']}: `{' '.join(['benchmarks/serve_overhead.py', *args.argv])}`",
@@ -675,6 +678,11 @@ def report(
                 *resnet_table(rows),
             ]
             if resnet_table(rows)
+            else []
+        ),
+        *(
+            ["", "OpenVINO (`--openvino`; issue #16):", "", *openvino_table(rows)]
+            if any("OpenVINO" in r.target for r in rows)
             else []
         ),
         "",
@@ -724,6 +732,9 @@ def main(argv: list[str] | None = None) -> None:
         default=list(GROUPS),
         help="run only these groups of rows, e.g. `--only binary grpc` for the gRPC/HTTP ratio "
         "(the server under test is whichever shipyard is first on PYTHONPATH)",
+    )
+    parser.add_argument(
+        "--openvino", action="store_true", help="add the OpenVINO rows (openvino_rows.py)"
     )
     parser.add_argument(
         "--perf-analyzer", action="store_true", help="add rows measured by Triton's perf_analyzer"
@@ -811,6 +822,9 @@ def main(argv: list[str] | None = None) -> None:
         if not args.no_resnet and "resnet" in args.only:
             rows += resnet_rows(args, scratch)
 
+        if args.openvino:
+            rows += openvino_rows(args, scratch)
+
     load_after = loadavg()
     text = report(rows, info, load_before, load_after, args)
     print()
@@ -821,6 +835,13 @@ def main(argv: list[str] | None = None) -> None:
         print(f"written to {results}")
     else:
         print("quick run: RESULTS.md left alone (pass --results PATH to write)")
+
+
+def openvino_rows(args: Any, scratch: Path) -> list[Row]:
+    """The OpenVINO rows (benchmarks/openvino_rows.py; needs the openvino extra)."""
+    from openvino_rows import openvino_rows as rows
+
+    return rows(args, scratch)
 
 
 def resnet_rows(args: Any, scratch: Path) -> list[Row]:

@@ -424,14 +424,19 @@ def _gpu_note(providers: Sequence[str], gpus: Sequence[GpuInfo], nvml_note: str 
 
 def _openvino() -> tuple[tuple[str, ...], str | None]:
     if importlib.util.find_spec("openvino") is None:
-        return (), "OpenVINO not installed (pip install openvino)"
+        return (), "OpenVINO not installed (pip install 'shipyard[openvino]')"
     try:
         openvino: Any = importlib.import_module("openvino")
         core = openvino.Core()
         devices = []
         for device in core.available_devices:
             full = core.get_property(device, "FULL_DEVICE_NAME")
-            devices.append(f"{device}: {full}")
+            try:  # what the device computes fast: FP32, BF16, FP16, INT8...
+                caps = list(core.get_property(device, "OPTIMIZATION_CAPABILITIES"))
+            except RuntimeError:
+                caps = []
+            shown = [c for c in caps if c in ("FP32", "BF16", "FP16", "INT8")]
+            devices.append(f"{device}: {full}" + (f" ({', '.join(shown)})" if shown else ""))
         return tuple(devices), None if devices else "OpenVINO found no device"
     except Exception as exc:
         return (), f"OpenVINO failed to list devices: {exc}"

@@ -1,4 +1,4 @@
-"""Backends: how one model file runs. ONNX Runtime is the default (and so far the only) one."""
+"""Backends: how one model file runs: ONNX Runtime (the default), LiteRT (tflite) and OpenVINO."""
 
 from shipyard.backends.base import Backend, load_backend
 

@@ -10,10 +10,15 @@ from shipyard.config import ModelConfig
 from shipyard.errors import ModelLoadError
 from shipyard.types import Array, TensorSpec
 
-__all__ = ["MODEL_FILENAMES", "Backend", "load_backend", "resolve_backend"]
+__all__ = ["MODEL_FILENAMES", "Backend", "load_backend", "load_model_file", "resolve_backend"]
 
-#: The file each backend looks for inside a version folder.
-MODEL_FILENAMES = {"onnxruntime": "model.onnx", "tflite": "model.tflite"}
+#: The files each backend looks for inside a version folder, in order of preference
+#: (OpenVINO reads its own IR, model.xml + model.bin, or an ONNX file).
+MODEL_FILENAMES: dict[str, tuple[str, ...]] = {
+    "onnxruntime": ("model.onnx",),
+    "tflite": ("model.tflite",),
+    "openvino": ("model.xml", "model.onnx"),
+}
 
 
 class Backend(Protocol):
@@ -36,11 +41,15 @@ class Backend(Protocol):
 def resolve_backend(version_dir: Path, config: ModelConfig) -> str:
     """The backend that serves ``version_dir``: the one ``config`` names, or, for ``auto``
     (model.toml names none), ``tflite`` when the folder holds model.tflite and no model.onnx,
-    else ``onnxruntime``."""
+    ``openvino`` when it holds OpenVINO IR (model.xml) and neither, else ``onnxruntime``."""
     if config.backend != "auto":
         return config.backend
-    if not (version_dir / "model.onnx").exists() and (version_dir / "model.tflite").is_file():
+    if (version_dir / "model.onnx").exists():
+        return "onnxruntime"
+    if (version_dir / "model.tflite").is_file():
         return "tflite"
+    if (version_dir / "model.xml").is_file():
+        return "openvino"
     return "onnxruntime"
 
 
@@ -50,16 +59,41 @@ def load_backend(version_dir: Path, config: ModelConfig) -> Backend:
     Blocking (reads and compiles the model): call it off the event loop.
     """
     backend = resolve_backend(version_dir, config)
-    filename = MODEL_FILENAMES.get(backend)
-    if filename is None:
+    filenames = MODEL_FILENAMES.get(backend)
+    if filenames is None:
         raise ModelLoadError(f"unknown backend {backend!r}")
-    path = version_dir / filename
+    path = next(
+        (version_dir / name for name in filenames if (version_dir / name).is_file()),
+        version_dir / filenames[0],
+    )
     if not path.is_file():
+        wanted = " or ".join(filenames)
         raise ModelLoadError(
-            f"no {filename} in {version_dir} "
-            f"(the {backend} backend expects <repo>/<name>/<version>/{filename})"
+            f"no {wanted} in {version_dir} "
+            f"(the {backend} backend expects <repo>/<name>/<version>/{filenames[0]})"
         )
     if backend == "tflite":
+        from shipyard.backends.tflite import TfliteBackend
+
+        return TfliteBackend(path, config)
+    if backend == "openvino":
+        from shipyard.backends.openvino import OpenVinoBackend
+
+        return OpenVinoBackend(path, config)
+    from shipyard.backends.onnxruntime import OnnxRuntimeBackend
+
+    return OnnxRuntimeBackend(path, config)
+
+
+def load_model_file(path: Path, config: ModelConfig) -> Backend:
+    """Load one model file with the backend that serves it: OpenVINO for IR (``.xml``) or when
+    ``config`` names it, LiteRT for ``.tflite``, else ONNX Runtime (what the offline tools run).
+    """
+    if path.suffix == ".xml" or config.backend == "openvino":
+        from shipyard.backends.openvino import OpenVinoBackend
+
+        return OpenVinoBackend(path, config)
+    if path.suffix == ".tflite":
         from shipyard.backends.tflite import TfliteBackend
 
         return TfliteBackend(path, config)

@@ -9,12 +9,14 @@ message says.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
+from shipyard.backends.providers import ProviderPlan, fallback_note, plan_providers
 from shipyard.backends.threads import ThreadChoice, choose_threads, time_execution, usable_cores
 from shipyard.config import ModelConfig
 from shipyard.errors import InternalError, InvalidInputError, ModelLoadError
@@ -22,6 +24,11 @@ from shipyard.sampling import example_shape, random_tensor
 from shipyard.types import Array, DataType, TensorSpec
 
 __all__ = ["OnnxRuntimeBackend"]
+
+log = logging.getLogger(__name__)
+
+#: Providers whose device memory I/O binding addresses as "cuda" (auto I/O binding).
+_CUDA_BINDING = ("CUDAExecutionProvider", "TensorrtExecutionProvider")
 
 _ORT_TYPES = {
     "tensor(bool)": DataType.BOOL,
@@ -74,7 +81,19 @@ class OnnxRuntimeBackend:
 
         self._bad_input: type[Exception] = InvalidArgument
         wanted = config.onnxruntime.intra_op_threads
-        self._session = self._open(path, config, 1 if wanted == "auto" else wanted)
+        self._session, plan = self._open(path, config, 1 if wanted == "auto" else wanted)
+        #: The providers the session runs on, best first (the CPU after a GPU one).
+        self.providers: tuple[str, ...] = tuple(self._session.get_providers())
+        note = fallback_note(plan, self.providers)
+        #: What loading found worth a warning (a GPU provider that fell back to the CPU).
+        self.notes: tuple[str, ...] = (note,) if note else ()
+        if note:
+            log.warning("%s: %s", path, note)
+        binding = config.onnxruntime.io_binding
+        gpu = bool(plan.names) and plan.names[0] in _CUDA_BINDING and note is None
+        #: Whether run() binds inputs and outputs (auto: when a GPU provider runs the model).
+        self.io_binding = gpu if binding == "auto" else binding
+        self._device = ("cuda" if gpu else "cpu", plan.device_id if gpu else 0)
         self._describe()
         #: The intra-op threads this instance runs with, and why.
         self.threads = (
@@ -83,7 +102,7 @@ class OnnxRuntimeBackend:
             else (choose_threads(self._cost_ms(), usable_cores(), config.instance_count))
         )
         if wanted == "auto" and self.threads.threads != 1:
-            self._session = self._open(path, config, self.threads.threads)
+            self._session, _ = self._open(path, config, self.threads.threads)
 
     def _describe(self) -> None:
         self.inputs = tuple(_spec(a) for a in self._session.get_inputs())
@@ -107,7 +126,7 @@ class OnnxRuntimeBackend:
             return None
 
     @staticmethod
-    def _open(path: Path, config: ModelConfig, intra_op_threads: int) -> Any:
+    def _open(path: Path, config: ModelConfig, intra_op_threads: int) -> tuple[Any, ProviderPlan]:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -123,16 +142,9 @@ class OnnxRuntimeBackend:
         options.add_session_config_entry("session.intra_op.allow_spinning", spin)
         options.add_session_config_entry("session.inter_op.allow_spinning", spin)
         options.log_severity_level = 3
-        available = ort.get_available_providers()
-        providers = list(opts.providers) or [p for p in available if p != "AzureExecutionProvider"]
-        missing = [p for p in providers if p not in available]
-        if missing:
-            raise ModelLoadError(
-                f"execution provider(s) {', '.join(missing)} are not in "
-                f"this ONNX Runtime build (available: {', '.join(available)})"
-            )
+        plan = plan_providers(opts.providers, ort.get_available_providers(), opts.device_id)
         try:
-            return ort.InferenceSession(str(path), options, providers=providers)
+            return ort.InferenceSession(str(path), options, providers=plan.arguments), plan
         except Exception as exc:  # ORT raises its own Fail/InvalidGraph/... types
             raise ModelLoadError(
                 f"ONNX Runtime cannot load {path.name}: {_first_line(exc)}"
@@ -145,8 +157,12 @@ class OnnxRuntimeBackend:
             feed = dict(inputs)
             for name in self._strings_in:
                 feed[name] = _bytes_to_str(name, inputs[name])
+        results: list[Array]
         try:
-            results: list[Array] = self._session.run(list(outputs), feed)
+            if self.io_binding and not self._strings_in and not self._strings_out:
+                results = self._run_bound(feed, outputs)
+            else:
+                results = self._session.run(list(outputs), feed)
         except self._bad_input as exc:
             raise InvalidInputError(f"the model rejected the input: {_first_line(exc)}") from exc
         except Exception as exc:
@@ -155,6 +171,19 @@ class OnnxRuntimeBackend:
             for i, name in enumerate(outputs):
                 if name in self._strings_out:
                     results[i] = _str_to_bytes(results[i])
+        return results
+
+    def _run_bound(self, feed: Mapping[str, Array], outputs: Sequence[str]) -> list[Array]:
+        """Run with I/O binding: each input is copied to the device once, straight from its
+        array, and ONNX Runtime allocates the outputs on the device, copied out once."""
+        binding = self._session.io_binding()
+        for name, array in feed.items():
+            binding.bind_cpu_input(name, np.ascontiguousarray(array))
+        device, device_id = self._device
+        for name in outputs:
+            binding.bind_output(name, device, device_id)
+        self._session.run_with_iobinding(binding)
+        results: list[Array] = binding.copy_outputs_to_cpu()
         return results
 
     def close(self) -> None:

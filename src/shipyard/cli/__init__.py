@@ -1,10 +1,10 @@
 """The ``shipyard`` command: parse arguments, call the library, print the result.
 
 One module per command (``serve``, ``repo``, ``convert``, ``hw``, ``optimize``, ``predict``,
-``bench``, ``tune``, ``ray``); what they share (the console, one-line errors, REPO/NAME, the
-accuracy guard's options, the models table) is in :mod:`~shipyard.cli.common`. Every command
-that takes a model version calls the flag ``--version``; ``shipyard --version`` (before any
-command) prints Shipyard's own.
+``bench``, ``tune``, ``ray``, ``explain``); what they share (the console, one-line errors,
+REPO/NAME, the accuracy guard's options, the models table) is in :mod:`~shipyard.cli.common`.
+Every command that takes a model version calls the flag ``--version``; ``shipyard --version``
+(before any command) prints Shipyard's own.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import click
 from shipyard import __version__
 from shipyard.cli.bench import bench_command
 from shipyard.cli.convert import convert_command
+from shipyard.cli.explain import explain_command
 from shipyard.cli.hw import hw_command
 from shipyard.cli.optimize import optimize_command
 from shipyard.cli.predict import predict_command
@@ -40,3 +41,4 @@ main.add_command(predict_command)
 main.add_command(bench_command)
 main.add_command(tune_command)
 main.add_command(ray_group)
+main.add_command(explain_command)

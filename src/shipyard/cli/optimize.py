@@ -19,10 +19,10 @@ __all__ = ["optimize_command"]
 @click.option(
     "--quantize",
     "method",
-    type=click.Choice(["none", "int8-dynamic", "int8-static", "fp16"]),
+    type=click.Choice(["none", "int8-dynamic", "int8-static", "fp16", "bf16"]),
     default="none",
     show_default=True,
-    help="none: graph optimization only.",
+    help="none: graph optimization only; bf16: OpenVINO IR computing in bf16 (AMX/AVX-512 BF16).",
 )
 @guard_options
 @click.option(

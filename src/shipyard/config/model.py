@@ -17,9 +17,12 @@ __all__ = [
     "DEFAULT_MAX_BATCH_SIZE",
     "DynamicBatchingConfig",
     "ExecutionMode",
+    "ExplainConfig",
     "GraphOptimizationLevel",
     "ModelConfig",
     "OnnxRuntimeConfig",
+    "OpenVinoConfig",
+    "OpenVinoPrecision",
     "PostprocessConfig",
     "PreprocessConfig",
     "ScaleConfig",
@@ -32,10 +35,12 @@ __all__ = [
 DEFAULT_MAX_BATCH_SIZE = 32
 
 #: Values of model.toml's ``backend`` (``auto``: chosen from the version folder's model file).
-BACKENDS = ("auto", "onnxruntime", "tflite")
+BACKENDS = ("auto", "onnxruntime", "tflite", "openvino")
 
 ExecutionMode = Literal["sequential", "parallel"]
 GraphOptimizationLevel = Literal["disable", "basic", "extended", "all"]
+#: OpenVINO's inference precision hint (``f32`` unless model.toml asks for another).
+OpenVinoPrecision = Literal["f32", "bf16", "f16"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +76,35 @@ class OnnxRuntimeConfig:
     #: "sequential" runs one operator at a time; "parallel" runs independent branches of the
     #: graph at once on the inter-op threads.
     execution_mode: ExecutionMode = "sequential"
+    #: The GPU (or other device) the non-CPU providers run on, e.g. 1 for the second GPU.
+    device_id: int = 0
+    #: Run with I/O binding: inputs copied to the device once, outputs allocated there by ONNX
+    #: Runtime and copied out once. "auto": on when CUDA or TensorRT runs the model, off on
+    #: the CPU (where it saves nothing); true/false force it.
+    io_binding: bool | Literal["auto"] = "auto"
+
+
+@dataclass(frozen=True, slots=True)
+class OpenVinoConfig:
+    """``[openvino]``: how the OpenVINO backend compiles the model (``backend = "openvino"``)."""
+
+    #: The OpenVINO device: CPU, GPU, NPU, AUTO... (``shipyard hw`` lists those found).
+    device: str = "CPU"
+    #: The precision OpenVINO computes in. ``None`` (unset): the precision a version's IR was
+    #: made and guarded for by ``shipyard optimize --quantize bf16``, else "f32". Never
+    #: OpenVINO's own default, which is bf16 on CPUs with AMX or AVX-512 BF16.
+    inference_precision: OpenVinoPrecision | None = None
+    #: Threads one inference uses, as ``[onnxruntime] intra_op_threads``: "auto" follows the
+    #: model's measured cost (:mod:`shipyard.backends.threads`); 0: OpenVINO's default.
+    intra_op_threads: int | Literal["auto"] = "auto"
+
+
+@dataclass(frozen=True, slots=True)
+class ExplainConfig:
+    """``[explain]``: limits of ``POST /v2/models/{name}/explain`` (docs/explain.md)."""
+
+    #: Most perturbed inferences one explanation may run; a request needing more gets 400.
+    max_perturbations: int = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,8 +189,9 @@ class ModelConfig:
     """A model's serving configuration, as read from ``model.toml`` (the tuner writes the same)."""
 
     name: str
-    #: ``onnxruntime``, ``tflite``, or ``auto`` (model.toml names none): ``tflite`` for a version
-    #: folder with model.tflite and no model.onnx, else ``onnxruntime``.
+    #: ``onnxruntime``, ``tflite``, ``openvino``, or ``auto`` (model.toml names none): ``tflite``
+    #: for a version folder with model.tflite and no model.onnx, ``openvino`` for one with
+    #: model.xml (OpenVINO IR) and neither, else ``onnxruntime``.
     backend: str = "auto"
     #: Largest batch the model runs; 0 turns batching off (inputs then carry no batch dim
     #: of Shipyard's own). ``None``: inferred (dynamic dim 0 → DEFAULT_MAX_BATCH_SIZE, else 0).
@@ -165,6 +200,8 @@ class ModelConfig:
     dynamic_batching: DynamicBatchingConfig | None = field(default_factory=DynamicBatchingConfig)
     instance_count: int = 1
     onnxruntime: OnnxRuntimeConfig = field(default_factory=OnnxRuntimeConfig)
+    openvino: OpenVinoConfig = field(default_factory=OpenVinoConfig)
+    explain: ExplainConfig = field(default_factory=ExplainConfig)
     version_policy: VersionPolicy = field(default_factory=VersionPolicy)
     #: Overrides of the signature read from the model file (full shapes, -1 for variable).
     inputs: tuple[TensorSpec, ...] = ()

@@ -10,13 +10,15 @@ import dataclasses
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from shipyard.config.model import (
     BACKENDS,
     DynamicBatchingConfig,
+    ExplainConfig,
     ModelConfig,
     OnnxRuntimeConfig,
+    OpenVinoConfig,
     PostprocessConfig,
     PreprocessConfig,
     ScaleConfig,
@@ -174,14 +176,11 @@ def _onnxruntime(value: Any) -> OnnxRuntimeConfig:
             f"onnxruntime.execution_mode must be sequential or parallel, got {mode!r}"
         )
     intra = table.get("intra_op_threads", default.intra_op_threads)
-    if isinstance(intra, str) and intra != "auto":
-        raise ConfigError(
-            f'onnxruntime.intra_op_threads must be "auto" or an integer >= 0, got {intra!r}'
-        )
+    binding = table.get("io_binding", default.io_binding)
+    if binding != "auto" and not isinstance(binding, bool):
+        raise ConfigError(f'onnxruntime.io_binding must be true, false or "auto", got {binding!r}')
     return OnnxRuntimeConfig(
-        intra_op_threads=(
-            "auto" if intra == "auto" else check_int(intra, "onnxruntime.intra_op_threads")
-        ),
+        intra_op_threads=_threads(intra, "onnxruntime.intra_op_threads"),
         inter_op_threads=check_int(
             table.get("inter_op_threads", default.inter_op_threads), "onnxruntime.inter_op_threads"
         ),
@@ -189,7 +188,44 @@ def _onnxruntime(value: Any) -> OnnxRuntimeConfig:
         graph_optimization_level=level,
         allow_spinning=spinning,
         providers=tuple(providers),
+        device_id=check_int(table.get("device_id", default.device_id), "onnxruntime.device_id"),
+        io_binding=binding,
     )
+
+
+def _threads(value: Any, where: str) -> int | Literal["auto"]:
+    if isinstance(value, str) and value != "auto":
+        raise ConfigError(f'{where} must be "auto" or an integer >= 0, got {value!r}')
+    return "auto" if value == "auto" else check_int(value, where)
+
+
+def _openvino(value: Any) -> OpenVinoConfig:
+    table = check_table(value, "openvino")
+    check_keys(table, {f.name for f in dataclasses.fields(OpenVinoConfig)}, "openvino")
+    default = OpenVinoConfig()
+    device = table.get("device", default.device)
+    if not isinstance(device, str) or not device:
+        raise ConfigError(f'openvino.device must be a device name such as "CPU", got {device!r}')
+    precision = table.get("inference_precision", default.inference_precision)
+    if precision is not None and precision not in ("f32", "bf16", "f16"):
+        raise ConfigError(
+            f"openvino.inference_precision must be one of f32, bf16, f16; got {precision!r}"
+        )
+    return OpenVinoConfig(
+        device=device,
+        inference_precision=precision,
+        intra_op_threads=_threads(
+            table.get("intra_op_threads", default.intra_op_threads), "openvino.intra_op_threads"
+        ),
+    )
+
+
+def _explain(value: Any) -> ExplainConfig:
+    table = check_table(value, "explain")
+    check_keys(table, {f.name for f in dataclasses.fields(ExplainConfig)}, "explain")
+    default = ExplainConfig().max_perturbations
+    limit = table.get("max_perturbations", default)
+    return ExplainConfig(check_int(limit, "explain.max_perturbations", 1))
 
 
 def _version_policy(value: Any) -> VersionPolicy:
@@ -253,6 +289,8 @@ _TOP_LEVEL_KEYS = {
     "dynamic_batching",
     "instance_count",
     "onnxruntime",
+    "openvino",
+    "explain",
     "version_policy",
     "inputs",
     "outputs",
@@ -283,6 +321,8 @@ def parse_model_config(name: str, table: Mapping[str, Any]) -> ModelConfig:
         dynamic_batching=_batching(table.get("dynamic_batching", {})),
         instance_count=check_int(table.get("instance_count", 1), "instance_count", 1),
         onnxruntime=_onnxruntime(table.get("onnxruntime", {})),
+        openvino=_openvino(table.get("openvino", {})),
+        explain=_explain(table.get("explain", {})),
         version_policy=_version_policy(table.get("version_policy", {"latest": 1})),
         inputs=_tensor_specs(table.get("inputs", []), "inputs"),
         outputs=_tensor_specs(table.get("outputs", []), "outputs"),

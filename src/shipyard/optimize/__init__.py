@@ -21,7 +21,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from shipyard.backends.onnxruntime import OnnxRuntimeBackend
+from shipyard.backends.base import Backend
+from shipyard.backends.providers import plan_providers
 from shipyard.config import ModelConfig
 from shipyard.errors import (
     ConversionError,
@@ -37,6 +38,7 @@ from shipyard.optimize.guard import (
     Objective,
     speed_guard,
 )
+from shipyard.optimize.openvino_ir import make_bf16_ir
 from shipyard.optimize.quantize import (
     GraphLevel,
     Method,
@@ -47,8 +49,9 @@ from shipyard.optimize.quantize import (
 from shipyard.optimize.versions import (
     baseline_version,
     guard_accuracy,
-    load_onnx,
+    load_served,
     onnx_file,
+    resolve_engine,
     resolve_version,
     validation_dataset,
 )
@@ -131,8 +134,8 @@ def optimize(
     baseline_file = onnx_file(source, baseline_v)
     config = source.config()
     step(f"loading {name} v{version}")
-    original = load_onnx(source_file, config, "original model")
-    baseline = original if baseline_v == version else load_onnx(baseline_file, config, "baseline")
+    original = load_served(source_file, config, "original model")
+    baseline = original if baseline_v == version else load_served(baseline_file, config, "baseline")
 
     def read(path: Path, role: str) -> Dataset:
         if path.is_dir():
@@ -145,23 +148,27 @@ def optimize(
     dataset, note = validation_dataset(validation, calibration_data, original, read)
     notes = [note] if note else []
     with tempfile.TemporaryDirectory(prefix="shipyard-optimize-") as tmp:
-        candidate_file = Path(tmp) / "model.onnx"
+        candidate_file = Path(tmp) / ("model.xml" if method == "bf16" else "model.onnx")
         step(f"making the {method} candidate")
-        done = make_candidate(
-            method,
-            source_file,
-            candidate_file,
-            inputs=original.inputs,
-            calibration=calibration_data,
-            per_channel=per_channel,
-            graph_level=graph_level,
-            reduce_range=int8 is not None and int8.reduce_range,
+        done = (
+            make_bf16_ir(source_file, candidate_file)
+            if method == "bf16"
+            else make_candidate(
+                method,
+                source_file,
+                candidate_file,
+                inputs=original.inputs,
+                calibration=calibration_data,
+                per_channel=per_channel,
+                graph_level=graph_level,
+                reduce_range=int8 is not None and int8.reduce_range,
+            )
         )
         if int8 is not None:
             done["int8"] = int8.to_dict()
         if "note" in done:
             notes.append(done.pop("note"))
-        candidate = load_onnx(candidate_file, config, f"{method} candidate")
+        candidate = load_served(candidate_file, config, f"{method} candidate")
         _check_signature(original, candidate)
         step("checking accuracy")
         accuracy = guard_accuracy(
@@ -176,7 +183,10 @@ def optimize(
         )
         for backend in {id(b): b for b in (original, baseline, candidate)}.values():
             backend.close()
-        data = candidate_file.read_bytes()
+        files = {candidate_file.name: candidate_file.read_bytes()}
+        if method == "bf16":  # the IR's weights
+            files["model.bin"] = candidate_file.with_suffix(".bin").read_bytes()
+        data = sum(len(blob) for blob in files.values())
         report: dict[str, Any] = {
             "shipyard_version": _version(),
             "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
@@ -192,8 +202,8 @@ def optimize(
             "accuracy": accuracy,
             "size": {
                 "before_bytes": source_file.stat().st_size,
-                "after_bytes": len(data),
-                "ratio": len(data) / max(source_file.stat().st_size, 1),
+                "after_bytes": data,
+                "ratio": data / max(source_file.stat().st_size, 1),
             },
             "hardware": hardware.summary(),
             "notes": notes,
@@ -219,19 +229,23 @@ def optimize(
                 "session_options": asdict(config.onnxruntime),
             }
             report["speed_providers"] = _providers(config)
+            report["speed_engines"] = {
+                "before": resolve_engine(source_file, config),
+                "after": resolve_engine(candidate_file, config),
+            }
             report["speed_guard"] = speed_guard(
-                before, after, source_file.stat().st_size, len(data), objective, min_gain
+                before, after, source_file.stat().st_size, data, objective, min_gain
             )
-    return _decide(repo, name, report, data, config, original, force)
+    return _decide(repo, name, report, files, config, original, force)
 
 
 def _decide(
     repo: Path,
     name: str,
     report: dict[str, Any],
-    data: bytes,
+    files: dict[str, bytes],
     config: ModelConfig,
-    original: OnnxRuntimeBackend,
+    original: Backend,
     force: bool,
 ) -> OptimizeResult:
     accuracy, speed = report["accuracy"], report.get("speed_guard")
@@ -250,7 +264,7 @@ def _decide(
     )
     inputs = config.inputs or original.inputs
     outputs = config.outputs or original.outputs
-    new_version, path = publish(repo, name, {"model.onnx": data}, inputs, outputs, report)
+    new_version, path = publish(repo, name, files, inputs, outputs, report)
     report["version"] = new_version
     return OptimizeResult(report, new_version, path)
 
@@ -264,8 +278,8 @@ def _median_round(rounds: list[Measurement]) -> Measurement:
     return Measurement(by_latency[middle].latency, by_throughput[middle].throughput)
 
 
-def _check_signature(original: OnnxRuntimeBackend, candidate: OnnxRuntimeBackend) -> None:
-    def sig(b: OnnxRuntimeBackend) -> list[tuple[str, str]]:
+def _check_signature(original: Backend, candidate: Backend) -> None:
+    def sig(b: Backend) -> list[tuple[str, str]]:
         return [(s.name, s.datatype.value) for s in (*b.inputs, *b.outputs)]
 
     if sig(original) != sig(candidate):
@@ -279,10 +293,8 @@ def _check_signature(original: OnnxRuntimeBackend, candidate: OnnxRuntimeBackend
 def _providers(config: ModelConfig) -> list[str]:
     import onnxruntime as ort
 
-    available = ort.get_available_providers()
-    return list(config.onnxruntime.providers) or [
-        p for p in available if p != "AzureExecutionProvider"
-    ]
+    opts = config.onnxruntime
+    return list(plan_providers(opts.providers, ort.get_available_providers()).names)
 
 
 def _version() -> str:

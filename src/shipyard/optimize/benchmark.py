@@ -1,7 +1,8 @@
 """In-process speed of a model: latency at batch 1 and throughput at batch N, time-bounded.
 
-The model runs exactly as the server runs it: through :class:`OnnxRuntimeBackend` with the
-``ModelConfig``'s ONNX Runtime session options (threads, optimization level, providers). Each
+The model runs exactly as the server runs it: through the backend that serves it
+(:func:`~shipyard.backends.base.load_model_file`: ONNX Runtime with the ``ModelConfig``'s
+session options, or OpenVINO for IR and ``backend = "openvino"``). Each
 phase warms up first, then runs until its time budget or run cap is spent, so a measurement
 takes a known time whatever the model's speed.
 
@@ -21,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from shipyard.backends.onnxruntime import OnnxRuntimeBackend
+from shipyard.backends.base import Backend, load_model_file
 from shipyard.config import ModelConfig
 from shipyard.optimize.data import Arrays, random_dataset
 from shipyard.sampling import example_shape
@@ -171,7 +172,7 @@ def benchmark_rounds(
     settings = settings or BenchmarkSettings()
     step = progress or (lambda _text: None)
     rounds = max(settings.rounds, 1)
-    backends = {key: OnnxRuntimeBackend(path, config) for key, path in models.items()}
+    backends = {key: load_model_file(path, config) for key, path in models.items()}
     timed: dict[str, list[Measurement]] = {key: [] for key in models}
     try:
         for round_ in range(rounds):
@@ -203,9 +204,7 @@ def benchmark_models(
     return best
 
 
-def _measure(
-    backend: OnnxRuntimeBackend, settings: BenchmarkSettings, data: Arrays | None
-) -> Measurement:
+def _measure(backend: Backend, settings: BenchmarkSettings, data: Arrays | None) -> Measurement:
     outputs = [spec.name for spec in backend.outputs]
     one = feed_for(backend.inputs, 1, data)
     many = feed_for(backend.inputs, settings.throughput_batch, data)

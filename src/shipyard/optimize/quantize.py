@@ -49,7 +49,8 @@ __all__ = [
     "make_candidate",
 ]
 
-Method = Literal["none", "int8-dynamic", "int8-static", "fp16"]
+#: ``bf16`` is OpenVINO's (:mod:`shipyard.optimize.openvino_ir`), not made here.
+Method = Literal["none", "int8-dynamic", "int8-static", "fp16", "bf16"]
 GraphLevel = Literal["basic", "extended"]
 #: ``--reduce-range``: ``auto`` follows the CPU; ``on``/``off`` force 7-bit/full-range weights.
 ReduceRange = Literal["auto", "on", "off"]
@@ -218,7 +219,7 @@ def make_candidate(
     Raises InvalidInputError for missing calibration data and ConversionError (with ONNX
     Runtime's message) when a tool fails.
     """
-    if method not in METHODS:
+    if method not in METHODS or method == "bf16":
         raise InvalidInputError(f"unknown method {method!r}; use one of {', '.join(METHODS)}")
     work = target.parent
     done: dict[str, Any] = {"method": method}

@@ -10,6 +10,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+from shipyard.backends.base import Backend, load_model_file
 from shipyard.backends.onnxruntime import OnnxRuntimeBackend
 from shipyard.config import ModelConfig
 from shipyard.errors import ConversionError, ModelLoadError, NotFoundError, UnsupportedError
@@ -23,6 +24,7 @@ __all__ = [
     "baseline_version",
     "guard_accuracy",
     "load_onnx",
+    "load_served",
     "onnx_file",
     "resolve_version",
     "validation_dataset",
@@ -82,10 +84,30 @@ def load_onnx(path: Path, config: ModelConfig, what: str) -> OnnxRuntimeBackend:
         ) from exc
 
 
+def load_served(path: Path, config: ModelConfig, what: str) -> Backend:
+    """Load ``path`` with the backend the server would use for it (model.toml's ``backend``;
+    OpenVINO for IR), so the guards judge what will be served; a ConversionError naming
+    ``what``."""
+    try:
+        return load_model_file(path, config)
+    except ModelLoadError as exc:
+        raise ConversionError(
+            exc.message,
+            step=f"load the {what}",
+            framework=resolve_engine(path, config),
+            hint="this method does not suit this model or backend; try another --quantize",
+        ) from exc
+
+
+def resolve_engine(path: Path, config: ModelConfig) -> str:
+    """``openvino`` or ``onnxruntime``: the engine :func:`load_served` uses for ``path``."""
+    return "openvino" if path.suffix == ".xml" or config.backend == "openvino" else "onnxruntime"
+
+
 def validation_dataset(
     validation: Path | None,
     calibration: Dataset | None,
-    backend: OnnxRuntimeBackend,
+    backend: Backend,
     read: Callable[[Path, str], Dataset],
 ) -> tuple[Dataset, str | None]:
     """The guard's data: ``validation``, else the calibration data, else random inputs,
@@ -104,11 +126,11 @@ def validation_dataset(
 
 
 def guard_accuracy(
-    baseline: OnnxRuntimeBackend,
-    candidate: OnnxRuntimeBackend,
+    baseline: Backend,
+    candidate: Backend,
     dataset: Dataset,
     *,
-    model: OnnxRuntimeBackend,
+    model: Backend,
     config: ModelConfig,
     model_dir: Path,
     metric: Metric | None,

@@ -75,6 +75,8 @@ class ImageChain:
     #: Fixed ``(height, width)`` the target needs when there is no resize (``-1``: any).
     expected: tuple[int, int]
     ops: list[Callable[[Array], Array]] = field(default_factory=list)
+    #: The target tensor's axes (``layout.order``; NHWC without a layout step).
+    order: str = "NHWC"
 
     def run(self, values: Array) -> dict[str, Array]:
         """Turn the BYTES rows of ``values`` into ``{target: array}``; bad images raise 4xx."""
@@ -191,6 +193,7 @@ def build_image_chain(entry: PreprocessConfig, where: str, target: TensorSpec) -
             chain.ops.append(functools.partial(_cast, dtype=dtype.numpy))
         seen.add(step.op)
     _check_target(where, target, order, {"N": -1, "H": height, "W": width, "C": channels})
+    chain.order = order
     if chain.size is None:
         dims = dict(zip(order, target.shape, strict=False))
         chain.expected = (dims.get("H", -1), dims.get("W", -1))

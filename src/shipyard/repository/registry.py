@@ -301,7 +301,8 @@ class ModelRegistry:
                 instance.close()
             raise
         threads = getattr(first, "threads", None)
-        if isinstance(threads, ThreadChoice) and config.onnxruntime.intra_op_threads == "auto":
+        engine = config.openvino if backend == "openvino" else config.onnxruntime
+        if isinstance(threads, ThreadChoice) and engine.intra_op_threads == "auto":
             log.info(
                 "model %s version %d: intra_op_threads auto: %s",
                 config.name,
@@ -311,6 +312,8 @@ class ModelRegistry:
         if self._cpu is None:
             self._cpu = this_cpu()
         warnings = load_warnings(read_report(source.version_dir(version)), self._cpu)
+        # What the backend itself reports (e.g. a GPU provider that fell back to the CPU).
+        warnings += tuple(getattr(first, "notes", ()))
         for warning in warnings:
             log.warning("model %s version %d: %s", config.name, version, warning)
         stats = ModelStats(config.name, str(version))

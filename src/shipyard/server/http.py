@@ -20,6 +20,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from shipyard.errors import ErrorCode, InvalidInputError, PayloadTooLargeError, ShipyardError
+from shipyard.explain import heatmap_png
 from shipyard.processing.predict import decode_instances
 from shipyard.protocol.rest import (
     decode_infer_request,
@@ -33,7 +34,7 @@ from shipyard.protocol.rest import (
     encode_statistics,
 )
 from shipyard.server.service import InferenceService
-from shipyard.types import JSONObject
+from shipyard.types import JSONObject, JSONValue
 
 __all__ = ["HTTP_STATUS", "create_http_app"]
 
@@ -164,6 +165,43 @@ class _Endpoints:
         )
         return _json(encode_prediction(prediction))
 
+    async def explain(self, request: Request) -> Response:
+        """Explain one instance: a V2 request (JSON or binary) or a raw image/text body."""
+        name, version = _model(request)
+        body = await self.body(request)
+        content_type = request.headers.get("content-type", "")
+        header = request.headers.get(HEADER_LENGTH)
+        parameters: dict[str, JSONValue] = dict(request.query_params)
+        media = content_type.split(";")[0].strip().lower()
+        if header is not None or media == _JSON:
+            if header is not None and not _DIGITS.fullmatch(header):
+                raise InvalidInputError(f"invalid Inference-Header-Content-Length {header!r}")
+            infer_request = decode_infer_request(
+                body,
+                None if header is None else int(header),
+                name,
+                version,
+                self.service.max_tensor_elements,
+            )
+            infer_request.parameters.update(parameters)
+            explanation = await self.service.explain(infer_request)
+        else:
+            target = self.service.explain_input(name, version)
+            where = f"model {target.model_name!r}"
+            instances = decode_instances(body, content_type, target.kind, where)
+            if media == "text/plain" and target.kind == "text":
+                instances = [body]  # the whole body is one text, whatever its lines
+            if len(instances) != 1:
+                raise InvalidInputError(
+                    f"{where}: explain takes one instance, got {len(instances)}"
+                )
+            explanation = await self.service.explain_instance(
+                name, version, instances[0], parameters
+            )
+        if "image/png" in request.headers.get("accept", ""):
+            return Response(heatmap_png(explanation), media_type="image/png")
+        return _json(explanation.to_dict())
+
     async def repository_index(self, request: Request) -> Response:
         body = await self.json_body(request)
         ready = body.get("ready", False)
@@ -244,6 +282,7 @@ def create_http_app(
     # Starlette tries routes in order: the hot path first (no other route matches its paths).
     routes = [Route(f"{prefix}/infer", e.infer, methods=["POST"]) for prefix in (model, version)]
     routes += [Route(f"{p}/predict", e.predict, methods=["POST"]) for p in (model, version)]
+    routes += [Route(f"{p}/explain", e.explain, methods=["POST"]) for p in (model, version)]
     routes += [
         Route("/v2/health/live", e.live, methods=["GET"]),
         Route("/v2/health/ready", e.ready, methods=["GET"]),

@@ -22,6 +22,7 @@ from shipyard.errors import (
     UnavailableError,
     UnsupportedError,
 )
+from shipyard.explain import Explanation, explain
 from shipyard.processing.image import ImageChain
 from shipyard.processing.outputs import check_classification, classify
 from shipyard.processing.predict import InputKind, PredictInput, predictions
@@ -305,6 +306,56 @@ class InferenceService:
                 raise NotFoundError(f"unknown model {name!r}")
             served = self.registry.versions(name)
         return [v.stats for v in served]
+
+    # -- explanations ---------------------------------------------------------------------
+
+    async def explain(self, request: InferRequest) -> Explanation:
+        """Explain the prediction for the one instance in ``request`` (docs/explain.md).
+
+        ``request.parameters`` choose the method, target and sizes; every perturbation runs
+        through the model's batcher like any other request. Raises InvalidInputError for bad
+        parameters or more perturbations than the model's ``[explain] max_perturbations``.
+        """
+        if self._draining:
+            raise UnavailableError("server is shutting down; send the request elsewhere")
+        served = self.registry.get(request.model_name, request.model_version)
+        inputs, _ = _signature(served)
+        arrays = self._validate_inputs(served, request.inputs, inputs)
+        return await explain(served, arrays, request.parameters)
+
+    def explain_input(self, name: str, version: str | None = None) -> PredictInput:
+        """The processed input (image or text) a raw-body explanation feeds.
+
+        Raise InvalidInputError, saying to send a V2 request instead, unless the model has one
+        input and it is processed (the transport decodes the body for it, as for /predict).
+        """
+        served = self.registry.get(name, version)
+        inputs, _ = _signature(served)
+        pre = served.pipeline.pre if served.pipeline is not None else {}
+        if len(inputs) != 1 or inputs[0].name not in pre:
+            raise InvalidInputError(
+                f"model {served.name!r} takes"
+                f" {', '.join(f'{s.name} {s.datatype}' for s in inputs)} with no image or text"
+                " processing; send a V2 inference request as JSON to explain it"
+                " (docs/explain.md)"
+            )
+        return _predict_input(served)
+
+    async def explain_instance(
+        self, name: str, version: str | None, instance: bytes, parameters: Mapping[str, JSONValue]
+    ) -> Explanation:
+        """Explain one raw instance (the bytes of an image, or a text) for
+        :meth:`explain_input`; ``parameters`` as :meth:`explain`'s."""
+        target = self.explain_input(name, version)
+        data = np.empty(1, dtype=object)
+        data[0] = instance
+        request = InferRequest(
+            target.model_name,
+            [Tensor(target.spec.name, DataType.BYTES, data)],
+            version,
+            parameters=dict(parameters),
+        )
+        return await self.explain(request)
 
 
 def _predict_input(served: ServedVersion) -> PredictInput:

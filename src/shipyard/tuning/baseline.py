@@ -19,7 +19,7 @@ from shipyard.hardware import HardwareReport
 from shipyard.repository.layout import CONFIG_FILENAME
 from shipyard.repository.settings import update_settings
 from shipyard.tuning.search import Candidate, Space, ladder
-from shipyard.tuning.variants import suitable_providers
+from shipyard.tuning.variants import OPENVINO, suitable_providers
 from shipyard.types import TensorSpec
 
 __all__ = [
@@ -72,17 +72,18 @@ class Baseline:
         batching = config.dynamic_batching or DynamicBatchingConfig()
         serving = [p.name for p in hardware.providers if p.device != "remote"]
         provider = (config.onnxruntime.providers or tuple(serving) or ("CPUExecutionProvider",))[0]
+        threads = config.onnxruntime.intra_op_threads
+        if config.backend == "openvino":
+            provider, threads = OPENVINO, config.openvino.intra_op_threads
         candidate = Candidate(
             "fp32",
             provider,
             config.instance_count,
-            auto_threads
-            if config.onnxruntime.intra_op_threads == "auto"
-            else config.onnxruntime.intra_op_threads,
+            auto_threads if threads == "auto" else threads,
             max_batch if batching_on else 0,
             batching.max_queue_delay_us,
             batching.preferred_batch_sizes,
-            _inter_op(config),
+            1 if provider == OPENVINO else _inter_op(config),
         )
         return cls(config, max_batch, batching_on, provider, candidate)
 
@@ -99,14 +100,19 @@ def settings_changes(candidate: Candidate, base: Baseline) -> dict[str, Any]:
     changes: dict[str, Any] = {}
     if candidate.instance_count != start.instance_count:
         changes["instance_count"] = candidate.instance_count
-    if candidate.intra_op_threads != start.intra_op_threads:
-        changes["onnxruntime.intra_op_threads"] = candidate.intra_op_threads
-    if candidate.inter_op_threads != start.inter_op_threads:
+    openvino = candidate.provider == OPENVINO
+    switched = openvino != (base.provider == OPENVINO)
+    if switched:  # the other engine: its threads are written whatever the baseline's were
+        changes["backend"] = "openvino" if openvino else "onnxruntime"
+    engine = "openvino" if openvino else "onnxruntime"
+    if candidate.intra_op_threads != start.intra_op_threads or switched:
+        changes[f"{engine}.intra_op_threads"] = candidate.intra_op_threads
+    if candidate.inter_op_threads != start.inter_op_threads and not openvino:
         parallel = candidate.inter_op_threads > 1
         changes["onnxruntime.execution_mode"] = "parallel" if parallel else "sequential"
         if parallel:
             changes["onnxruntime.inter_op_threads"] = candidate.inter_op_threads
-    if candidate.provider != base.provider:
+    if candidate.provider != base.provider and not openvino:
         providers = [candidate.provider]
         if candidate.provider != "CPUExecutionProvider":
             providers.append("CPUExecutionProvider")

@@ -273,6 +273,17 @@ def render_html(report: dict[str, Any]) -> str:
         ],
         1,
     )
+    engines = _table(
+        ["engine", "best candidate", "score"],
+        [
+            (
+                "",
+                [_e(e["engine"]), f"#{e['candidate']} {_e(e['label'])}", _e(e["score"]["summary"])],
+            )
+            for e in report.get("engines", [])
+        ],
+        1,
+    )
     hw = report["hardware"]
     notes = "".join(f"<li>{_e(n)}</li>" for n in report["notes"])
     budget = report["budget"]
@@ -289,6 +300,8 @@ def render_html(report: dict[str, Any]) -> str:
 <p>Decision: {_e(report["decision"])}</p>
 <h2>Latency against throughput</h2>
 {render_svg(report)}
+<h2>Best of each engine</h2>
+{engines}
 <h2>Every candidate</h2>
 {candidates}
 <h2>Pareto front (no other point has both more throughput and a lower p99)</h2>

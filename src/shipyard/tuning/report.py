@@ -26,7 +26,7 @@ from shipyard.tuning.explore import Exploration, Trial
 from shipyard.tuning.publish import Publication
 from shipyard.tuning.search import Objective, Score, pareto_front
 from shipyard.tuning.settings import TuneSettings
-from shipyard.tuning.variants import Variant
+from shipyard.tuning.variants import OPENVINO, Variant
 
 __all__ = ["SCHEMA", "build_report", "print_tune", "version_report"]
 
@@ -168,6 +168,7 @@ def build_report(
         "variants": [v.to_dict() for v in exploration.variants.values()],
         "pruned_variants": exploration.pruned,
         "candidates": candidates,
+        "engines": _engines(candidates),
         "pareto_front": [
             {
                 "candidate": trial_id,
@@ -187,6 +188,31 @@ def build_report(
             "version": publication.version,
         },
     }
+
+
+def _engines(candidates: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The best measured candidate of each engine (ONNX Runtime, OpenVINO), best first."""
+    best: dict[str, dict[str, Any]] = {}
+    for row in candidates:
+        engine = "OpenVINO" if row["candidate"]["provider"] == OPENVINO else "ONNX Runtime"
+        score = row["score"]
+        if row["status"] != "measured":
+            continue
+        held = best.get(engine)
+        if held is None or _key(score) > _key(held["score"]):
+            best[engine] = {
+                "engine": engine,
+                "candidate": row["id"],
+                "label": row["label"],
+                "score": score,
+            }
+    return sorted(best.values(), key=lambda e: _key(e["score"]), reverse=True)
+
+
+def _key(score: dict[str, Any]) -> tuple[int, float]:
+    if score["ranked_by"] == "rps":
+        return (int(score["tier"]), float(score["rps"]))
+    return (int(score["tier"]), -float(score["p99_ms"] or 0.0))
 
 
 def version_report(
@@ -271,6 +297,12 @@ def print_tune(console: Console, report: dict[str, Any]) -> None:
             console.print(f"variant {variant['name']}: {variant['status']}: {variant['reason']}")
     for name, why in report["pruned_variants"].items():
         console.print(f"variant {name}: dropped from the search: {why}")
+    for engine in report.get("engines", []):
+        console.print(
+            f"best on {engine['engine']}: #{engine['candidate']} {engine['label']}:"
+            f" {engine['score']['summary']}",
+            highlight=False,
+        )
     verdict = report["met_slo"]
     if verdict is False:
         console.print(f"[red]SLO not met[/]: {report['winner']['why']}", highlight=False)

@@ -35,7 +35,15 @@ from shipyard.optimize.guard import Metric
 from shipyard.optimize.quantize import Method, make_candidate
 from shipyard.optimize.versions import guard_accuracy, load_onnx, validation_dataset
 
-__all__ = ["PRECISION", "VARIANTS", "Variant", "VariantMaker", "suitable_providers"]
+__all__ = [
+    "OPENVINO",
+    "OPENVINO_VARIANTS",
+    "PRECISION",
+    "VARIANTS",
+    "Variant",
+    "VariantMaker",
+    "suitable_providers",
+]
 
 VARIANTS = ("fp32", "optimized", "int8-static", "int8-dynamic", "fp16")
 #: The precision each variant computes in (what a provider must accelerate to suit it).
@@ -54,16 +62,29 @@ _METHOD: dict[str, Method] = {
 }
 
 
+#: The OpenVINO backend on its CPU device, searched as one more "provider" beside ONNX
+#: Runtime's (``backend = "openvino"`` in model.toml when it wins).
+OPENVINO = "OpenVINO"
+#: The variants OpenVINO is a candidate for: the version as it is, in f32. (The ``optimized``
+#: file holds ONNX Runtime's own operators; int8 and bf16 for OpenVINO go through
+#: ``shipyard optimize`` on a model served by OpenVINO, whose guard then runs OpenVINO.)
+OPENVINO_VARIANTS = ("fp32",)
+
+
 def suitable_providers(hardware: HardwareReport, variant: str) -> tuple[str, ...]:
     """The execution providers here that accelerate ``variant``'s precision, best first.
 
-    GPU and NPU providers come before the CPU; a provider that only calls a remote endpoint
-    (Azure) is never used for serving.
+    GPU and NPU providers come before the CPU, and :data:`OPENVINO` comes last when OpenVINO
+    has a CPU device here; a provider that only calls a remote endpoint (Azure) is never used
+    for serving.
     """
     precision = PRECISION[variant]
     found = [p for p in hardware.providers if p.device != "remote" and precision in p.precisions]
     found.sort(key=lambda p: p.device == "cpu")
-    return tuple(p.name for p in found)
+    names = [p.name for p in found]
+    if variant in OPENVINO_VARIANTS and any(d.startswith("CPU") for d in hardware.openvino_devices):
+        names.append(OPENVINO)
+    return tuple(names)
 
 
 @dataclass(frozen=True, slots=True)
