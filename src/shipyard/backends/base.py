@@ -1,4 +1,9 @@
-"""The backend contract: a loaded model instance that runs a batch of NumPy inputs."""
+"""The backend contract: a loaded model instance that runs a batch of NumPy inputs.
+
+A backend may also implement ``abort()`` (:class:`~shipyard.batching.instances.Abortable`):
+the batcher calls it when a run overruns the model's ``execution_timeout_s``, before the
+instance is replaced. ONNX Runtime ends the run; the Python backend kills its worker.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +18,7 @@ from shipyard.types import Array, TensorSpec
 __all__ = ["MODEL_FILENAMES", "Backend", "load_backend", "resolve_backend"]
 
 #: The file each backend looks for inside a version folder.
-MODEL_FILENAMES = {"onnxruntime": "model.onnx", "tflite": "model.tflite"}
+MODEL_FILENAMES = {"onnxruntime": "model.onnx", "tflite": "model.tflite", "python": "model.py"}
 
 
 class Backend(Protocol):
@@ -35,24 +40,30 @@ class Backend(Protocol):
 
 def resolve_backend(version_dir: Path, config: ModelConfig) -> str:
     """The backend that serves ``version_dir``: the one ``config`` names, or, for ``auto``
-    (model.toml names none), ``tflite`` when the folder holds model.tflite and no model.onnx,
-    else ``onnxruntime``."""
+    (model.toml names none), ``onnxruntime`` when the folder holds model.onnx, else ``tflite``
+    when it holds model.tflite, else ``python`` when it holds model.py, else ``onnxruntime``
+    (whose error then names the file it expects)."""
     if config.backend != "auto":
         return config.backend
-    if not (version_dir / "model.onnx").exists() and (version_dir / "model.tflite").is_file():
+    if (version_dir / "model.onnx").exists():
+        return "onnxruntime"
+    if (version_dir / "model.tflite").is_file():
         return "tflite"
+    if (version_dir / "model.py").is_file():
+        return "python"
     return "onnxruntime"
 
 
 def load_backend(version_dir: Path, config: ModelConfig) -> Backend:
     """Load the model file in ``version_dir`` with the backend named by ``config``.
 
-    Blocking (reads and compiles the model): call it off the event loop.
+    Blocking (reads and compiles the model): call it off the event loop. Python models and
+    ensembles are loaded by the repository (they need the version and the other models).
     """
     backend = resolve_backend(version_dir, config)
     filename = MODEL_FILENAMES.get(backend)
-    if filename is None:
-        raise ModelLoadError(f"unknown backend {backend!r}")
+    if filename is None or backend == "python":
+        raise ModelLoadError(f"backend {backend!r} is not loaded by load_backend")
     path = version_dir / filename
     if not path.is_file():
         raise ModelLoadError(

@@ -70,9 +70,12 @@ class OnnxRuntimeBackend:
     platform = "onnx_onnxv1"
 
     def __init__(self, path: Path, config: ModelConfig) -> None:
+        import onnxruntime as ort
         from onnxruntime.capi.onnxruntime_pybind11_state import InvalidArgument
 
         self._bad_input: type[Exception] = InvalidArgument
+        #: Shared by every run of this instance; :meth:`abort` sets its terminate flag.
+        self._run_options = ort.RunOptions()
         wanted = config.onnxruntime.intra_op_threads
         self._session = self._open(path, config, 1 if wanted == "auto" else wanted)
         self._describe()
@@ -146,7 +149,7 @@ class OnnxRuntimeBackend:
             for name in self._strings_in:
                 feed[name] = _bytes_to_str(name, inputs[name])
         try:
-            results: list[Array] = self._session.run(list(outputs), feed)
+            results: list[Array] = self._session.run(list(outputs), feed, self._run_options)
         except self._bad_input as exc:
             raise InvalidInputError(f"the model rejected the input: {_first_line(exc)}") from exc
         except Exception as exc:
@@ -156,6 +159,10 @@ class OnnxRuntimeBackend:
                 if name in self._strings_out:
                     results[i] = _str_to_bytes(results[i])
         return results
+
+    def abort(self) -> None:
+        """End the run in progress (it raises); this instance runs nothing after it."""
+        self._run_options.terminate = True
 
     def close(self) -> None:
         """Drop the session; ONNX Runtime frees it when the last reference goes."""

@@ -21,12 +21,18 @@ def repo() -> None:
 
 @repo.command("list")
 @click.argument("repository", type=click.Path(path_type=Path))
-def repo_list(repository: Path) -> None:
+@click.option(
+    "--allow-python-models",
+    is_flag=True,
+    help="Load Python models too (runs their model.py and Python steps, as serve does).",
+)
+def repo_list(repository: Path, allow_python_models: bool) -> None:
     """Load every model in REPOSITORY (without serving) and print their table."""
     from shipyard.server.app import describe_repository
 
+    config = ServerConfig(repository=repository, allow_python_models=allow_python_models)
     try:
-        rows = asyncio.run(describe_repository(ServerConfig(repository=repository)))
+        rows = asyncio.run(describe_repository(config))
     except ShipyardError as exc:
         fail(exc.message)
     print_model_table(rows)

@@ -50,6 +50,13 @@ __all__ = ["serve"]
     default=None,
     help="Log verbosity [default: info].",
 )
+@click.option(
+    "--allow-python-models",
+    is_flag=True,
+    default=None,
+    help="Let models run Python code from the repository (model.py, Python steps) in worker "
+    "processes. Loading it is code execution: refused by default.",
+)
 def serve(repository: Path, config_file: Path | None, **flags: Any) -> None:
     """Serve every model in REPOSITORY over HTTP and gRPC until SIGINT/SIGTERM."""
     from shipyard.server.app import ServerInfo, ShipyardServer
@@ -68,6 +75,11 @@ def serve(repository: Path, config_file: Path | None, **flags: Any) -> None:
         )
         if info.grpc_url:
             console.print(f"  gRPC  {info.grpc_url}   (inference.GRPCInferenceService)")
+        if config.allow_python_models:
+            console.print(
+                "  Python models allowed (--allow-python-models): model.py and Python steps "
+                "from the repository run in worker processes"
+            )
         print_model_table(info.models)
         name = next((r["name"] for r in info.models if r["versions"]), "<model>")
         console.print(f"Try: curl {info.http_url}/v2/models/{name}")

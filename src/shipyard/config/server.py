@@ -43,6 +43,9 @@ class ServerConfig:
     #: Seconds in-flight requests get to finish after SIGINT/SIGTERM.
     drain_timeout_s: float = 30.0
     log_level: str = "info"
+    #: Whether models may run Python code from the repository (``backend = "python"``,
+    #: Python steps): loading it is code execution, so it is refused unless this is set.
+    allow_python_models: bool = False
 
     @classmethod
     def resolve(
@@ -80,6 +83,8 @@ class ServerConfig:
                     out[key] = int(value)
                 elif key == "drain_timeout_s":
                     out[key] = float(value)
+                elif key == "allow_python_models":
+                    out[key] = _boolean(value)
                 else:
                     out[key] = str(value)
             except (TypeError, ValueError) as exc:
@@ -108,3 +113,19 @@ class ServerConfig:
                 f"log_level must be one of {', '.join(LOG_LEVELS)}, got {config.log_level!r}"
             )
         return config
+
+
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off", "")
+
+
+def _boolean(value: Any) -> bool:
+    """A setting that is true or false: a bool, or one of the usual words (environment)."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise ValueError(f"expected true or false ({', '.join(_TRUE)} / {', '.join(_FALSE[:-1])})")
