@@ -70,6 +70,7 @@ class InstancePool:
         self._new_instance = new_instance
         self._on_change = on_change or (lambda: None)
         self._slots = [self._slot(b) for b in instances]
+        self._wanted = len(self._slots)
         self.free = list(self._slots)
         #: Retired instances still running a batch (closed when it returns).
         self._stuck: list[Slot] = []
@@ -94,6 +95,11 @@ class InstancePool:
     def busy(self) -> int:
         """Working instances running a batch."""
         return len(self._slots) - len(self.free)
+
+    @property
+    def stuck(self) -> int:
+        """Retired instances whose run has not returned yet."""
+        return len(self._stuck)
 
     @property
     def replacing(self) -> int:
@@ -177,9 +183,11 @@ class InstancePool:
             slot = self._slot(backend)
             self._slots.append(slot)
             self.free.append(slot)
-            if not self._replacements - {asyncio.current_task()}:
-                self.problem = ""
             log.info("model %s: replacement instance ready", self.model)
+        finally:
+            self._replacements.discard(asyncio.current_task())
+        if len(self._slots) >= self._wanted:
+            self.problem = ""
         self._on_change()
 
     def _release(self, slot: Slot) -> None:
