@@ -96,6 +96,14 @@ def _names(value: Any, where: str) -> tuple[str, ...]:
     return tuple(value)
 
 
+def _need_specs(table: Mapping[str, Any], key: str, where: str, array: str) -> None:
+    if not isinstance(table.get(key), list) or not table[key]:
+        raise ConfigError(
+            f"{where}: a Python step declares its {key} as [[{array}.{key}]] tables with "
+            "name, datatype and shape"
+        )
+
+
 def _kind(table: Mapping[str, Any], where: str) -> str:
     kind = table.get("kind", "steps")
     if kind not in ("steps", "python"):
@@ -115,9 +123,11 @@ def _preprocess(
         table = check_table(item, at)
         if _kind(table, at) == "python":
             check_keys(table, {"kind", "function", "inputs", "targets"}, at)
+            function = _python_function(table.get("function"), f"{at}.function")
+            _need_specs(table, "inputs", at, "preprocess")
             python.append(
                 PythonPreprocessConfig(
-                    function=_python_function(table.get("function"), f"{at}.function"),
+                    function=function,
                     inputs=_tensor_specs(table.get("inputs"), f"{at}.inputs"),
                     targets=_names(table.get("targets"), f"{at}.targets"),
                 )
@@ -146,9 +156,11 @@ def _postprocess(
         table = check_table(item, at)
         if _kind(table, at) == "python":
             check_keys(table, {"kind", "function", "sources", "outputs"}, at)
+            function = _python_function(table.get("function"), f"{at}.function")
+            _need_specs(table, "outputs", at, "postprocess")
             python.append(
                 PythonPostprocessConfig(
-                    function=_python_function(table.get("function"), f"{at}.function"),
+                    function=function,
                     sources=_names(table.get("sources"), f"{at}.sources"),
                     outputs=_tensor_specs(table.get("outputs"), f"{at}.outputs"),
                 )
