@@ -51,8 +51,8 @@ def load_version(
     if config.runs_python and not allow_python:
         what = f"{version}/model.py" if backend == "python" else "Python steps"
         raise ModelLoadError(
-            f"model {config.name!r} runs Python code from the repository ({what}); the server "
-            f"refuses to run repository code unless it is started with {ALLOW_PYTHON_FLAG}"
+            f"model {config.name!r} runs repository Python code ({what}): refused unless "
+            f"the server runs with {ALLOW_PYTHON_FLAG}"
         )
     helpers: list[Scheduler] = []
     instances: list[Backend] = []
