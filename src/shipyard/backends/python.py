@@ -10,6 +10,8 @@ What can go wrong, and what the client sees:
 
 * ``predict`` raises: the traceback is logged here; the batch's requests get an
   :class:`~shipyard.errors.InternalError` naming the model (500), and the worker serves on.
+  An :class:`~shipyard.errors.InvalidInputError` raised on purpose is a 400 with its message
+  (the batcher then retries the batch's requests one by one, so only the culprit fails).
 * ``predict`` returns the wrong outputs: the same, with the contract broken in the message.
 * the process dies (``os.abort()``, a segfault, the OOM killer): the batch's requests get an
   :class:`~shipyard.errors.InstanceFailedError` (500); the batcher replaces the instance.
@@ -33,7 +35,13 @@ from typing import Any
 import numpy.typing as npt
 
 from shipyard.backends.python_ipc import Arena, Channel, PeerClosedError, pack, unpack
-from shipyard.errors import InstanceFailedError, InternalError, ModelLoadError
+from shipyard.errors import (
+    InstanceFailedError,
+    InternalError,
+    InvalidInputError,
+    ModelLoadError,
+    ShipyardError,
+)
 from shipyard.types import TensorSpec
 
 __all__ = ["PythonBackend", "WorkerSpec"]
@@ -197,8 +205,10 @@ class PythonBackend:
         arrays = unpack(reply["outputs"], self._arena, payload, copy=True)
         return [arrays[name] for name in outputs]
 
-    def _failure(self, reply: Mapping[str, Any]) -> InternalError:
+    def _failure(self, reply: Mapping[str, Any]) -> ShipyardError:
         name = self.spec.model
+        if reply.get("kind") == "invalid":
+            return InvalidInputError(f"model {name!r}: {reply['message']}")
         if reply.get("kind") == "contract":
             return InternalError(f"model {name!r}: {self.spec.role}: {reply['message']}")
         log.error(

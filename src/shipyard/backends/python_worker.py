@@ -7,9 +7,10 @@ every later one is a batch. Inputs arrive as views on shared memory; outputs are
 against the declared signature, cast within their kind (float64 → FP32), and sent back.
 
 A Python exception is answered with its traceback (the server logs it; clients never see
-it). A crash ends the process, which the server sees as the socket closing. The worker exits
-when the server closes the socket, and ignores SIGINT (Ctrl-C in a terminal reaches the whole
-process group; the server decides when workers stop).
+it), except :class:`~shipyard.errors.InvalidInputError`, whose message is for the client
+(400). A crash ends the process, which the server sees as the socket closing. The worker
+exits when the server closes the socket, and ignores SIGINT (Ctrl-C in a terminal reaches the
+whole process group; the server decides when workers stop).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import numpy.typing as npt
 
 from shipyard.backends.python_ipc import Arena, Channel, PeerClosedError, pack, unpack
 from shipyard.backends.python_model import ModelContext, PythonModel
+from shipyard.errors import InvalidInputError
 from shipyard.types import DataType, TensorSpec
 
 __all__ = ["ContractError", "check_outputs", "load_callable", "main"]
@@ -160,6 +162,9 @@ def _serve(channel: Channel, arena: Arena, predict: Predict, load: Mapping[str, 
             described, buffers, _ = pack(outputs, arena, int(header["free"]))
         except ContractError as exc:
             channel.send({"ok": False, "kind": "contract", "message": str(exc)})
+            continue
+        except InvalidInputError as exc:  # the user's code refuses the request's data
+            channel.send({"ok": False, "kind": "invalid", "message": exc.message})
             continue
         except Exception as exc:
             channel.send(
