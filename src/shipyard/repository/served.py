@@ -49,6 +49,8 @@ class ServedVersion:
     @property
     def ready(self) -> bool:
         """Whether requests can run (False while its last instance is being replaced)."""
+        if not self.pre_steps and not self.post_steps:  # the common case, on every request
+            return self.batcher.ready
         return all(s.ready for s in self.schedulers)
 
     @property
