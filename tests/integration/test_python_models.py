@@ -309,3 +309,60 @@ def test_without_the_flag_python_models_are_unavailable(python_repository: Path)
             assert "--allow-python-models" in answer.json()["error"]
             assert client.get("/v2/models/scaled/ready").status_code != 200
         onnx_still_serves("http", running)
+
+
+GATED = """\
+import os
+import time
+from pathlib import Path
+
+import shipyard
+
+
+class Model(shipyard.PythonModel):
+    def load(self, context):
+        gate = Path(context.settings["gate"])
+        # A restart (not the first start) waits until the test opens the gate.
+        if (gate / "closed").exists():
+            while not (gate / "open").exists():
+                time.sleep(0.01)
+
+    def predict(self, batch):
+        x = batch["INPUT0"]
+        if int(x[0, 0]) == -2:
+            os.abort()
+        return {"OUTPUT0": x + 1}
+"""
+
+
+def test_readiness_follows_the_restart_of_the_only_worker(tmp_path: Path) -> None:
+    """While the only worker is being replaced the model is not ready (ready endpoint, 503
+    naming why, index UNAVAILABLE) and the server is live; once it is back, all is ready."""
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    repo = tmp_path / "repo"
+    config = FAULTY_TOML.replace("workers = 2", "workers = 1")
+    config = config.replace("[python]\n", f'[python]\nsettings = {{gate = "{gate}"}}\n')
+    write_python_model(repo, "gated", GATED, config)
+    with running_server(repo, allow_python_models=True) as running:
+        (gate / "closed").touch()
+        error = error_of("http", running, "gated", np.array([[-2, 0]], dtype=np.float32))
+        assert error.status() == "500"
+        with httpx.Client(base_url=running.url) as client:
+            assert client.get("/v2/health/live").status_code == 200
+            assert client.get("/v2/health/ready").status_code == 503
+            assert client.get("/v2/models/gated/ready").status_code != 200
+            tensor = {"name": "INPUT0", "shape": [1, 2], "datatype": "FP32", "data": [1, 2]}
+            answer = client.post("/v2/models/gated/infer", json={"inputs": [tensor]})
+            assert answer.status_code == 503
+            assert "SIGABRT" in answer.json()["error"]
+            (row,) = repository_index("http", make_client("http", running))
+            assert row["state"] == "UNAVAILABLE"
+            assert "SIGABRT" in row["reason"]
+            (gate / "open").touch()
+            wait_until_blocking(
+                lambda: client.get("/v2/health/ready").status_code == 200, "the restart", 60
+            )
+            answer = client.post("/v2/models/gated/infer", json={"inputs": [tensor]})
+            assert answer.status_code == 200
+            assert answer.json()["outputs"][0]["data"] == [2.0, 3.0]

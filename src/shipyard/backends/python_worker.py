@@ -9,13 +9,14 @@ against the declared signature, cast within their kind (float64 → FP32), and s
 A Python exception is answered with its traceback (the server logs it; clients never see
 it), except :class:`~shipyard.errors.InvalidInputError`, whose message is for the client
 (400). A crash ends the process, which the server sees as the socket closing. The worker
-exits when the server closes the socket, and ignores SIGINT (Ctrl-C in a terminal reaches the
-whole process group; the server decides when workers stop).
+exits when the server closes the socket, and ignores SIGINT and SIGTERM (Ctrl-C in a terminal
+or a service manager reaches the whole process group; the server decides when workers stop).
 """
 
 from __future__ import annotations
 
 import contextlib
+import faulthandler
 import importlib.util
 import signal
 import socket
@@ -182,7 +183,12 @@ def _serve(channel: Channel, arena: Arena, predict: Predict, load: Mapping[str, 
 
 def main(argv: list[str]) -> int:
     """Serve the socket whose file descriptor is ``argv[0]`` until the server closes it."""
+    # Signals to the whole process group (Ctrl-C, a service manager stopping the group) are
+    # for the server, which drains and then closes the socket; a crash dumps the Python stack
+    # of every thread to stderr (the server's log).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    faulthandler.enable()
     channel = Channel(socket.socket(fileno=int(argv[0])))
     try:
         load, _ = channel.recv()

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -74,7 +75,8 @@ class InstancePool:
         self.free = list(self._slots)
         #: Retired instances still running a batch (closed when it returns).
         self._stuck: list[Slot] = []
-        self._replacements: set[asyncio.Task[None]] = set()
+        #: Replacements being loaded (each in a thread of its own).
+        self._replacing = 0
         self._closed = False
         #: Why the pool is short of instances ("" when all is well).
         self.problem = ""
@@ -104,7 +106,7 @@ class InstancePool:
     @property
     def replacing(self) -> int:
         """Replacements being loaded."""
-        return len(self._replacements)
+        return self._replacing
 
     @property
     def ready(self) -> bool:
@@ -164,30 +166,52 @@ class InstancePool:
         if self._new_instance is None or self._closed:
             self.problem = f"{reason}; no replacement can be loaded"
             return
-        task = asyncio.ensure_future(self._replace(reason))
-        self._replacements.add(task)
-        task.add_done_callback(self._replacements.discard)
+        self.problem = f"{reason}; a replacement is loading"
+        self._replacing += 1
+        loop = asyncio.get_running_loop()
+        # A thread of its own, not the loop's executor: a replacement that takes long (a slow
+        # load()) must not hold up the server's shutdown, which waits for that executor.
+        threading.Thread(
+            target=self._load_replacement,
+            args=(loop, reason),
+            name=f"shipyard-replace-{self.model}",
+            daemon=True,
+        ).start()
 
-    async def _replace(self, reason: str) -> None:
+    def _load_replacement(self, loop: asyncio.AbstractEventLoop, reason: str) -> None:
+        """Replacement thread: load an instance, hand it (or the failure) to the loop."""
         assert self._new_instance is not None
         try:
-            backend = await asyncio.to_thread(self._new_instance)
+            backend: Backend | None = self._new_instance()
+            failure: BaseException | None = None
         except Exception as exc:
-            message = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
+            backend, failure = None, exc
+        try:
+            loop.call_soon_threadsafe(self._replaced, backend, failure, reason)
+        except RuntimeError:  # the loop is closed: the server is gone
+            if backend is not None:
+                backend.close()
+
+    def _replaced(
+        self, backend: Backend | None, failure: BaseException | None, reason: str
+    ) -> None:
+        """On the loop: put the replacement to work, or record why there is none."""
+        self._replacing -= 1
+        if self._closed:
+            if backend is not None:
+                backend.close()
+            return
+        if backend is None:
+            message = getattr(failure, "message", None) or f"{type(failure).__name__}: {failure}"
             log.error("model %s: the replacement instance failed to load: %s", self.model, message)
             self.problem = f"{reason}; the replacement failed to load: {message}"
         else:
-            if self._closed:
-                backend.close()
-                return
             slot = self._slot(backend)
             self._slots.append(slot)
             self.free.append(slot)
             log.info("model %s: replacement instance ready", self.model)
-        finally:
-            self._replacements.discard(asyncio.current_task())
-        if len(self._slots) >= self._wanted:
-            self.problem = ""
+            if len(self._slots) >= self._wanted:
+                self.problem = ""
         self._on_change()
 
     def _release(self, slot: Slot) -> None:
