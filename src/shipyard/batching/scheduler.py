@@ -40,8 +40,18 @@ class Scheduler(Protocol):
         """Why they cannot, or ``""``."""
         ...
 
-    async def submit(self, inputs: Arrays, outputs: Sequence[str], timeout_us: int = 0) -> Arrays:
-        """Run one request; return its ``outputs``."""
+    async def submit(
+        self,
+        inputs: Arrays,
+        outputs: Sequence[str],
+        timeout_us: int = 0,
+        deadline: float | None = None,
+    ) -> Arrays:
+        """Run one request; return its ``outputs``.
+
+        ``timeout_us`` (0: the model's default) bounds its wait in a queue, and ``deadline``
+        (a ``time.monotonic()`` value: when its caller stops waiting) too.
+        """
         ...
 
     async def drain(self, timeout_s: float) -> bool:

@@ -31,7 +31,11 @@ class StepRunner(Protocol):
     """Runs one Python step on a request's tensors (a batcher over the step's workers)."""
 
     async def submit(
-        self, inputs: dict[str, Array], outputs: Sequence[str], timeout_us: int = 0
+        self,
+        inputs: dict[str, Array],
+        outputs: Sequence[str],
+        timeout_us: int = 0,
+        deadline: float | None = None,
     ) -> dict[str, Array]:
         """Run the step; return its ``outputs``."""
         ...

@@ -110,8 +110,17 @@ class EnsembleRunner:
                     return f"{step.where}: model {served.name!r} is not ready: {served.problem}"
         return ""
 
-    async def submit(self, inputs: Arrays, outputs: Sequence[str], timeout_us: int = 0) -> Arrays:
-        """Run every step in order (steps of one level at once); return ``outputs``."""
+    async def submit(
+        self,
+        inputs: Arrays,
+        outputs: Sequence[str],
+        timeout_us: int = 0,
+        deadline: float | None = None,
+    ) -> Arrays:
+        """Run every step in order (steps of one level at once); return ``outputs``.
+
+        Each step's request gets ``timeout_us`` in its model's queue and ``deadline`` overall.
+        """
         if self._closed:
             raise ModelNotReadyError(f"model {self.name!r} is unloading; retry shortly")
         start_ns = time.perf_counter_ns()
@@ -120,7 +129,7 @@ class EnsembleRunner:
             tensors = dict(inputs)
             for level in self._levels:
                 done = await asyncio.gather(
-                    *(self._run(step, tensors, timeout_us) for step in level)
+                    *(self._run(step, tensors, timeout_us, deadline) for step in level)
                 )
                 for produced in done:
                     tensors.update(produced)
@@ -137,14 +146,16 @@ class EnsembleRunner:
         self._stats.success.add(elapsed_ns)
         return {name: tensors[name] for name in outputs}
 
-    async def _run(self, step: _Step, tensors: Arrays, timeout_us: int) -> Arrays:
+    async def _run(
+        self, step: _Step, tensors: Arrays, timeout_us: int, deadline: float | None
+    ) -> Arrays:
         try:
             served = step.lookup(self._lookup)
         except ShipyardError as exc:
             raise UnavailableError(f"model {self.name!r}, {step.where}: {exc.message}") from exc
         feed = {model_input: tensors[source] for model_input, source in step.config.input_map}
         wanted = [model_output for model_output, _ in step.config.output_map]
-        results = await run_version(served, feed, wanted, timeout_us)
+        results = await run_version(served, feed, wanted, timeout_us, deadline)
         return {target: results[model_output] for model_output, target in step.config.output_map}
 
     async def drain(self, timeout_s: float) -> bool:

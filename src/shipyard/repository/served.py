@@ -72,7 +72,11 @@ class ServedVersion:
 
 
 async def run_version(
-    served: ServedVersion, inputs: Arrays, outputs: Sequence[str], timeout_us: int = 0
+    served: ServedVersion,
+    inputs: Arrays,
+    outputs: Sequence[str],
+    timeout_us: int = 0,
+    deadline: float | None = None,
 ) -> Arrays:
     """Run one request through ``served``'s pipeline and batcher (what an ensemble step does).
 
@@ -81,8 +85,9 @@ async def run_version(
     """
     pipeline = served.pipeline
     if pipeline is None:
-        return await served.batcher.submit(inputs, outputs, timeout_us)
+        return await served.batcher.submit(inputs, outputs, timeout_us, deadline)
     model_inputs = await pipeline.preprocess(inputs)
     wanted = list(outputs)
-    raw = await served.batcher.submit(model_inputs, pipeline.model_outputs(wanted), timeout_us)
+    needed = pipeline.model_outputs(wanted)
+    raw = await served.batcher.submit(model_inputs, needed, timeout_us, deadline)
     return await pipeline.postprocess(raw, model_inputs, wanted)
