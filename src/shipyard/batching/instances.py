@@ -10,7 +10,8 @@ the run, a Python worker is killed) and loads a **replacement** off the event lo
 A retired instance is closed once its stuck run returns (at once if it was not running), so a
 backend is never closed under a running call. While no instance works, the pool is not
 :attr:`~InstancePool.ready`; if a replacement cannot be loaded, :attr:`~InstancePool.problem`
-says why. Everything here runs on the event loop thread.
+says why. Everything here runs on the event loop thread, except the loading of a replacement,
+which has a thread of its own (a slow ``load()`` never holds up the server's shutdown).
 """
 
 from __future__ import annotations
@@ -124,8 +125,10 @@ class InstancePool:
         return loop.run_in_executor(slot.executor, function, *args)
 
     def end(self, slot: Slot) -> bool:
-        """Record that ``slot``'s run returned; False when the slot was retired meanwhile
-        (it is closed now, and its results are to be dropped)."""
+        """Record that ``slot``'s run returned; False if it was retired meanwhile (now closed).
+
+        The results of a retired slot's run are dropped: its requests failed already.
+        """
         slot.running = False
         if slot.timer is not None:
             slot.timer.cancel()
