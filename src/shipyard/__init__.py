@@ -7,6 +7,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+from shipyard.backends.python_model import ModelContext, PythonModel
 from shipyard.config import ModelConfig, ServerConfig
 from shipyard.errors import ShipyardError
 from shipyard.types import (
@@ -24,7 +25,9 @@ __all__ = [
     "InferRequest",
     "InferResponse",
     "ModelConfig",
+    "ModelContext",
     "ModelMetadata",
+    "PythonModel",
     "RequestedOutput",
     "ServerConfig",
     "ShipyardError",

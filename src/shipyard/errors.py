@@ -19,6 +19,7 @@ the client: they name the model and the tensor concerned and never contain a tra
      ├── UnsupportedError             UNIMPLEMENTED      a feature Shipyard does not implement
      ├── LoadGeneratorError           UNAVAILABLE        bench cannot reach a server or model
      └── InternalError                INTERNAL           a genuine server fault
+          └── InstanceFailedError                        a model instance died (its worker crashed)
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ __all__ = [
     "ConversionError",
     "DeadlineExceededError",
     "ErrorCode",
+    "InstanceFailedError",
     "InternalError",
     "InvalidInputError",
     "LoadGeneratorError",
@@ -170,3 +172,7 @@ class InternalError(ShipyardError):
     """A fault inside the server (a bug or a backend failure on valid input)."""
 
     code = ErrorCode.INTERNAL
+
+
+class InstanceFailedError(InternalError):
+    """A model instance can no longer run (its worker process died); it is replaced."""

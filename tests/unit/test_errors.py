@@ -10,6 +10,7 @@ from shipyard.errors import (
     ConversionError,
     DeadlineExceededError,
     ErrorCode,
+    InstanceFailedError,
     InternalError,
     InvalidInputError,
     LoadGeneratorError,
@@ -40,6 +41,7 @@ _CODES: dict[type[ShipyardError], ErrorCode] = {
     UnsupportedError: ErrorCode.UNIMPLEMENTED,
     LoadGeneratorError: ErrorCode.UNAVAILABLE,
     InternalError: ErrorCode.INTERNAL,
+    InstanceFailedError: ErrorCode.INTERNAL,
 }
 
 #: Errors whose constructor takes only the message.
@@ -61,6 +63,7 @@ _PARENTS: dict[type[ShipyardError], type[Exception]] = {
     UnsupportedError: ShipyardError,
     LoadGeneratorError: ShipyardError,
     InternalError: ShipyardError,
+    InstanceFailedError: InternalError,
 }
 
 

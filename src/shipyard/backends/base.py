@@ -1,4 +1,9 @@
-"""The backend contract: a loaded model instance that runs a batch of NumPy inputs."""
+"""The backend contract: a loaded model instance that runs a batch of NumPy inputs.
+
+A backend may also implement ``abort()`` (:class:`~shipyard.batching.instances.Abortable`):
+the batcher calls it when a run overruns the model's ``execution_timeout_s``, before the
+instance is replaced. ONNX Runtime ends the run; the Python backend kills its worker.
+"""
 
 from __future__ import annotations
 
@@ -13,11 +18,13 @@ from shipyard.types import Array, TensorSpec
 __all__ = ["MODEL_FILENAMES", "Backend", "load_backend", "load_model_file", "resolve_backend"]
 
 #: The files each backend looks for inside a version folder, in order of preference
-#: (OpenVINO reads its own IR, model.xml + model.bin, or an ONNX file).
+#: (OpenVINO reads its own IR, model.xml + model.bin, or an ONNX file; a Python model is the
+#: version's model.py, loaded by the repository, not by :func:`load_backend`).
 MODEL_FILENAMES: dict[str, tuple[str, ...]] = {
     "onnxruntime": ("model.onnx",),
     "tflite": ("model.tflite",),
     "openvino": ("model.xml", "model.onnx"),
+    "python": ("model.py",),
 }
 
 
@@ -40,8 +47,10 @@ class Backend(Protocol):
 
 def resolve_backend(version_dir: Path, config: ModelConfig) -> str:
     """The backend that serves ``version_dir``: the one ``config`` names, or, for ``auto``
-    (model.toml names none), ``tflite`` when the folder holds model.tflite and no model.onnx,
-    ``openvino`` when it holds OpenVINO IR (model.xml) and neither, else ``onnxruntime``."""
+    (model.toml names none), ``onnxruntime`` when the folder holds model.onnx, else ``tflite``
+    when it holds model.tflite, else ``openvino`` when it holds OpenVINO IR (model.xml), else
+    ``python`` when it holds model.py, else ``onnxruntime`` (whose error then names the file
+    it expects)."""
     if config.backend != "auto":
         return config.backend
     if (version_dir / "model.onnx").exists():
@@ -50,18 +59,21 @@ def resolve_backend(version_dir: Path, config: ModelConfig) -> str:
         return "tflite"
     if (version_dir / "model.xml").is_file():
         return "openvino"
+    if (version_dir / "model.py").is_file():
+        return "python"
     return "onnxruntime"
 
 
 def load_backend(version_dir: Path, config: ModelConfig) -> Backend:
     """Load the model file in ``version_dir`` with the backend named by ``config``.
 
-    Blocking (reads and compiles the model): call it off the event loop.
+    Blocking (reads and compiles the model): call it off the event loop. Python models and
+    ensembles are loaded by the repository (they need the version and the other models).
     """
     backend = resolve_backend(version_dir, config)
     filenames = MODEL_FILENAMES.get(backend)
-    if filenames is None:
-        raise ModelLoadError(f"unknown backend {backend!r}")
+    if filenames is None or backend == "python":
+        raise ModelLoadError(f"backend {backend!r} is not loaded by load_backend")
     path = next(
         (version_dir / name for name in filenames if (version_dir / name).is_file()),
         version_dir / filenames[0],

@@ -77,9 +77,12 @@ class OnnxRuntimeBackend:
     platform = "onnx_onnxv1"
 
     def __init__(self, path: Path, config: ModelConfig) -> None:
+        import onnxruntime as ort
         from onnxruntime.capi.onnxruntime_pybind11_state import InvalidArgument
 
         self._bad_input: type[Exception] = InvalidArgument
+        #: Shared by every run of this instance; :meth:`abort` sets its terminate flag.
+        self._run_options = ort.RunOptions()
         wanted = config.onnxruntime.intra_op_threads
         self._session, plan = self._open(path, config, 1 if wanted == "auto" else wanted)
         #: The providers the session runs on, best first (the CPU after a GPU one).
@@ -162,7 +165,7 @@ class OnnxRuntimeBackend:
             if self.io_binding and not self._strings_in and not self._strings_out:
                 results = self._run_bound(feed, outputs)
             else:
-                results = self._session.run(list(outputs), feed)
+                results = self._session.run(list(outputs), feed, self._run_options)
         except self._bad_input as exc:
             raise InvalidInputError(f"the model rejected the input: {_first_line(exc)}") from exc
         except Exception as exc:
@@ -182,9 +185,13 @@ class OnnxRuntimeBackend:
         device, device_id = self._device
         for name in outputs:
             binding.bind_output(name, device, device_id)
-        self._session.run_with_iobinding(binding)
+        self._session.run_with_iobinding(binding, self._run_options)
         results: list[Array] = binding.copy_outputs_to_cpu()
         return results
+
+    def abort(self) -> None:
+        """End the run in progress (it raises); this instance runs nothing after it."""
+        self._run_options.terminate = True
 
     def close(self) -> None:
         """Drop the session; ONNX Runtime frees it when the last reference goes."""

@@ -4,6 +4,9 @@ No polling: the batcher acts when a request arrives, when an execution finishes,
 ``max_queue_delay`` timer fires. A request that finds an idle instance runs at once; requests
 that arrive while every instance is busy queue up and run together as the next batch. All
 bookkeeping happens on the event loop thread; only the model runs in worker threads.
+
+The instances themselves (their threads, ``execution_timeout_s``, replacing one that overran
+or died) are :class:`~shipyard.batching.instances.InstancePool`'s.
 """
 
 from __future__ import annotations
@@ -13,15 +16,16 @@ import logging
 import time
 from collections import deque
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from shipyard.backends.base import Backend
+from shipyard.batching.instances import InstancePool, NewInstance, Slot
 from shipyard.config import DynamicBatchingConfig
 from shipyard.errors import (
     DeadlineExceededError,
+    InstanceFailedError,
     InternalError,
     InvalidInputError,
     ModelNotReadyError,
@@ -76,22 +80,25 @@ class DynamicBatcher:
         max_batch_size: int,
         batching: DynamicBatchingConfig | None,
         stats: ModelStats,
+        *,
+        execution_timeout_s: float = 0.0,
+        new_instance: NewInstance | None = None,
     ) -> None:
+        """``execution_timeout_s`` > 0 bounds one execution (past it the batch's requests fail
+        with DeadlineExceededError and the instance is replaced by ``new_instance()``)."""
         self.model = model
         self.max_batch_size = max_batch_size
         self._batching = batching if max_batch_size > 0 else None
         self._config = batching or DynamicBatchingConfig()
-        self._instances = list(instances)
-        self._free = list(instances)
+        # Threads start lazily on the first submit, never here.
+        self._pool = InstancePool(
+            model, instances, execution_timeout_s, new_instance, on_change=self._dispatch
+        )
         self._stats = stats
         self._queue: deque[_Pending] = deque()
         self._timer: asyncio.TimerHandle | None = None
         self._closed = False
         self._idle: asyncio.Event | None = None
-        # Threads start lazily on the first submit, never here.
-        self._executor = ThreadPoolExecutor(
-            max_workers=max(1, len(instances)), thread_name_prefix=f"shipyard-{model}"
-        )
 
     @property
     def queued(self) -> int:
@@ -101,7 +108,22 @@ class DynamicBatcher:
     @property
     def busy(self) -> int:
         """Executions in progress."""
-        return len(self._instances) - len(self._free)
+        return self._pool.busy
+
+    @property
+    def ready(self) -> bool:
+        """Whether an instance can run requests (False while the last one is replaced)."""
+        return self._pool.ready
+
+    @property
+    def problem(self) -> str:
+        """Why instances are missing, or ``""``."""
+        return self._pool.problem
+
+    @property
+    def instances(self) -> InstancePool:
+        """The instances and their state (replacements, timeouts)."""
+        return self._pool
 
     async def submit(
         self,
@@ -119,6 +141,8 @@ class DynamicBatcher:
         """
         if self._closed:
             raise ModelNotReadyError(f"model {self.model!r} is unloading; retry shortly")
+        if not self._pool.ready and not self._pool.replacing:
+            raise self._broken()
         if len(self._queue) >= self._config.max_queue_size:
             # Requests whose clients went away stay queued until dispatched: do not count them.
             self._queue = deque(p for p in self._queue if not p.future.done())
@@ -174,16 +198,27 @@ class DynamicBatcher:
         if not pending.future.done():
             pending.future.set_exception(error)
 
+    def _broken(self) -> ModelNotReadyError:
+        return ModelNotReadyError(
+            f"model {self.model!r} has no working instance ({self._pool.problem}); "
+            "load the model again"
+        )
+
     def _dispatch(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        while self._free and self._queue:
+        free = self._pool.free
+        while free and self._queue:
             batch = self._take_batch()
             if batch is None:
                 return
             if batch:
-                self._start(batch, self._free.pop())
+                self._start(batch, free.pop())
+        if self._queue and not self._pool.ready and not self._pool.replacing:
+            error = self._broken()  # the last instance is gone for good
+            while self._queue:
+                self._fail(self._queue.popleft(), error)
         self._notify_idle()  # the queue may have held only cancelled requests
 
     def _take_batch(self) -> list[_Pending] | None:
@@ -226,16 +261,33 @@ class DynamicBatcher:
         self._queue = deque(item for item in queue if id(item) not in taken)
         return batch
 
-    def _start(self, batch: list[_Pending], instance: Backend) -> None:
+    def _start(self, batch: list[_Pending], slot: Slot) -> None:
         start_ns = time.perf_counter_ns()
         for item in batch:
             item.started = True
             if item.expiry is not None:
                 item.expiry.cancel()
             self._stats.queue.add(start_ns - item.enqueued_ns)
-        loop = asyncio.get_running_loop()
-        future = loop.run_in_executor(self._executor, self._execute, batch, instance)
-        future.add_done_callback(lambda f: self._finished(f, batch, instance))
+        future = self._pool.run(
+            slot,
+            self._execute,
+            batch,
+            slot.backend,
+            on_timeout=lambda: self._overran(batch, slot),
+        )
+        future.add_done_callback(lambda f: self._finished(f, batch, slot))
+
+    def _overran(self, batch: list[_Pending], slot: Slot) -> None:
+        """The batch on ``slot`` passed ``execution_timeout_s``: fail it, replace the instance."""
+        limit = self._pool.execution_timeout_s
+        error = DeadlineExceededError(
+            f"model {self.model!r}: the execution took longer than execution_timeout_s "
+            f"({limit:g} s); the instance is being replaced"
+        )
+        for item in batch:
+            self._fail(item, error)
+        self._pool.retire(slot, f"an execution overran execution_timeout_s ({limit:g} s)")
+        self._dispatch()
 
     def _execute(self, batch: list[_Pending], instance: Backend) -> _Execution:
         """Worker thread: stack the inputs, run the model, split the outputs."""
@@ -277,10 +329,19 @@ class DynamicBatcher:
         return run
 
     def _finished(
-        self, future: asyncio.Future[_Execution], batch: list[_Pending], instance: Backend
+        self, future: asyncio.Future[_Execution], batch: list[_Pending], slot: Slot
     ) -> None:
-        self._free.append(instance)
         error = future.exception()
+        if not self._pool.end(slot):  # it overran: its requests have failed already
+            self._dispatch()
+            return
+        if isinstance(error, InstanceFailedError):
+            for item in batch:
+                self._fail(item, error)
+            self._pool.retire(slot, error.message)
+            self._dispatch()
+            return
+        self._pool.give_back(slot)
         if isinstance(error, InvalidInputError) and len(batch) > 1:
             # One request's data (say, BYTES that are not UTF-8 for a text model) failed the
             # whole batch: run each member alone, first in line, so only the culprit fails.
@@ -342,9 +403,7 @@ class DynamicBatcher:
             self._fail(
                 self._queue.popleft(), ModelNotReadyError(f"model {self.model!r} was unloaded")
             )
-        self._executor.shutdown(wait=False, cancel_futures=False)
-        for instance in self._instances:
-            instance.close()
+        self._pool.close()
 
 
 def queue_timeout_us(timeout_us: int, left_s: float | None) -> int:

@@ -30,12 +30,21 @@ _CACHE_DIR = click.option(
 @repo.command("list")
 @click.argument("repository")
 @_CACHE_DIR
-def repo_list(repository: str, cache_dir: Path | None) -> None:
+@click.option(
+    "--allow-python-models",
+    is_flag=True,
+    help="Load Python models too (runs their model.py and Python steps, as serve does).",
+)
+def repo_list(repository: str, cache_dir: Path | None, allow_python_models: bool) -> None:
     """Load every model in REPOSITORY (a folder or s3://... URL) and print their table."""
     from shipyard.server.app import describe_repository
 
     try:
-        flags = {"repository": repository, "cache_dir": cache_dir}
+        flags = {
+            "repository": repository,
+            "cache_dir": cache_dir,
+            "allow_python_models": allow_python_models,
+        }
         config = ServerConfig.resolve(env={}, flags=flags)
         rows = asyncio.run(describe_repository(config))
     except ShipyardError as exc:

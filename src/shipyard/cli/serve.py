@@ -86,6 +86,13 @@ __all__ = ["serve"]
     default=None,
     help="Local cache for a store URL REPOSITORY [default: ~/.cache/shipyard/repositories].",
 )
+@click.option(
+    "--allow-python-models",
+    is_flag=True,
+    default=None,
+    help="Let models run Python code from the repository (model.py, Python steps) in worker "
+    "processes. Loading it is code execution: refused by default.",
+)
 def serve(repository: str, config_file: Path | None, **flags: Any) -> None:
     """Serve every model in REPOSITORY over HTTP and gRPC until SIGINT/SIGTERM.
 
@@ -110,6 +117,11 @@ def serve(repository: str, config_file: Path | None, **flags: Any) -> None:
             console.print(f"  UI    {info.http_url}/ui/   (dashboard; --no-ui turns it off)")
         if info.grpc_url:
             console.print(f"  gRPC  {info.grpc_url}   (inference.GRPCInferenceService)")
+        if config.allow_python_models:
+            console.print(
+                "  Python models allowed (--allow-python-models): model.py and Python steps "
+                "from the repository run in worker processes"
+            )
         print_model_table(info.models)
         name = next((r["name"] for r in info.models if r["versions"]), "<model>")
         console.print(f"Try: curl {info.http_url}/v2/models/{name}")

@@ -16,6 +16,7 @@ __all__ = [
     "BACKENDS",
     "DEFAULT_MAX_BATCH_SIZE",
     "DynamicBatchingConfig",
+    "EnsembleStepConfig",
     "ExecutionMode",
     "ExplainConfig",
     "GraphOptimizationLevel",
@@ -25,6 +26,9 @@ __all__ = [
     "OpenVinoPrecision",
     "PostprocessConfig",
     "PreprocessConfig",
+    "PythonConfig",
+    "PythonPostprocessConfig",
+    "PythonPreprocessConfig",
     "ScaleConfig",
     "StepConfig",
     "VersionPolicy",
@@ -34,8 +38,10 @@ __all__ = [
 #: ``model.toml`` does not say otherwise.
 DEFAULT_MAX_BATCH_SIZE = 32
 
-#: Values of model.toml's ``backend`` (``auto``: chosen from the version folder's model file).
-BACKENDS = ("auto", "onnxruntime", "tflite", "openvino")
+#: Values of model.toml's ``backend`` (``auto``: chosen from the version folder's model file;
+#: ``python``: the version folder's model.py, docs/python-models.md; ``ensemble``: the
+#: ``[[step]]`` list, which wires other models together).
+BACKENDS = ("auto", "onnxruntime", "tflite", "openvino", "python", "ensemble")
 
 ExecutionMode = Literal["sequential", "parallel"]
 GraphOptimizationLevel = Literal["disable", "basic", "extended", "all"]
@@ -185,13 +191,70 @@ class ScaleConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class PythonPreprocessConfig:
+    """``[[preprocess]]`` with ``kind = "python"``: a function of the version folder turns the
+    client inputs it declares into model inputs (docs/python-models.md)."""
+
+    #: ``"module:name"``: ``<version>/module.py``'s function ``name(batch) -> dict`` or its
+    #: :class:`~shipyard.PythonModel` subclass ``name``.
+    function: str
+    #: The client-facing inputs the step takes (full shapes, -1 for variable).
+    inputs: tuple[TensorSpec, ...]
+    #: The model inputs the step returns.
+    targets: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class PythonPostprocessConfig:
+    """``[[postprocess]]`` with ``kind = "python"``: a function of the version folder turns
+    model tensors into the client outputs it declares (docs/python-models.md)."""
+
+    #: ``"module:name"``, as for :class:`PythonPreprocessConfig`.
+    function: str
+    #: The model outputs (or model inputs) the step takes, by name.
+    sources: tuple[str, ...]
+    #: The client-facing outputs the step returns (full shapes, -1 for variable).
+    outputs: tuple[TensorSpec, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class PythonConfig:
+    """``[python]``: how a model's Python code runs (its model.py and its Python steps)."""
+
+    #: Worker processes per model version (each runs one batch at a time), and per Python
+    #: step of the model.
+    workers: int = 1
+    #: ``[python.settings]``: values handed to ``load(context)`` as ``context.settings``.
+    settings: tuple[tuple[str, Any], ...] = ()
+    #: Seconds a worker may take to start and run ``load()`` before the load fails.
+    start_timeout_s: float = 120.0
+    #: Shared memory per worker for tensors (0: every tensor goes over the worker's socket);
+    #: tensors that do not fit go over the socket.
+    shared_memory_bytes: int = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class EnsembleStepConfig:
+    """One ``[[step]]`` of an ensemble: run ``model`` on ensemble tensors, name its outputs."""
+
+    model: str
+    #: The version to run (``None``: the latest loaded).
+    version: int | None
+    #: Step model input → the ensemble tensor that feeds it.
+    input_map: tuple[tuple[str, str], ...]
+    #: Step model output → the ensemble tensor it becomes.
+    output_map: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True, slots=True)
 class ModelConfig:
     """A model's serving configuration, as read from ``model.toml`` (the tuner writes the same)."""
 
     name: str
-    #: ``onnxruntime``, ``tflite``, ``openvino``, or ``auto`` (model.toml names none): ``tflite``
-    #: for a version folder with model.tflite and no model.onnx, ``openvino`` for one with
-    #: model.xml (OpenVINO IR) and neither, else ``onnxruntime``.
+    #: ``onnxruntime``, ``tflite``, ``openvino``, ``python``, ``ensemble``, or ``auto``
+    #: (model.toml names none): ``onnxruntime`` for a version folder with model.onnx, else
+    #: ``tflite`` with model.tflite, else ``openvino`` with model.xml (OpenVINO IR), else
+    #: ``python`` with model.py.
     backend: str = "auto"
     #: Largest batch the model runs; 0 turns batching off (inputs then carry no batch dim
     #: of Shipyard's own). ``None``: inferred (dynamic dim 0 → DEFAULT_MAX_BATCH_SIZE, else 0).
@@ -211,3 +274,22 @@ class ModelConfig:
     postprocess: tuple[PostprocessConfig, ...] = ()
     #: Replicas and autoscaling under ``shipyard ray serve`` (ignored by ``shipyard serve``).
     scale: ScaleConfig = field(default_factory=ScaleConfig)
+    #: Seconds one model execution may take (0: no limit). Past it the batch's requests fail
+    #: with DEADLINE_EXCEEDED and the instance is replaced (a new session, a new worker).
+    execution_timeout_s: float = 0.0
+    #: How Python code runs: model.py (``backend = "python"``) and Python steps.
+    python: PythonConfig = field(default_factory=PythonConfig)
+    #: ``[[preprocess]]`` / ``[[postprocess]]`` entries with ``kind = "python"``.
+    python_preprocess: tuple[PythonPreprocessConfig, ...] = ()
+    python_postprocess: tuple[PythonPostprocessConfig, ...] = ()
+    #: ``[[step]]``: the models an ensemble runs (``backend = "ensemble"``).
+    steps: tuple[EnsembleStepConfig, ...] = ()
+
+    @property
+    def runs_python(self) -> bool:
+        """Whether serving this model runs Python code from the repository."""
+        return (
+            self.backend == "python"
+            or bool(self.python_preprocess)
+            or bool(self.python_postprocess)
+        )

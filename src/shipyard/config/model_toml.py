@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -15,17 +16,21 @@ from typing import Any, Literal
 from shipyard.config.model import (
     BACKENDS,
     DynamicBatchingConfig,
+    EnsembleStepConfig,
     ExplainConfig,
     ModelConfig,
     OnnxRuntimeConfig,
     OpenVinoConfig,
     PostprocessConfig,
     PreprocessConfig,
+    PythonConfig,
+    PythonPostprocessConfig,
+    PythonPreprocessConfig,
     ScaleConfig,
     StepConfig,
     VersionPolicy,
 )
-from shipyard.config.resolve import check_int, check_keys, check_table
+from shipyard.config.resolve import check_int, check_keys, check_number, check_table
 from shipyard.errors import ConfigError
 from shipyard.types import DataType, TensorSpec
 
@@ -86,14 +91,52 @@ def _name(table: Mapping[str, Any], key: str, where: str, required: bool = True)
     return value
 
 
-def _preprocess(value: Any) -> tuple[PreprocessConfig, ...]:
+def _names(value: Any, where: str) -> tuple[str, ...]:
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) and v for v in value):
+        raise ConfigError(f'{where} must be a non-empty array of tensor names, e.g. ["x"]')
+    if len(set(value)) != len(value):
+        raise ConfigError(f"{where} names a tensor twice: {value}")
+    return tuple(value)
+
+
+def _need_specs(table: Mapping[str, Any], key: str, where: str, array: str) -> None:
+    if not isinstance(table.get(key), list) or not table[key]:
+        raise ConfigError(
+            f"{where}: a Python step declares its {key} as [[{array}.{key}]] tables with "
+            "name, datatype and shape"
+        )
+
+
+def _kind(table: Mapping[str, Any], where: str) -> str:
+    kind = table.get("kind", "steps")
+    if kind not in ("steps", "python"):
+        raise ConfigError(f'{where}.kind must be "steps" (the default) or "python", got {kind!r}')
+    return str(kind)
+
+
+def _preprocess(
+    value: Any,
+) -> tuple[tuple[PreprocessConfig, ...], tuple[PythonPreprocessConfig, ...]]:
     if not isinstance(value, list):
         raise ConfigError("preprocess must be an array of tables ([[preprocess]])")
     entries = []
+    python = []
     for i, item in enumerate(value):
         at = f"preprocess[{i}]"
         table = check_table(item, at)
-        check_keys(table, {"input", "target", "steps"}, at)
+        if _kind(table, at) == "python":
+            check_keys(table, {"kind", "function", "inputs", "targets"}, at)
+            function = _python_function(table.get("function"), f"{at}.function")
+            _need_specs(table, "inputs", at, "preprocess")
+            python.append(
+                PythonPreprocessConfig(
+                    function=function,
+                    inputs=_tensor_specs(table.get("inputs"), f"{at}.inputs"),
+                    targets=_names(table.get("targets"), f"{at}.targets"),
+                )
+            )
+            continue
+        check_keys(table, {"kind", "input", "target", "steps"}, at)
         entries.append(
             PreprocessConfig(
                 input=str(_name(table, "input", at)),
@@ -101,17 +144,32 @@ def _preprocess(value: Any) -> tuple[PreprocessConfig, ...]:
                 steps=_steps(table.get("steps", []), f"{at}.steps"),
             )
         )
-    return tuple(entries)
+    return tuple(entries), tuple(python)
 
 
-def _postprocess(value: Any) -> tuple[PostprocessConfig, ...]:
+def _postprocess(
+    value: Any,
+) -> tuple[tuple[PostprocessConfig, ...], tuple[PythonPostprocessConfig, ...]]:
     if not isinstance(value, list):
         raise ConfigError("postprocess must be an array of tables ([[postprocess]])")
     entries = []
+    python = []
     for i, item in enumerate(value):
         at = f"postprocess[{i}]"
         table = check_table(item, at)
-        check_keys(table, {"output", "steps", "labels"}, at)
+        if _kind(table, at) == "python":
+            check_keys(table, {"kind", "function", "sources", "outputs"}, at)
+            function = _python_function(table.get("function"), f"{at}.function")
+            _need_specs(table, "outputs", at, "postprocess")
+            python.append(
+                PythonPostprocessConfig(
+                    function=function,
+                    sources=_names(table.get("sources"), f"{at}.sources"),
+                    outputs=_tensor_specs(table.get("outputs"), f"{at}.outputs"),
+                )
+            )
+            continue
+        check_keys(table, {"kind", "output", "steps", "labels"}, at)
         entries.append(
             PostprocessConfig(
                 output=str(_name(table, "output", at)),
@@ -119,7 +177,7 @@ def _postprocess(value: Any) -> tuple[PostprocessConfig, ...]:
                 labels=_name(table, "labels", at, required=False),
             )
         )
-    return tuple(entries)
+    return tuple(entries), tuple(python)
 
 
 def _batching(value: Any) -> DynamicBatchingConfig | None:
@@ -282,6 +340,81 @@ def _scale(value: Any) -> ScaleConfig:
     return ScaleConfig(low, high, max_ongoing_requests=ongoing, **numbers)
 
 
+_FUNCTION = re.compile(r"[A-Za-z_][A-Za-z0-9_]*:[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _python_function(value: Any, where: str) -> str:
+    if not isinstance(value, str) or not _FUNCTION.fullmatch(value):
+        raise ConfigError(
+            f'{where} must be "module:name" (a module of the version folder and a function or '
+            f"PythonModel class in it), got {value!r}"
+        )
+    return value
+
+
+def _plain(value: Any) -> bool:
+    if isinstance(value, list):
+        return all(_plain(v) for v in value)
+    return isinstance(value, bool | int | float | str)
+
+
+def _python(value: Any) -> PythonConfig:
+    table = check_table(value, "python")
+    check_keys(table, {f.name for f in dataclasses.fields(PythonConfig)}, "python")
+    default = PythonConfig()
+    settings = check_table(table.get("settings", {}), "python.settings")
+    for key, item in settings.items():
+        if not _plain(item):
+            raise ConfigError(
+                f"python.settings.{key}: a setting is a number, a string, a boolean or an "
+                f"array of them, got {item!r}"
+            )
+    return PythonConfig(
+        workers=check_int(table.get("workers", default.workers), "python.workers", 1),
+        settings=tuple((k, _frozen(v)) for k, v in settings.items()),
+        start_timeout_s=check_number(
+            table.get("start_timeout_s", default.start_timeout_s), "python.start_timeout_s", 1.0
+        ),
+        shared_memory_bytes=check_int(
+            table.get("shared_memory_bytes", default.shared_memory_bytes),
+            "python.shared_memory_bytes",
+        ),
+    )
+
+
+def _tensor_map(value: Any, where: str) -> tuple[tuple[str, str], ...]:
+    table = check_table(value, where)
+    if not table:
+        raise ConfigError(f'{where} must map at least one tensor, e.g. {{INPUT0 = "text"}}')
+    for key, item in table.items():
+        if not isinstance(item, str) or not item:
+            raise ConfigError(f"{where}.{key} must be the name of an ensemble tensor")
+    return tuple((str(k), str(v)) for k, v in table.items())
+
+
+def _ensemble_steps(value: Any, name: str) -> tuple[EnsembleStepConfig, ...]:
+    if not isinstance(value, list):
+        raise ConfigError("step must be an array of tables ([[step]])")
+    steps = []
+    for i, item in enumerate(value):
+        at = f"step[{i}]"
+        table = check_table(item, at)
+        check_keys(table, {"model", "version", "input_map", "output_map"}, at)
+        model = _name(table, "model", at)
+        if model == name:
+            raise ConfigError(f"{at}: an ensemble cannot run itself")
+        version = table.get("version")
+        steps.append(
+            EnsembleStepConfig(
+                model=str(model),
+                version=None if version is None else check_int(version, f"{at}.version", 1),
+                input_map=_tensor_map(table.get("input_map", {}), f"{at}.input_map"),
+                output_map=_tensor_map(table.get("output_map", {}), f"{at}.output_map"),
+            )
+        )
+    return tuple(steps)
+
+
 _TOP_LEVEL_KEYS = {
     "name",
     "backend",
@@ -297,6 +430,9 @@ _TOP_LEVEL_KEYS = {
     "preprocess",
     "postprocess",
     "scale",
+    "execution_timeout_s",
+    "python",
+    "step",
 }
 
 
@@ -314,6 +450,21 @@ def parse_model_config(name: str, table: Mapping[str, Any]) -> ModelConfig:
             f"model.toml: unknown backend {backend!r}; available: {', '.join(BACKENDS)}"
         )
     max_batch = table.get("max_batch_size")
+    preprocess, python_preprocess = _preprocess(table.get("preprocess", []))
+    postprocess, python_postprocess = _postprocess(table.get("postprocess", []))
+    steps = _ensemble_steps(table.get("step", []), name)
+    if (backend == "ensemble") != bool(steps):
+        raise ConfigError(
+            'model.toml: backend = "ensemble" needs a [[step]] list, and [[step]] needs '
+            'backend = "ensemble" (docs/python-models.md)'
+        )
+    if backend == "ensemble" and (
+        preprocess or postprocess or python_preprocess or python_postprocess
+    ):
+        raise ConfigError(
+            "model.toml: an ensemble has no [[preprocess]] or [[postprocess]] of its own; "
+            "make them steps of the ensemble"
+        )
     return ModelConfig(
         name=name,
         backend=backend,
@@ -326,9 +477,16 @@ def parse_model_config(name: str, table: Mapping[str, Any]) -> ModelConfig:
         version_policy=_version_policy(table.get("version_policy", {"latest": 1})),
         inputs=_tensor_specs(table.get("inputs", []), "inputs"),
         outputs=_tensor_specs(table.get("outputs", []), "outputs"),
-        preprocess=_preprocess(table.get("preprocess", [])),
-        postprocess=_postprocess(table.get("postprocess", [])),
         scale=_scale(table.get("scale", {})),
+        preprocess=preprocess,
+        postprocess=postprocess,
+        execution_timeout_s=check_number(
+            table.get("execution_timeout_s", 0.0), "execution_timeout_s"
+        ),
+        python=_python(table.get("python", {})),
+        python_preprocess=python_preprocess,
+        python_postprocess=python_postprocess,
+        steps=steps,
     )
 
 

@@ -8,6 +8,7 @@ falls back to a default.
 
 from __future__ import annotations
 
+import math
 import os
 import tomllib
 from collections.abc import Iterable, Mapping
@@ -16,7 +17,7 @@ from typing import Any
 
 from shipyard.errors import ConfigError
 
-__all__ = ["check_bool", "check_int", "check_keys", "check_table", "layered"]
+__all__ = ["check_bool", "check_int", "check_keys", "check_number", "check_table", "layered"]
 
 
 def check_keys(table: Mapping[str, Any], allowed: set[str], where: str) -> None:
@@ -48,6 +49,18 @@ def check_int(value: Any, where: str, minimum: int = 0) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ConfigError(f"{where} must be an integer >= {minimum}, got {value!r}")
     return value
+
+
+def check_number(value: Any, where: str, minimum: float = 0.0) -> float:
+    """Return ``value`` as a float if it is a finite number (not a bool) >= ``minimum``."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or value < minimum
+    ):
+        raise ConfigError(f"{where} must be a number >= {minimum:g}, got {value!r}")
+    return float(value)
 
 
 def check_table(value: Any, where: str) -> Mapping[str, Any]:

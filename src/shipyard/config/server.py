@@ -116,6 +116,9 @@ class ServerConfig:
     #: Where versions from an object-store repository are cached (None: the user cache,
     #: ``$XDG_CACHE_HOME/shipyard/repositories``). Safe to share between processes.
     cache_dir: Path | None = None
+    #: Whether models may run Python code from the repository (``backend = "python"``,
+    #: Python steps): loading it is code execution, so it is refused unless this is set.
+    allow_python_models: bool = False
 
     @classmethod
     def resolve(
@@ -161,6 +164,8 @@ class ServerConfig:
                     out[key] = float(value)
                 elif key == "ui":
                     out[key] = check_bool(value, "server config: ui")
+                elif key == "allow_python_models":
+                    out[key] = check_bool(value, "server config: allow_python_models")
                 else:
                     out[key] = str(value)
             except (TypeError, ValueError) as exc:

@@ -3,20 +3,20 @@
 A load reads the model folder, loads every selected version off the event loop and only then
 swaps it in, so a reload that fails keeps the old versions serving and a reload that succeeds
 never fails a request in flight (the old versions drain before they close).
+
+A version whose last instance is being replaced (a Python worker died, an execution overran
+``execution_timeout_s``) is not ready until the replacement works: requests get 503 and the
+index says why. An ensemble loads the models its steps name first, when they are not loaded.
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from shipyard.backends.base import Backend, load_backend, resolve_backend
-from shipyard.backends.threads import ThreadChoice
-from shipyard.batching.batcher import DynamicBatcher
-from shipyard.config import DEFAULT_MAX_BATCH_SIZE, ModelConfig
+from shipyard.config import ModelConfig
 from shipyard.errors import (
     ConfigError,
     ModelLoadError,
@@ -25,8 +25,7 @@ from shipyard.errors import (
     ShipyardError,
 )
 from shipyard.hardware import CpuInfo, this_cpu
-from shipyard.processing import Pipeline, build_pipeline
-from shipyard.repository.evidence import load_warnings, read_report
+from shipyard.repository.ensemble import build_ensemble
 from shipyard.repository.layout import (
     ModelSource,
     check_model_name,
@@ -34,36 +33,14 @@ from shipyard.repository.layout import (
     parse_version,
     scan_repository,
 )
+from shipyard.repository.loading import load_version
+from shipyard.repository.served import ServedVersion
 from shipyard.repository.stores import RepositoryStore
-from shipyard.stats import ModelStats
-from shipyard.types import ModelState, RepositoryEntry, TensorSpec
+from shipyard.types import ModelState, RepositoryEntry
 
 __all__ = ["ModelRegistry", "ModelState", "ServedVersion"]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(slots=True)
-class ServedVersion:
-    """One loaded, servable model version."""
-
-    name: str
-    version: int
-    config: ModelConfig
-    platform: str
-    inputs: tuple[TensorSpec, ...]
-    outputs: tuple[TensorSpec, ...]
-    batcher: DynamicBatcher
-    stats: ModelStats
-    #: Pre- and post-processing around the model (``None``: the model has none).
-    pipeline: Pipeline | None = None
-    #: What loading it warned about (e.g. int8 weights chosen for another kind of CPU).
-    warnings: tuple[str, ...] = ()
-
-    @property
-    def max_batch_size(self) -> int:
-        """The resolved maximum batch size (0: no batching)."""
-        return self.config.max_batch_size or 0
 
 
 @dataclass(slots=True)
@@ -86,11 +63,16 @@ class ModelRegistry:
         drain_timeout_s: float = 30.0,
         cpu: CpuInfo | None = None,
         store: RepositoryStore | None = None,
+        *,
+        allow_python: bool = False,
     ) -> None:
+        """``allow_python`` lets models run Python code from the repository (model.py,
+        Python steps); without it they are UNAVAILABLE, with a reason naming the flag."""
         self.root = root
         #: Where ``root`` comes from (an object store mirrored into it); synced before a load.
         self.store = store
         self.drain_timeout_s = drain_timeout_s
+        self.allow_python = allow_python
         self._entries: dict[str, _Entry] = {}
         #: The CPU versions are checked against at load (read from /proc on first load).
         self._cpu = cpu
@@ -107,7 +89,7 @@ class ModelRegistry:
                 raise ModelNotReadyError(
                     f"model {name!r} is not ready ({entry.state.value}: {entry.reason})"
                 )
-            return entry.versions[max(entry.versions)]
+            return _usable(entry.versions[max(entry.versions)])
         number = parse_version(version)
         if number is None:
             raise NotFoundError(
@@ -123,7 +105,7 @@ class ModelRegistry:
             raise NotFoundError(
                 f"model {name!r} has no version {version} loaded (loaded: {available})"
             )
-        return served
+        return _usable(served)
 
     def versions(self, name: str) -> list[ServedVersion]:
         """Every loaded version of ``name``, newest first (empty if none)."""
@@ -137,8 +119,13 @@ class ModelRegistry:
         return name in self._entries
 
     def all_ready(self) -> bool:
-        """True when every model that should be serving is READY (unloaded ones do not count)."""
-        return all(e.state is ModelState.READY for e in self._entries.values() if e.wanted)
+        """True when every model that should be serving is READY (unloaded ones do not count)
+        and can run requests now."""
+        return all(
+            e.state is ModelState.READY and all(v.ready for v in e.versions.values())
+            for e in self._entries.values()
+            if e.wanted
+        )
 
     def served(self) -> list[ServedVersion]:
         """Every loaded version of every model."""
@@ -158,10 +145,7 @@ class ModelRegistry:
                     rows.append(RepositoryEntry(name, ModelState.UNAVAILABLE, "not loaded"))
                 continue
             if entry.versions:
-                rows.extend(
-                    RepositoryEntry(name, entry.state, entry.reason, str(v))
-                    for v in sorted(entry.versions)
-                )
+                rows.extend(_row(name, entry, entry.versions[v]) for v in sorted(entry.versions))
             elif not ready_only and (name in on_disk or entry.state is not ModelState.UNAVAILABLE):
                 # An unavailable model whose folder is gone is no longer in the repository.
                 rows.append(RepositoryEntry(name, entry.state, entry.reason))
@@ -172,18 +156,34 @@ class ModelRegistry:
     # -- changes --------------------------------------------------------------------------
 
     async def load_all(self, names: tuple[str, ...] = ()) -> None:
-        """Load ``names`` (or every model in the repository); failures only mark the model."""
+        """Load ``names`` (or every model in the repository); failures only mark the model.
+
+        Ensembles load after the other models (they need their steps' models).
+        """
         if self.store is not None and not names:
             await asyncio.to_thread(self.store.sync)
         targets = list(names) or list(scan_repository(self.root))
-        for name in targets:
+        sources = {name: self.root / name / "model.toml" for name in targets}
+        ensembles = [n for n, path in sources.items() if _says_ensemble(path)]
+        for name in [*(n for n in targets if n not in ensembles), *ensembles]:
+            if name in ensembles and self._entries.get(name, _Entry(name)).versions:
+                continue  # loaded already, as a step of an ensemble loaded before it
             try:
                 await self.load(name)
             except ShipyardError as exc:
                 log.warning("%s", exc.message)
 
-    async def load(self, name: str, config: ModelConfig | None = None) -> None:
-        """Load or reload ``name``; on failure keep what was serving and raise ModelLoadError."""
+    async def load(
+        self, name: str, config: ModelConfig | None = None, _chain: tuple[str, ...] = ()
+    ) -> None:
+        """Load or reload ``name``; on failure keep what was serving and raise ModelLoadError.
+
+        An ensemble first loads the models of its steps that are not loaded.
+        """
+        if name in _chain:
+            raise ConfigError(
+                f"ensemble cycle: {' → '.join((*_chain, name))}; an ensemble cannot contain itself"
+            )
         if self.store is not None:
             await _sync(self.store, name)
         source = find_model(self.root, name)
@@ -195,7 +195,14 @@ class ModelRegistry:
                 entry.state, entry.reason = ModelState.LOADING, "loading"
             try:
                 try:
-                    new = await asyncio.to_thread(self._load_versions, source, config)
+                    settings = config
+                    if settings is None:
+                        settings = await asyncio.to_thread(source.config)
+                    if settings.backend == "ensemble":
+                        await self._load_steps(settings, (*_chain, name))
+                        new = self._ensemble_versions(source, settings)
+                    else:
+                        new = await asyncio.to_thread(self._load_versions, source, settings)
                 except ShipyardError:
                     raise
                 except Exception as exc:  # a bug or an OS error: never leave the model LOADING
@@ -244,7 +251,7 @@ class ModelRegistry:
     async def _retire(self, versions: list[ServedVersion]) -> None:
         if not versions:
             return
-        results = await asyncio.gather(*(v.batcher.drain(self.drain_timeout_s) for v in versions))
+        results = await asyncio.gather(*(v.drain(self.drain_timeout_s) for v in versions))
         for served, drained in zip(versions, results, strict=True):
             if not drained:
                 log.warning(
@@ -253,18 +260,44 @@ class ModelRegistry:
                     served.version,
                     self.drain_timeout_s,
                 )
-            served.batcher.close()
+            served.close()
 
     # -- loading (worker thread) ----------------------------------------------------------
 
-    def _load_versions(
-        self, source: ModelSource, override: ModelConfig | None
+    async def _load_steps(self, config: ModelConfig, chain: tuple[str, ...]) -> None:
+        """Load the models an ensemble's steps name that are not loaded yet."""
+        for step in config.steps:
+            entry = self._entries.get(step.model)
+            if entry is not None and entry.versions:
+                continue
+            try:
+                await self.load(step.model, _chain=chain)
+            except NotFoundError as exc:  # raised before loading: the folder does not exist
+                raise ConfigError(f"step model {step.model!r}: {exc.message}") from exc
+            except ModelLoadError as exc:  # ConfigError (a cycle) passes through as it is
+                raise ModelLoadError(
+                    f"step model {step.model!r} did not load: {exc.message}"
+                ) from exc
+
+    def _ensemble_versions(
+        self, source: ModelSource, config: ModelConfig
     ) -> dict[int, ServedVersion]:
-        config = override or source.config()
+        """An ensemble's versions: each wires the loaded step models (nothing to read)."""
+        loaded: dict[int, ServedVersion] = {}
+        for version in self._select(source, config, "1/, an empty folder"):
+            resolved, inputs, outputs, runner, stats = build_ensemble(config, version, self.get)
+            loaded[version] = ServedVersion(
+                config.name, version, resolved, "ensemble", inputs, outputs, runner, stats
+            )
+        return loaded
+
+    def _select(
+        self, source: ModelSource, config: ModelConfig, expected: str = "1/model.onnx"
+    ) -> list[int]:
         available = source.versions()
         if not available:
             raise ModelLoadError(
-                f"no version folder in {source.path} (expected {source.path}/1/model.onnx)"
+                f"no version folder in {source.path} (expected {source.path}/{expected})"
             )
         selected = config.version_policy.select(available)
         if not selected:
@@ -272,70 +305,47 @@ class ModelRegistry:
                 f"version_policy selects none of the versions on disk "
                 f"({', '.join(map(str, available))})"
             )
+        return selected
+
+    def _load_versions(self, source: ModelSource, config: ModelConfig) -> dict[int, ServedVersion]:
+        selected = self._select(source, config)
+        if self._cpu is None:
+            self._cpu = this_cpu()
         loaded: dict[int, ServedVersion] = {}
         try:
             for version in selected:
-                loaded[version] = self._load_version(source, version, config)
+                loaded[version] = load_version(
+                    source, version, config, allow_python=self.allow_python, cpu=self._cpu
+                )
         except BaseException:
             for served in loaded.values():
-                served.batcher.close()
+                served.close()
             raise
         return loaded
 
-    def _load_version(
-        self, source: ModelSource, version: int, config: ModelConfig
-    ) -> ServedVersion:
-        instances: list[Backend] = []
-        backend = resolve_backend(source.version_dir(version), config)  # "auto" → the real one
-        config = dataclasses.replace(config, backend=backend)
-        try:
-            for _ in range(config.instance_count):
-                instances.append(load_backend(source.version_dir(version), config))
-            first = instances[0]
-            inputs = _apply_overrides(config.name, "input", first.inputs, config.inputs)
-            outputs = _apply_overrides(config.name, "output", first.outputs, config.outputs)
-            resolved = _resolve_batching(config, inputs, outputs)
-            pipeline = build_pipeline(resolved, source.path, inputs, outputs)
-        except BaseException:
-            for instance in instances:
-                instance.close()
-            raise
-        threads = getattr(first, "threads", None)
-        engine = config.openvino if backend == "openvino" else config.onnxruntime
-        if isinstance(threads, ThreadChoice) and engine.intra_op_threads == "auto":
-            log.info(
-                "model %s version %d: intra_op_threads auto: %s",
-                config.name,
-                version,
-                threads.reason,
-            )
-        if self._cpu is None:
-            self._cpu = this_cpu()
-        warnings = load_warnings(read_report(source.version_dir(version)), self._cpu)
-        # What the backend itself reports (e.g. a GPU provider that fell back to the CPU).
-        warnings += tuple(getattr(first, "notes", ()))
-        for warning in warnings:
-            log.warning("model %s version %d: %s", config.name, version, warning)
-        stats = ModelStats(config.name, str(version))
-        batcher = DynamicBatcher(
-            config.name,
-            instances,
-            resolved.max_batch_size or 0,
-            resolved.dynamic_batching,
-            stats,
+
+def _usable(served: ServedVersion) -> ServedVersion:
+    """``served`` if it can run requests now, else ModelNotReadyError saying why."""
+    if not served.ready:
+        raise ModelNotReadyError(
+            f"model {served.name!r} version {served.version} is not ready: {served.problem}"
         )
-        return ServedVersion(
-            config.name,
-            version,
-            resolved,
-            first.platform,
-            inputs,
-            outputs,
-            batcher,
-            stats,
-            pipeline,
-            warnings,
-        )
+    return served
+
+
+def _row(name: str, entry: _Entry, served: ServedVersion) -> RepositoryEntry:
+    """The index row of one loaded version (UNAVAILABLE while it has no working instance)."""
+    if entry.state is ModelState.READY and not served.ready:
+        return RepositoryEntry(name, ModelState.UNAVAILABLE, served.problem, str(served.version))
+    return RepositoryEntry(name, entry.state, entry.reason, str(served.version))
+
+
+def _says_ensemble(path: Path) -> bool:
+    """Whether the model.toml at ``path`` says ``backend = "ensemble"`` (False if unreadable)."""
+    try:
+        return ModelSource(path.parent.name, path.parent).config().backend == "ensemble"
+    except (ShipyardError, OSError):
+        return False
 
 
 async def _sync(store: RepositoryStore, name: str) -> None:
@@ -344,59 +354,3 @@ async def _sync(store: RepositoryStore, name: str) -> None:
         await asyncio.to_thread(store.sync, (check_model_name(name),))
     except ConfigError as exc:
         raise ModelLoadError(f"failed to load model {name!r}: {exc.message}") from exc
-
-
-def _apply_overrides(
-    model: str, kind: str, found: tuple[TensorSpec, ...], overrides: tuple[TensorSpec, ...]
-) -> tuple[TensorSpec, ...]:
-    """Replace signature entries by ``model.toml`` overrides after checking they fit."""
-    by_name = {spec.name: spec for spec in found}
-    for spec in overrides:
-        actual = by_name.get(spec.name)
-        if actual is None:
-            raise ConfigError(
-                f"model.toml {kind}s: the model has no {kind} {spec.name!r} "
-                f"(it has {', '.join(by_name)})"
-            )
-        if spec.datatype is not actual.datatype:
-            raise ConfigError(
-                f"model.toml {kind} {spec.name!r}: datatype {spec.datatype.value} differs from "
-                f"the model's {actual.datatype.value}"
-            )
-        if actual.shape and (
-            len(spec.shape) != len(actual.shape)
-            or any(a != -1 and s != a for s, a in zip(spec.shape, actual.shape, strict=True))
-        ):
-            raise ConfigError(
-                f"model.toml {kind} {spec.name!r}: shape {list(spec.shape)} does not fit the "
-                f"model's {list(actual.shape)}"
-            )
-        by_name[spec.name] = spec
-    return tuple(by_name[spec.name] for spec in found)
-
-
-def _resolve_batching(
-    config: ModelConfig, inputs: tuple[TensorSpec, ...], outputs: tuple[TensorSpec, ...]
-) -> ModelConfig:
-    """Fill in ``max_batch_size``: dynamic dim 0 everywhere → batching on by default."""
-    dynamic_first = all(s.shape and s.shape[0] == -1 for s in inputs) and all(
-        not s.shape or s.shape[0] == -1 for s in outputs
-    )
-    max_batch = config.max_batch_size
-    if max_batch is None:
-        max_batch = DEFAULT_MAX_BATCH_SIZE if dynamic_first and inputs else 0
-    elif max_batch > 0 and not dynamic_first:
-        fixed = [s.name for s in (*inputs, *outputs) if s.shape and s.shape[0] != -1]
-        raise ConfigError(
-            f"max_batch_size = {max_batch} needs a variable first dimension on every input "
-            f"and output, but {', '.join(fixed) or 'a scalar input'} has a fixed one; "
-            "set max_batch_size = 0"
-        )
-    batching = config.dynamic_batching
-    too_big = [b for b in (batching.preferred_batch_sizes if batching else ()) if b > max_batch]
-    if max_batch > 0 and too_big:
-        raise ConfigError(
-            f"dynamic_batching.preferred_batch_sizes {too_big} exceed max_batch_size "
-            f"{max_batch}; no batch can reach them"
-        )
-    return dataclasses.replace(config, max_batch_size=max_batch)

@@ -106,7 +106,12 @@ class ShipyardServer:
                 raise ConfigError(f"--model {name}: {exc.message}") from exc
         sock = http_socket or bind_socket(config.host, config.http_port)
         self._loop = asyncio.get_running_loop()
-        registry = ModelRegistry(store.root, config.drain_timeout_s, store=store)
+        registry = ModelRegistry(
+            store.root,
+            config.drain_timeout_s,
+            store=store,
+            allow_python=config.allow_python_models,
+        )
         service = self.service = InferenceService(registry, config.max_tensor_elements)
         grpc_started = False
         try:
@@ -224,7 +229,9 @@ def _grpc_server(
 async def describe_repository(config: ServerConfig) -> list[dict[str, Any]]:
     """Load the repository's models without serving and return the startup table's rows."""
     store = await _open_store(config)
-    registry = ModelRegistry(store.root, config.drain_timeout_s, store=store)
+    registry = ModelRegistry(
+        store.root, config.drain_timeout_s, store=store, allow_python=config.allow_python_models
+    )
     service = InferenceService(registry, config.max_tensor_elements)
     try:
         await registry.load_all(config.models)

@@ -132,7 +132,7 @@ class InferenceService:
             raw = await served.batcher.submit(
                 model_arrays, pipeline.model_outputs(wanted), timeout_us, deadline
             )
-            results = pipeline.postprocess(raw, model_arrays, wanted)
+            results = await pipeline.postprocess(raw, model_arrays, wanted)
         by_name = {spec.name: spec for spec in outputs}
         tensors = [Tensor(n, by_name[n].datatype, results[n]) for n in wanted]
         for output in request.outputs or ():

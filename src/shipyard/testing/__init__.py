@@ -6,7 +6,9 @@ from shipyard.testing.models import (
     cnn_model,
     identity_model,
     slow_model,
+    spin_model,
     write_model,
+    write_python_model,
 )
 from shipyard.testing.server import RunningServer, running_server
 from shipyard.testing.waiting import wait_until, wait_until_blocking
@@ -18,7 +20,9 @@ __all__ = [
     "identity_model",
     "running_server",
     "slow_model",
+    "spin_model",
     "wait_until",
     "wait_until_blocking",
     "write_model",
+    "write_python_model",
 ]

@@ -16,7 +16,9 @@ __all__ = [
     "cnn_model",
     "identity_model",
     "slow_model",
+    "spin_model",
     "write_model",
+    "write_python_model",
 ]
 
 #: The ONNX element type of each datatype.
@@ -176,6 +178,76 @@ def slow_model(iterations: int, size: int = 256) -> onnx.ModelProto:
         ],
     )
     return _model(graph)
+
+
+def spin_model(size: int = 64) -> onnx.ModelProto:
+    """A model that runs as long as its input asks: ``ITERATIONS`` chained MatMuls.
+
+    Inputs ``INPUT0`` FP32 [-1, 4] and ``ITERATIONS`` INT64 [-1, 1] (the largest value is the
+    loop's trip count); output ``OUTPUT0`` = ``INPUT0``. ``ITERATIONS = 0`` answers at once,
+    ``10**15`` runs for days: a request that blocks its instance until ONNX Runtime is told to
+    stop, whatever the CPU (for ``execution_timeout_s`` tests).
+    """
+    matrix = np.full((size, size), 1.0 / size, np.float32)
+    body = helper.make_graph(
+        [
+            helper.make_node("Identity", ["cond_in"], ["cond_out"]),
+            helper.make_node("MatMul", ["acc_in", "W"], ["acc_out"]),
+        ],
+        "body",
+        [
+            helper.make_tensor_value_info("i", TensorProto.INT64, []),
+            helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("acc_in", TensorProto.FLOAT, [size, size]),
+        ],
+        [
+            helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("acc_out", TensorProto.FLOAT, [size, size]),
+        ],
+    )
+    graph = helper.make_graph(
+        [
+            helper.make_node("ReduceMax", ["ITERATIONS"], ["trip"], keepdims=0),
+            helper.make_node("Loop", ["trip", "cond", "W"], ["acc"], body=body),
+            helper.make_node("ReduceSum", ["acc"], ["total"], keepdims=0),
+            helper.make_node("Mul", ["total", "zero"], ["nothing"]),
+            helper.make_node("Add", ["INPUT0", "nothing"], ["OUTPUT0"]),
+        ],
+        "spin",
+        [
+            helper.make_tensor_value_info("INPUT0", TensorProto.FLOAT, ["batch", 4]),
+            helper.make_tensor_value_info("ITERATIONS", TensorProto.INT64, ["batch", 1]),
+        ],
+        [helper.make_tensor_value_info("OUTPUT0", TensorProto.FLOAT, ["batch", 4])],
+        initializer=[
+            numpy_helper.from_array(np.array(True), "cond"),
+            numpy_helper.from_array(matrix, "W"),
+            numpy_helper.from_array(np.array(0.0, np.float32), "zero"),
+        ],
+    )
+    return _model(graph)
+
+
+def write_python_model(
+    repository: Path,
+    name: str,
+    source: str,
+    config: str,
+    version: int = 1,
+    files: dict[str, str] | None = None,
+) -> Path:
+    """Write ``source`` as ``repository/name/version/model.py`` and ``config`` as model.toml.
+
+    ``files`` are more files of the version folder by name (modules, tables). Returns the
+    version folder.
+    """
+    folder = repository / name / str(version)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "model.py").write_text(source, encoding="utf-8")
+    for filename, text in (files or {}).items():
+        (folder / filename).write_text(text, encoding="utf-8")
+    (repository / name / "model.toml").write_text(config, encoding="utf-8")
+    return folder
 
 
 def write_model(
