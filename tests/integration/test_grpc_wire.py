@@ -111,6 +111,7 @@ def test_plain_h2_client_gets_an_answer(server: RunningServer) -> None:
 
 
 def test_http1_request_gets_goaway_and_close(server: RunningServer) -> None:
+    """HTTP/1.1 on the gRPC port gets GOAWAY(PROTOCOL_ERROR) naming prior knowledge, then close."""
     with connect(server) as sock:
         sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         received = b""
@@ -126,6 +127,7 @@ def test_http1_request_gets_goaway_and_close(server: RunningServer) -> None:
 
 
 def test_wrong_content_type_is_415(server: RunningServer) -> None:
+    """A call whose content type is not gRPC gets HTTP 415 naming the type it sent."""
     answer = call(server, INFER, b"{}", content_type="application/json")
     assert answer[":status"] == "415"
     assert "application/json" in answer["grpc-message"]
@@ -133,6 +135,7 @@ def test_wrong_content_type_is_415(server: RunningServer) -> None:
 
 
 def test_unknown_method_is_unimplemented(server: RunningServer) -> None:
+    """A method the service does not implement gets UNIMPLEMENTED naming it."""
     answer = call(
         server, "/inference.GRPCInferenceService/ModelStreamInfer", framed(pb.ServerLiveRequest())
     )
@@ -152,6 +155,7 @@ def test_unknown_method_is_unimplemented(server: RunningServer) -> None:
 def test_malformed_messages_are_invalid_argument(
     server: RunningServer, body: bytes, text: str
 ) -> None:
+    """A message that is empty, truncated or not protobuf is INVALID_ARGUMENT, saying which."""
     answer = call(server, INFER, body)
     assert answer["grpc-status"] == "3"
     assert text in answer["grpc-message"]
@@ -159,6 +163,7 @@ def test_malformed_messages_are_invalid_argument(
 
 
 def test_compressed_request_is_unimplemented_with_a_hint(server: RunningServer) -> None:
+    """A compressed message gets UNIMPLEMENTED with the hint to send it uncompressed."""
     payload = gzip.compress(pb.ServerLiveRequest().SerializeToString())
     body = b"\x01" + len(payload).to_bytes(4, "big") + payload
     answer = call(

@@ -120,6 +120,19 @@ def _stop(node: subprocess.Popen[bytes]) -> None:
     node.wait(timeout=10)
 
 
+def _marked(mark: str) -> list[int]:
+    """The live processes whose command line contains ``mark``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            try:
+                if mark in (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode():
+                    found.append(int(entry.name))
+            except (OSError, UnicodeDecodeError):
+                continue
+    return found
+
+
 def _group_alive(pgid: int) -> bool:
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -147,6 +160,9 @@ def local_ray_cluster(
     their environment (Ray's own tuning variables).
     """
     cleanups: list[Callable[[], None]] = []
+    #: Command-line marks of processes that are this cluster's even once re-parented (HAProxy
+    #: detaches from the Ray worker that starts it): killed on exit.
+    marks: list[str] = []
     env = {
         **os.environ,
         "RAY_USAGE_STATS_ENABLED": "0",
@@ -157,6 +173,7 @@ def local_ray_cluster(
         # HAProxy's admin socket path must stay under ~100 bytes: a short folder of its own.
         state = Path(tempfile.mkdtemp(prefix="syhp-", dir="/tmp"))
         cleanups.append(lambda: shutil.rmtree(state, ignore_errors=True))
+        marks.append(str(state))
         env |= {
             "RAY_SERVE_ENABLE_HA_PROXY": "1",
             "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port()),
@@ -206,7 +223,7 @@ def local_ray_cluster(
         workers = cluster.process_ids("")  # Ray's workers run in sessions of their own
         for node in reversed(cluster.nodes):
             _stop(node)
-        for pid in workers:
+        for pid in [*workers, *(pid for mark in marks for pid in _marked(mark))]:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         for cleanup in cleanups:
