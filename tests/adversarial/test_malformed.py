@@ -1,8 +1,9 @@
 """Malformed HTTP/2 against a live gRPC port: oversized frames, stream ids, closed streams.
 
-Each connection at fault ends with the GOAWAY error code RFC 9113 gives (or its one stream is
-reset) while a legitimate tritonclient.grpc client keeps calling, and nothing the attacker
-sent reaches the model.
+Each connection at fault ends with the GOAWAY error code RFC 9113 gives, or its one stream is
+reset where the fault is the stream's (a malformed request, DATA on a closed stream), while a
+legitimate tritonclient.grpc client keeps calling, and nothing the attacker sent reaches the
+model.
 """
 
 from __future__ import annotations
@@ -102,17 +103,25 @@ def test_data_after_the_request_ended_resets_the_stream(server: RunningServer) -
     ],
     ids=["uppercase", "unknown-pseudo-header", "connection-header"],
 )
-def test_malformed_headers_end_the_connection(
+def test_malformed_headers_reset_the_stream(
     server: RunningServer, headers: list[tuple[bytes, bytes]]
 ) -> None:
-    """RFC 9113 8.2 violations (h2's validation): GOAWAY(PROTOCOL_ERROR); nothing runs."""
+    """RFC 9113 8.2 violations: RST_STREAM(PROTOCOL_ERROR) for that stream (RFC 9113 8.1.1),
+    nothing runs, and the connection serves a valid call next."""
     before = model_counts(server, "victim")
     with LegitimateTraffic(server), Attacker(server) as attacker:
         block = encode_headers(headers)
         attacker.send(frame(f.HEADERS, f.FLAG_END_HEADERS, 1, block))
         attacker.send(frame(f.DATA, f.FLAG_END_STREAM, 1, infer_message("victim")))
-        assert goaway_code(attacker.goaway()) == ErrorCode.PROTOCOL_ERROR
-    assert model_counts(server, "victim") == before
+        reset = attacker.read(lambda fr: isinstance(fr, RstStreamFrame))
+        assert isinstance(reset, RstStreamFrame)
+        assert (reset.stream_id, reset.error_code) == (1, ErrorCode.PROTOCOL_ERROR)
+        assert model_counts(server, "victim") == before
+        attacker.send(attacker.request(3, "victim"))
+        end = attacker.read(lambda fr: isinstance(fr, HeadersFrame) and "END_STREAM" in fr.flags)
+        assert isinstance(end, HeadersFrame)
+        assert end.stream_id == 3
+    assert model_counts(server, "victim")[0] == before[0] + 1  # the valid call only
 
 
 @pytest.mark.parametrize(

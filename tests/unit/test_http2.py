@@ -1,8 +1,8 @@
 """The load generator's HTTP/2 client end against an independent server (the ``h2`` package).
 
 The client end talks to an ``h2`` server in memory: bytes from one are fed to the other, so
-every frame either side writes is parsed by code Shipyard did not write. (The server's
-connection is h2 itself with Shipyard's policy around it: tests/unit/test_http2_server.py.)
+every frame either side writes is parsed by code Shipyard did not write. (The server end, with
+Shipyard's policy around it, against an ``h2`` client: tests/unit/test_http2_server.py.)
 """
 
 from __future__ import annotations
@@ -14,10 +14,12 @@ import h2.config
 import h2.connection
 import h2.events
 import hpack
+import pytest
 
 from shipyard.protocol.http2 import (
     ClientConnection,
     ErrorCode,
+    ProtocolError,
     Response,
     encode_headers,
     frame,
@@ -141,12 +143,25 @@ def test_client_stream_error_fails_the_call() -> None:
     block = encode_headers([(n.encode(), v.encode()) for n, v in REQUEST_HEADERS])
     stream_id = client.request(block, b"x")
     client.data_to_send()
-    (response,) = client.receive(frame(frames.DATA, 0, stream_id, b"early"))
+    settings = frame(frames.SETTINGS, 0, 0)  # the server's preface
+    (response,) = client.receive(settings + frame(frames.DATA, 0, stream_id, b"early"))
     assert response.stream_id == stream_id
     assert response.reset == ErrorCode.STREAM_CLOSED
     reset = frame(frames.RST_STREAM, 0, stream_id, ErrorCode.STREAM_CLOSED.to_bytes(4, "big"))
     assert reset in client.data_to_send()
     assert client.open_streams == 0
+
+
+def test_server_preface_must_be_settings() -> None:
+    """A server whose first frame is not SETTINGS is refused: GOAWAY(PROTOCOL_ERROR)."""
+    client = ClientConnection(max_body_bytes=1000)
+    client.data_to_send()
+    with pytest.raises(ProtocolError) as info:
+        client.receive(frame(frames.PING, 0, 0, b"12345678"))
+    assert info.value.code == ErrorCode.PROTOCOL_ERROR
+    out = client.data_to_send()
+    assert out[3] == frames.GOAWAY
+    assert int.from_bytes(out[13:17], "big") == ErrorCode.PROTOCOL_ERROR
 
 
 def test_header_cache_survives_evicting_the_front_entry() -> None:
@@ -159,7 +174,7 @@ def test_header_cache_survives_evicting_the_front_entry() -> None:
     """
 
     def string(value: bytes) -> bytes:
-        return frames._encode_integer(len(value), 7, 0) + value
+        return frames.encode_integer(len(value), 7, 0) + value
 
     def indexed_literal(name: bytes, value: bytes) -> bytes:  # literal, incremental indexing
         return b"\x40" + string(name) + string(value)
@@ -174,7 +189,7 @@ def test_header_cache_survives_evicting_the_front_entry() -> None:
         blocks.append(prefix + b"".join(indexed_literal(b"authorization", v) for v in big))
         blocks.append(prefix + b"\xbe")
     for block in blocks:
-        assert client._decode(block) == reference.decode(block)
+        assert client.decoder.decode(block) == reference.decode(block)
 
 
 def test_header_cache_follows_the_decoder_table() -> None:
@@ -185,9 +200,9 @@ def test_header_cache_follows_the_decoder_table() -> None:
     reference = hpack.Decoder()
     reference.header_table_size = 256
     client = ClientConnection(max_body_bytes=1000)
-    client._decoder.header_table_size = 256
+    client.decoder.header_table_size = 256
     values = [f"value-{i}" for i in range(12)]
     for _ in range(400):
         headers = [(":path", "/p"), ("x-a", rng.choice(values)), ("x-b", rng.choice(values[:3]))]
         block = encoder.encode(headers)
-        assert client._decode(block) == reference.decode(block) == headers
+        assert client.decoder.decode(block) == reference.decode(block) == headers

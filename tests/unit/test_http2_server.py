@@ -21,10 +21,12 @@ from shipyard.protocol.grpc_wire import frame_message
 from shipyard.protocol.http2 import (
     PREFACE,
     ConnectionLimits,
+    DataReceived,
     ErrorCode,
     Received,
     Request,
     ServerConnection,
+    ServerEndpoint,
     frame,
 )
 from shipyard.protocol.http2 import frames as f
@@ -270,6 +272,20 @@ def test_long_header_block_is_split_into_continuations() -> None:
     assert ("grpc-message", "m" * 40_000) in response.headers
 
 
+def test_answers_follow_a_smaller_hpack_table() -> None:
+    """A client that shrinks its HPACK table (SETTINGS_HEADER_TABLE_SIZE 0) is sent the size
+    update RFC 7541 4.2 asks for, once, and decodes every answer."""
+    pair = Pair({"header_table_size": 0})
+    first = pair.call(frame_message(b"x"))
+    second = pair.call(frame_message(b"y"))
+    pair.pump()
+    pair.answer(first)
+    pair.answer(second)
+    pair.pump()  # h2's decoder refuses a block without the update once it acknowledged 0
+    assert len(pair.of(h2.events.TrailersReceived)) == 2
+    assert pair.client.decoder.header_table_size == 0
+
+
 def test_continuation_and_padding_are_understood() -> None:
     """A header block split over HEADERS and CONTINUATION, and a padded DATA frame."""
     conn, _ = server()
@@ -487,9 +503,9 @@ def test_reserve_is_granted_in_arrival_order() -> None:
             PREFACE + SETTINGS + frame(f.WINDOW_UPDATE, 0, 0, b"\x00\x00\x00\x00"),
             ErrorCode.PROTOCOL_ERROR,
         ),
-        (  # h2 answers PROTOCOL_ERROR where RFC 7541 asks COMPRESSION_ERROR
+        (  # an index far past the HPACK tables: RFC 7541's COMPRESSION_ERROR
             PREFACE + SETTINGS + frame(f.HEADERS, 5, 1, b"\xff\xff\xff\x7f"),
-            ErrorCode.PROTOCOL_ERROR,
+            ErrorCode.COMPRESSION_ERROR,
         ),
         (PREFACE + SETTINGS + b"\x20\x00\x01\x00\x00\x00\x00\x00\x01", ErrorCode.FRAME_SIZE_ERROR),
         (
@@ -552,13 +568,76 @@ def test_http1_gets_a_hint() -> None:
     ids=["uppercase", "connection", "no-method", "pseudo-last", "two-paths", "te-gzip", "crlf"],
 )
 def test_malformed_request_headers_are_refused(headers: list[tuple[str, str]]) -> None:
-    """RFC 9113 8.2 header rules are enforced (h2's validation): the request never starts."""
+    """RFC 9113 8.2 header rules are enforced: the request never starts, its stream is reset
+    PROTOCOL_ERROR (a stream error, RFC 9113 8.1.1), and the connection serves the next call."""
     conn, _ = server()
-    block = hpack.Encoder().encode(headers)
-    conn.receive(PREFACE + SETTINGS + frame(f.HEADERS, 5, 1, block))
+    encoder = hpack.Encoder()
+    block = encoder.encode(headers)
+    data = PREFACE + SETTINGS + frame(f.HEADERS, 4, 1, block)
+    received = conn.receive(data + frame(f.DATA, f.FLAG_END_STREAM, 1, frame_message(b"x")))
+    assert conn.take_ready() == []
+    assert received.cancelled == []
+    assert rst(1, ErrorCode.PROTOCOL_ERROR) in conn.data_to_send()
+    assert conn.closed is None
+    conn.receive(raw_request(3, frame_message(b"y"), encoder))
+    assert [r.stream_id for r in conn.take_ready()] == [3]
+
+
+def test_malformed_requests_count_against_the_reset_budget() -> None:
+    """Malformed requests again and again end the connection like resets do."""
+    conn, _ = server(max_resets=10)
+    encoder = hpack.Encoder()
+    data = PREFACE + SETTINGS
+    for stream_id in range(1, 60, 2):
+        block = encoder.encode([*REQUEST_HEADERS, ("connection", "close")])
+        data += frame(f.HEADERS, 5, stream_id, block)
+    conn.receive(data)
     assert conn.take_ready() == []
     assert conn.closed is not None
-    assert conn.closed.code == ErrorCode.PROTOCOL_ERROR
+    assert conn.closed.code == ErrorCode.ENHANCE_YOUR_CALM
+    assert "grpc_max_resets" in conn.closed.message
+
+
+@pytest.mark.parametrize(
+    "trailers",
+    [[("grpc-x", "1"), (":path", "/p")], [("Grpc-X", "1")], [("connection", "close")]],
+    ids=["pseudo-header", "uppercase", "connection"],
+)
+def test_malformed_trailers_reset_the_stream(trailers: list[tuple[str, str]]) -> None:
+    """Trailers with a pseudo-header or a bad field: the stream is reset, nothing starts."""
+    conn, _ = server()
+    encoder = hpack.Encoder()
+    block = encoder.encode(REQUEST_HEADERS)
+    data = PREFACE + SETTINGS + frame(f.HEADERS, 4, 1, block) + frame(f.DATA, 0, 1, b"x")
+    conn.receive(data + frame(f.HEADERS, 5, 1, encoder.encode(trailers)))
+    assert conn.take_ready() == []
+    assert rst(1, ErrorCode.PROTOCOL_ERROR) in conn.data_to_send()
+    assert conn.closed is None
+
+
+def test_trailers_end_a_request() -> None:
+    """A request that ends with trailers instead of END_STREAM on its data starts."""
+    conn, _ = server()
+    encoder = hpack.Encoder()
+    block = encoder.encode(REQUEST_HEADERS)
+    data = PREFACE + SETTINGS + frame(f.HEADERS, 4, 1, block) + frame(f.DATA, 0, 1, b"body")
+    conn.receive(data + frame(f.HEADERS, 5, 1, encoder.encode([("x-trailer", "t")])))
+    assert [r.body for r in conn.take_ready()] == [b"body"]
+
+
+def test_content_length_must_match_the_data() -> None:
+    """A content-length the DATA does not add up to makes the request malformed."""
+    conn, _ = server()
+    encoder = hpack.Encoder()
+    data = PREFACE + SETTINGS
+    for stream_id, length in ((1, "3"), (3, "9"), (5, "4")):
+        block = encoder.encode([*REQUEST_HEADERS, ("content-length", length)])
+        data += frame(f.HEADERS, 4, stream_id, block) + frame(f.DATA, 1, stream_id, b"body")
+    conn.receive(data)
+    assert [r.stream_id for r in conn.take_ready()] == [5]
+    out = conn.data_to_send()
+    assert rst(1, ErrorCode.PROTOCOL_ERROR) in out
+    assert rst(3, ErrorCode.PROTOCOL_ERROR) in out
 
 
 def test_continuation_flood_is_cut() -> None:
@@ -777,13 +856,42 @@ def test_larger_initial_window_overflowing_a_stream_is_a_connection_error() -> N
 
 
 def test_data_over_the_stream_window_is_a_flow_control_error() -> None:
-    """A client that sends past the window it was given: FLOW_CONTROL_ERROR."""
+    """A client that sends past a stream's window: that stream is reset FLOW_CONTROL_ERROR
+    (a stream error, RFC 9113 6.9.1), its request never starts, the connection lives on."""
     conn, _ = server(max_frame_bytes=1 << 20)
-    block = hpack.Encoder().encode(REQUEST_HEADERS)
+    encoder = hpack.Encoder()
+    block = encoder.encode(REQUEST_HEADERS)
     conn.receive(PREFACE + SETTINGS + frame(f.HEADERS, f.FLAG_END_HEADERS, 1, block))
-    conn.receive(frame(f.DATA, 0, 1, b"\x00\x00\x00\x00\x01" + b"a" * 70_000))
-    assert conn.closed is not None
-    assert conn.closed.code == ErrorCode.FLOW_CONTROL_ERROR
+    conn.data_to_send()
+    body = b"\x00\x00\x00\x00\x01" + b"a" * 70_000
+    conn.receive(frame(f.DATA, 0, 1, body) + frame(f.DATA, f.FLAG_END_STREAM, 1, b"late"))
+    assert conn.take_ready() == []
+    assert conn.data_to_send() == rst(1, ErrorCode.FLOW_CONTROL_ERROR)  # once, late data dropped
+    assert conn.closed is None
+    conn.receive(raw_request(3, frame_message(b"y"), encoder))
+    assert [r.stream_id for r in conn.take_ready()] == [3]
+
+
+def test_data_over_the_connection_window_is_a_connection_error() -> None:
+    """Unconsumed DATA past the connection's window, each stream within its own: the
+    endpoint ends the connection with GOAWAY(FLOW_CONTROL_ERROR)."""
+    end = ServerEndpoint(
+        max_concurrent_streams=10,
+        max_header_list_bytes=16_384,
+        stream_window=65_535,
+        connection_window=65_535,
+        max_frame_size=16_384,
+    )
+    encoder = hpack.Encoder()
+    data = PREFACE + SETTINGS
+    for stream_id in (1, 3):
+        data += frame(f.HEADERS, f.FLAG_END_HEADERS, stream_id, encoder.encode(REQUEST_HEADERS))
+        data += frame(f.DATA, 0, stream_id, b"\x00" * 16_000) * 3
+    events = end.receive(data)
+    assert end.closed is not None
+    assert end.closed.code == ErrorCode.FLOW_CONTROL_ERROR
+    assert sum(isinstance(e, DataReceived) for e in events) == 4  # the frames before the fault
+    assert goaway_of(end.data_to_send()).error_code == ErrorCode.FLOW_CONTROL_ERROR
 
 
 def test_streams_reset_for_the_clients_errors_count_against_the_budget() -> None:

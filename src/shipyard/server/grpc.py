@@ -5,8 +5,8 @@ answer. Errors become a gRPC status from :data:`GRPC_STATUS`, the one table this
 with the same message text as over HTTP; unexpected exceptions are logged with their traceback
 and answered INTERNAL without one.
 
-The wire is gRPC over cleartext HTTP/2 (what every gRPC client speaks without TLS): ``h2``'s
-connection with Shipyard's limits (:mod:`shipyard.protocol.http2`), served by an asyncio
+The wire is gRPC over cleartext HTTP/2 (what every gRPC client speaks without TLS): Shipyard's
+own HTTP/2 endpoint with its limits (:mod:`shipyard.protocol.http2`), served by an asyncio
 protocol on the server's own event loop, beside uvicorn (:mod:`shipyard.server.grpc_connection`).
 Why not ``grpc.aio``: on the reference machine its per-call cost alone (a poller thread handing
 every completion to the loop through a socket) was above Shipyard's whole HTTP path, and calls
@@ -18,7 +18,7 @@ A call's deadline (``grpc-timeout``) becomes the request's queue ``timeout`` whe
 tighter limit, so a request whose client has given up never reaches the model and the client
 hears why. A call the client cancels (RST_STREAM) or whose connection closes is cancelled.
 
-Needs the ``grpc`` extra (protobuf, h2 and hpack); :mod:`shipyard.server.app` imports this
+Needs the ``grpc`` extra (protobuf and hpack); :mod:`shipyard.server.app` imports this
 module only when gRPC is on.
 """
 

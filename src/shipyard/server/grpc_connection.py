@@ -1,9 +1,10 @@
 """The gRPC transport's sockets: an asyncio protocol per connection, and the listening server.
 
 Each connection feeds what it reads to a sans-I/O
-:class:`~shipyard.protocol.http2.ServerConnection` (``h2`` underneath, Shipyard's limits
-around it), starts the calls it hands out as tasks on the event loop, and writes the answers
-of one loop iteration in one write, so the answers of one batch leave together. A call's
+:class:`~shipyard.protocol.http2.ServerConnection` (Shipyard's HTTP/2 endpoint with its
+limits around it), starts the calls it hands out as tasks on the event loop once the whole
+read is handled, and writes the answers of one loop iteration in one write, so the answers of
+one batch leave together. A call's
 deadline (``grpc-timeout``) becomes the request's queue timeout (see
 :class:`~shipyard.server.grpc.InferenceServicer`); a call the client resets or whose
 connection closes is cancelled.
@@ -24,12 +25,15 @@ from collections.abc import Callable, Sequence
 from typing import Any, cast
 
 try:
-    from h2.errors import ErrorCodes
-    from h2.settings import SettingCodes
-    from hpack import NeverIndexedHeaderTuple
-    from hyperframe.frame import GoAwayFrame, SettingsFrame
-
-    from shipyard.protocol.http2 import ConnectionLimits, Request, ServerConnection
+    from shipyard.protocol.http2 import ConnectionLimits, ErrorCode, Request, ServerConnection
+    from shipyard.protocol.http2.frames import (
+        GOAWAY,
+        SETTING,
+        SETTINGS,
+        SETTINGS_MAX_CONCURRENT_STREAMS,
+        UINT32,
+        frame,
+    )
     from shipyard.server.grpc import GRPC_STATUS, InferenceServicer
     from shipyard.server.grpc_health import HealthServicer
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
@@ -64,22 +68,18 @@ _Handler = Callable[[Any, float | None], Any]
 LINGER_S = 1.0
 
 
-def _headers(*pairs: tuple[bytes, bytes]) -> tuple[NeverIndexedHeaderTuple, ...]:
-    """Header fields sent as literals never indexed: constant bytes, no HPACK table state."""
-    return tuple(NeverIndexedHeaderTuple(name, value) for name, value in pairs)
-
-
-_RESPONSE_HEADERS = _headers(
+# Answers are encoded as literal fields never indexed: constant bytes, no HPACK table state.
+_RESPONSE_HEADERS = (
     (b":status", b"200"),
     (b"content-type", b"application/grpc"),
     (b"grpc-accept-encoding", b"identity"),
 )
-_OK_TRAILERS = _headers((b"grpc-status", b"0"))
+_OK_TRAILERS = ((b"grpc-status", b"0"),)
 
 
 def _trailers_only(code: int, message: str, http_status: bytes = b"200") -> Headers:
     """The one header block of a call that fails before any answer (Trailers-Only)."""
-    return _headers(
+    return (
         (b":status", http_status),
         (b"content-type", b"application/grpc"),
         (b"grpc-status", str(code).encode()),
@@ -336,7 +336,7 @@ class GrpcConnection(asyncio.Protocol):
         if closed is None:  # drained after a graceful GOAWAY
             transport.close()
             return
-        level = logging.DEBUG if closed.code == ErrorCodes.NO_ERROR else logging.INFO
+        level = logging.DEBUG if closed.code == ErrorCode.NO_ERROR else logging.INFO
         log.log(level, "gRPC connection closed: %s", closed.message)
         if self._timer is not None:
             self._timer.cancel()
@@ -369,11 +369,11 @@ class _RefusedConnection(asyncio.Protocol):
 
 
 def _refusal(limit: int) -> bytes:
-    """What a refused connection is told: empty SETTINGS, then GOAWAY(ENHANCE_YOUR_CALM)."""
-    settings = SettingsFrame(0, settings={SettingCodes.MAX_CONCURRENT_STREAMS: 0})
-    goaway = GoAwayFrame(0, last_stream_id=0, error_code=ErrorCodes.ENHANCE_YOUR_CALM)
-    goaway.additional_data = f"too many connections (grpc_max_connections {limit})".encode()
-    return settings.serialize() + goaway.serialize()
+    """What a refused connection is told: SETTINGS (no streams), then GOAWAY(ENHANCE_YOUR_CALM)."""
+    settings = frame(SETTINGS, 0, 0, SETTING.pack(SETTINGS_MAX_CONCURRENT_STREAMS, 0))
+    reason = f"too many connections (grpc_max_connections {limit})".encode()
+    last_stream, code = UINT32.pack(0), UINT32.pack(ErrorCode.ENHANCE_YOUR_CALM)
+    return settings + frame(GOAWAY, 0, 0, last_stream + code + reason)
 
 
 class GrpcServer:

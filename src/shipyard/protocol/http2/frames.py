@@ -5,7 +5,9 @@ Everything both ends of a connection share that holds no state.
 
 from __future__ import annotations
 
+import enum
 import struct
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 __all__ = [
@@ -14,6 +16,7 @@ __all__ = [
     "ProtocolError",
     "Response",
     "encode_headers",
+    "encode_integer",
     "frame",
 ]
 
@@ -36,9 +39,11 @@ SETTINGS_MAX_CONCURRENT_STREAMS = 0x3
 SETTINGS_INITIAL_WINDOW_SIZE = 0x4
 SETTINGS_MAX_FRAME_SIZE = 0x5
 SETTINGS_MAX_HEADER_LIST_SIZE = 0x6
+SETTINGS_ENABLE_CONNECT_PROTOCOL = 0x8
 
 DEFAULT_WINDOW = 65_535
 DEFAULT_FRAME_SIZE = 16_384
+DEFAULT_HEADER_TABLE_SIZE = 4_096
 MAX_WINDOW = 2**31 - 1
 MAX_FRAME_SIZE_LIMIT = 2**24 - 1
 
@@ -47,25 +52,29 @@ UINT32 = struct.Struct(">I")
 SETTING = struct.Struct(">HI")
 
 
-class ErrorCode:
+class ErrorCode(enum.IntEnum):
     """HTTP/2 error codes (RFC 9113 section 7)."""
 
     NO_ERROR = 0x0
     PROTOCOL_ERROR = 0x1
     INTERNAL_ERROR = 0x2
     FLOW_CONTROL_ERROR = 0x3
+    SETTINGS_TIMEOUT = 0x4
     STREAM_CLOSED = 0x5
     FRAME_SIZE_ERROR = 0x6
     REFUSED_STREAM = 0x7
     CANCEL = 0x8
     COMPRESSION_ERROR = 0x9
+    CONNECT_ERROR = 0xA
     ENHANCE_YOUR_CALM = 0xB
+    INADEQUATE_SECURITY = 0xC
+    HTTP_1_1_REQUIRED = 0xD
 
 
 class ProtocolError(Exception):
     """A connection error: the connection answers GOAWAY with ``code`` and must be closed."""
 
-    def __init__(self, code: int, message: str) -> None:
+    def __init__(self, code: ErrorCode, message: str) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
@@ -76,7 +85,7 @@ def frame(kind: int, flags: int, stream_id: int, payload: bytes = b"") -> bytes:
     return FRAME_HEADER.pack((len(payload) << 8) | kind, flags, stream_id) + payload
 
 
-def _encode_integer(value: int, prefix_bits: int, first: int) -> bytes:
+def encode_integer(value: int, prefix_bits: int, first: int) -> bytes:
     """An HPACK integer (RFC 7541 section 5.1) whose first byte starts with ``first``."""
     limit = (1 << prefix_bits) - 1
     if value < limit:
@@ -90,7 +99,7 @@ def _encode_integer(value: int, prefix_bits: int, first: int) -> bytes:
     return bytes(out)
 
 
-def encode_headers(headers: list[tuple[bytes, bytes]]) -> bytes:
+def encode_headers(headers: Iterable[tuple[bytes, bytes]]) -> bytes:
     """An HPACK block of literal fields never indexed, so it needs no encoder state.
 
     ``:status 200`` uses its static-table entry; every other field is a literal with a literal
@@ -102,8 +111,8 @@ def encode_headers(headers: list[tuple[bytes, bytes]]) -> bytes:
             out += b"\x88"  # static table index 8
             continue
         out += b"\x10"  # literal never indexed, new name
-        out += _encode_integer(len(name), 7, 0) + name
-        out += _encode_integer(len(value), 7, 0) + value
+        out += encode_integer(len(name), 7, 0) + name
+        out += encode_integer(len(value), 7, 0) + value
     return bytes(out)
 
 

@@ -1,26 +1,23 @@
-"""HPACK for a server that repeats itself: ``hpack``'s coder with a cache in front.
+"""HPACK decoding for peers that repeat themselves: ``hpack``'s decoder with a cache in front.
 
-Every call of a gRPC client carries almost the same header block, and every answer of the
-server the same headers and trailers. ``h2`` decodes and encodes each one afresh through the
-``hpack`` package (about a third of its cost per call), so its connection is given these
-subclasses (``H2Connection.decoder`` and ``.encoder`` are its documented attributes):
+Every call of a gRPC client carries almost the same header block, and decoding one with
+``hpack`` costs more than the rest of a call's framing. :class:`CachingDecoder` remembers the
+headers of a block that left the dynamic table as it was (indexed fields and literals without
+indexing): the same bytes decode the same way until a block changes the table, which clears
+what was cached. A cached block's headers are the same list object each time, so whatever is
+derived from them (the server end's header validation) can be cached by that object too.
 
-- :class:`CachingDecoder` remembers the headers of a block that left the dynamic table as it
-  was (indexed fields and literals without indexing): the same bytes decode the same way until
-  a block changes the table, which clears what was cached.
-- :class:`CachingEncoder` remembers the block of a header list made only of
-  :class:`hpack.NeverIndexedHeaderTuple`: such fields never touch the table, so their encoding
-  is constant (a pending table size change is still sent first, by ``hpack`` itself).
+(Encoding needs no cache: both ends write literal fields that are never indexed,
+:func:`~shipyard.protocol.http2.frames.encode_headers`, so a header list's block is constant.)
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Any
 
 import hpack
 
-__all__ = ["CachingDecoder", "CachingEncoder"]
+__all__ = ["CachingDecoder"]
 
 #: Blocks kept per connection, and the largest block kept (at most 32 KiB per connection): a
 #: repeated call's block is a few bytes of indexed fields.
@@ -62,26 +59,3 @@ class CachingDecoder(hpack.Decoder):
                 self._cache.clear()
             self._cache[key] = headers
         return headers
-
-
-class CachingEncoder(hpack.Encoder):
-    """An HPACK encoder that encodes a header list of never-indexed fields only once."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._cache: dict[tuple[Any, ...], bytes] = {}
-
-    def encode(self, headers: Iterable[Any], huffman: bool = True) -> bytes:
-        """Encode ``headers`` like :meth:`hpack.Encoder.encode`, from the cache when it can."""
-        key = tuple(headers)
-        resized = self.header_table.resized  # the block will start with the size update
-        if not resized and huffman:
-            cached = self._cache.get(key)
-            if cached is not None:
-                return cached
-        block: bytes = super().encode(key, huffman)
-        if not resized and huffman and all(getattr(h, "indexable", True) is False for h in key):
-            if len(self._cache) >= CACHED_BLOCKS:
-                self._cache.clear()
-            self._cache[key] = block
-        return block

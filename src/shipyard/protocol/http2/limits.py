@@ -80,8 +80,8 @@ class ConnectionLimits:
         """The connection's receive window: twice :attr:`buffered_bytes`.
 
         The streams' windows already bound what arrives; the connection window must never
-        block a stream that still has window of its own. ``h2`` gives consumed bytes back in
-        batches of half the window, so twice the most that can be unconsumed always leaves
+        block a stream that still has window of its own. The endpoint gives consumed bytes back
+        in batches of half the window, so twice the most that can be unconsumed always leaves
         room.
         """
         return min(2 * self.buffered_bytes, MAX_WINDOW)

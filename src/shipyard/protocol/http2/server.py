@@ -1,24 +1,27 @@
-"""The server end of a gRPC connection: ``h2``'s HTTP/2 state machine, Shipyard's policy.
+"""The server end of a gRPC connection: Shipyard's HTTP/2 endpoint and the policy around it.
 
 :class:`ServerConnection` is sans-I/O: :meth:`~ServerConnection.receive` takes what a client
 sent, :meth:`~ServerConnection.take_ready` hands out the requests that may start,
 :meth:`~ServerConnection.respond` queues an answer and :meth:`~ServerConnection.data_to_send`
-returns the bytes to write. ``h2`` parses and validates frames, keeps stream states and HPACK;
-this class decides what a client may cost:
+returns the bytes to write. The protocol is
+:class:`~shipyard.protocol.http2.server_endpoint.ServerEndpoint` (frames, stream states,
+HPACK, header validation; hand-written because ``h2`` cost more CPU per call than the rest of
+the server, see docs/design-notes.md). This class decides what a client may cost:
 
-- **Order.** ``h2`` reports a read as one ordered list of events. A request is only queued
-  while the list is walked and handed out after it, so a call reset in the same read as its
-  request (rapid reset) is dropped before it ever starts.
-- **Streams and calls.** At most ``max_concurrent_streams`` streams are open (more are refused
-  with REFUSED_STREAM, counted in the reset budget) and as many calls run; a request that
-  arrives while that many run waits, unconsumed, until one ends.
+- **Order.** The endpoint reports a read as one ordered list of events. A request is only
+  queued while the list is walked and handed out after it, so a call reset in the same read
+  as its request (rapid reset) is dropped before it ever starts.
+- **Streams and calls.** At most ``max_concurrent_streams`` streams are open (the endpoint
+  refuses more with REFUSED_STREAM, counted in the reset budget) and as many calls run; a
+  request that arrives while that many run waits, unconsumed, until one ends.
 - **Flow control.** A request's bytes are given back to the client's windows only when it is
   handed out (consumed), so a server that cannot keep up stops the client. A message larger
   than the stream window gets window for its declared length, within one reserve per
   connection (granted in arrival order). Answers wait for the client's windows; while more
   than ``max_unsent_bytes`` wait, no new call starts.
-- **Budgets and shapes** (:class:`~shipyard.protocol.http2.guard.FrameGuard`), and **timers**
-  (:meth:`~ServerConnection.check_timers`): handshake, idle and keepalive.
+- **Budgets and shapes** (:class:`~shipyard.protocol.http2.guard.FrameGuard`, consulted by the
+  endpoint frame by frame), and **timers** (:meth:`~ServerConnection.check_timers`):
+  handshake, idle and keepalive.
 
 A connection error never raises: :attr:`~ServerConnection.closed` says why the connection
 must close once :meth:`~ServerConnection.data_to_send` is written.
@@ -27,42 +30,37 @@ must close once :meth:`~ServerConnection.data_to_send` is written.
 from __future__ import annotations
 
 import collections
-import contextlib
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import h2.config
-import h2.connection
-import h2.events
-import h2.exceptions
-from h2.errors import ErrorCodes
-from h2.settings import SettingCodes, Settings
-from hyperframe.frame import GoAwayFrame
-
+from shipyard.protocol.http2.events import (
+    DataReceived,
+    Event,
+    GoAwayReceived,
+    HeadersReceived,
+    PingAcknowledged,
+    SettingsReceived,
+    StreamEnded,
+    StreamReset,
+)
+from shipyard.protocol.http2.frames import ErrorCode
 from shipyard.protocol.http2.guard import FrameGuard, Violation
-from shipyard.protocol.http2.hpack_cache import CachingDecoder, CachingEncoder
-from shipyard.protocol.http2.limits import MAX_WINDOW, ConnectionLimits
-from shipyard.protocol.http2.streams import READY, RECEIVING, RUNNING, Stream
+from shipyard.protocol.http2.limits import ConnectionLimits
+from shipyard.protocol.http2.server_endpoint import Headers, ServerEndpoint
+from shipyard.protocol.http2.streams import FORGOTTEN, READY, RECEIVING, RUNNING, Stream
 from shipyard.protocol.http2.timers import SEND_PING, ConnectionTimers
 
 __all__ = ["Received", "Request", "ServerConnection"]
 
-Headers = Sequence[tuple[bytes, bytes]]
-
-_CONFIG = h2.config.H2Configuration(
-    client_side=False,
-    header_encoding=None,  # names and values stay bytes: nothing is decoded that is not read
-    validate_inbound_headers=True,  # RFC 9113 8.2: pseudo-headers, lowercase, no connection-*
-    normalize_inbound_headers=False,  # validation already refuses what it would rewrite
-    validate_outbound_headers=False,  # the server's own headers are constants
-    normalize_outbound_headers=False,
-)
-
 
 @dataclass(slots=True)
 class Request:
-    """A stream's whole request, handed out to run: its headers and body (one gRPC message)."""
+    """A stream's whole request, handed out to run: its headers and body (one gRPC message).
+
+    ``headers`` are every field of the call, pseudo-headers included, as the client sent them
+    (names and values are bytes); the list may be shared with other calls: read it only.
+    """
 
     stream_id: int
     headers: Headers
@@ -80,7 +78,7 @@ class Received:
 
 
 class ServerConnection:
-    """One client connection: frames in through ``h2``, requests out, answers back."""
+    """One client connection: frames in through the endpoint, requests out, answers back."""
 
     def __init__(
         self, limits: ConnectionLimits, clock: Callable[[], float] = time.monotonic
@@ -88,39 +86,21 @@ class ServerConnection:
         self.limits = limits
         self._clock = clock
         self._guard = FrameGuard(limits, clock)
-        conn = self._h2 = h2.connection.H2Connection(config=_CONFIG)
-        conn.encoder = CachingEncoder()
-        conn.decoder = CachingDecoder(limits.max_header_list_bytes)
-        settings = {
-            SettingCodes.MAX_CONCURRENT_STREAMS: limits.max_concurrent_streams,
-            SettingCodes.INITIAL_WINDOW_SIZE: limits.stream_window_bytes,
-            SettingCodes.MAX_FRAME_SIZE: limits.max_frame_bytes,
-            SettingCodes.MAX_HEADER_LIST_SIZE: limits.max_header_list_bytes,
-        }
-        conn.local_settings = Settings(client=False, initial_values=settings)
-        conn.max_inbound_frame_size = limits.max_frame_bytes
-        conn.initiate_connection()
-        window = limits.connection_window_bytes
-        if window > 65_535:
-            conn.increment_flow_control_window(window - 65_535)
-        # Refusing a stream over the advertised limit is ours (REFUSED_STREAM, a stream error,
-        # as RFC 9113 5.1.2 asks); h2 would end the connection instead, so its own count only
-        # backs ours up, well above it.
-        backstop = min(2 * limits.max_concurrent_streams + 100, MAX_WINDOW)
-        settings[SettingCodes.MAX_CONCURRENT_STREAMS] = backstop
-        conn.local_settings = Settings(client=False, initial_values=settings)
+        self._end = ServerEndpoint(
+            max_concurrent_streams=limits.max_concurrent_streams,
+            max_header_list_bytes=limits.max_header_list_bytes,
+            stream_window=limits.stream_window_bytes,
+            connection_window=limits.connection_window_bytes,
+            max_frame_size=limits.max_frame_bytes,
+            guard=self._guard,
+        )
         #: Why the connection must close (after writing data_to_send()); None while open.
         self.closed: Violation | None = None
-        self.goaway_sent = False
-        self._goaway_last = 0
-        self._out: list[bytes] = []  # our own frames, in order with h2's output
-        self._streams: dict[int, Stream] = {}
+        self._streams: dict[int, Stream] = {}  # requests arriving or waiting to be handed out
         self._ready: collections.deque[Stream] = collections.deque()
         self._running: set[int] = set()
-        self._blocked: dict[int, None] = {}  # streams whose answer waits for window, in order
-        self._waiting: collections.deque[Stream] = collections.deque()  # for a reserve
+        self._waiting: collections.deque[Stream] = collections.deque()  # for the reserve
         self._reserved = 0
-        self._unsent = 0
         self._timers = ConnectionTimers(limits, clock())
 
     # -- state -------------------------------------------------------------------------------
@@ -128,7 +108,7 @@ class ServerConnection:
     @property
     def open_streams(self) -> int:
         """Streams the client opened that are not finished (answered or reset)."""
-        return len(self._streams)
+        return self._end.open_streams
 
     @property
     def running(self) -> int:
@@ -138,7 +118,7 @@ class ServerConnection:
     @property
     def unsent_bytes(self) -> int:
         """Answer bytes waiting for the client's flow-control windows."""
-        return self._unsent
+        return self._end.unsent_bytes
 
     @property
     def buffered_bytes(self) -> int:
@@ -151,11 +131,16 @@ class ServerConnection:
         return sum(1 for s in self._ready if s.state == READY)
 
     @property
+    def goaway_sent(self) -> bool:
+        """Whether the server sent GOAWAY (gracefully or for an error)."""
+        return self._end.goaway_sent
+
+    @property
     def finished(self) -> bool:
         """Whether the connection can close now: closed, or drained after a graceful GOAWAY."""
         if self.closed is not None:
             return True
-        return self.goaway_sent and not self._streams and not self._running
+        return self._end.goaway_sent and not self._end.open_streams and not self._running
 
     # -- input -------------------------------------------------------------------------------
 
@@ -164,67 +149,46 @@ class ServerConnection:
         received = Received()
         if self.closed is not None:
             return received
-        guard = self._guard
-        frames = guard.frames
-        allowed, violation = guard.feed(data)
-        if allowed:
-            try:
-                events = self._h2.receive_data(data if allowed == len(data) else data[:allowed])
-            except h2.exceptions.ProtocolError as exc:
-                # h2 has queued its GOAWAY with the error code already.
-                self.closed = Violation(ErrorCodes(exc.error_code), str(exc) or type(exc).__name__)
-                return received
+        end = self._end
+        frames = end.frames_received
+        events = end.receive(data)
+        if events:
             self._dispatch(events, received)
-        if guard.frames != frames:
+        if end.frames_received != frames:
             self._timers.frame_received(self._clock())
-        if violation is not None:
-            self.close(violation)
+        error = end.closed
+        if error is not None and self.closed is None:
+            self.closed = Violation(ErrorCode(error.code), error.message)
+            self._ready.clear()
         self._update_idle()
         return received
 
-    def _dispatch(self, events: list[h2.events.Event], received: Received) -> None:
+    def _dispatch(self, events: list[Event], received: Received) -> None:
         """Walk one read's events in order."""
         for event in events:
-            kind = type(event)
-            if kind is h2.events.DataReceived:
-                self._on_data(event, received)  # type: ignore[arg-type]
-            elif kind is h2.events.RequestReceived:
-                self._on_request(event.stream_id, event.headers)  # type: ignore[attr-defined]
-            elif kind is h2.events.StreamEnded:
-                self._on_end(event.stream_id)  # type: ignore[attr-defined]
-            elif kind is h2.events.StreamReset:
-                self._on_reset(event, received)  # type: ignore[arg-type]
-            elif kind is h2.events.WindowUpdated:
-                self._unblock(event.stream_id)  # type: ignore[attr-defined]
-            elif kind is h2.events.RemoteSettingsChanged:
+            if type(event) is DataReceived:
+                self._on_data(event, received)
+            elif type(event) is HeadersReceived:
+                stream_id, window = event.stream_id, self.limits.stream_window_bytes
+                self._streams[stream_id] = Stream(stream_id, event.headers, window)
+            elif type(event) is StreamEnded:
+                self._on_end(event.stream_id)
+            elif type(event) is StreamReset:
+                self._on_reset(event.stream_id, received)
+            elif type(event) is SettingsReceived:
                 self._timers.handshake_done = True
-                self._unblock(0)  # a larger initial window may release answers
-            elif kind is h2.events.PingAckReceived:
-                self._timers.ping_acknowledged(event.ping_data)  # type: ignore[attr-defined]
-            elif kind is h2.events.ConnectionTerminated:
-                # h2 takes the client's GOAWAY as the end: nothing more can be sent.
-                self.closed = Violation(ErrorCodes.NO_ERROR, "the client sent GOAWAY")
+            elif type(event) is PingAcknowledged:
+                self._timers.ping_acknowledged(event.data)
+            elif type(event) is GoAwayReceived:
+                self._on_goaway(event.error_code)
             if self.closed is not None:
                 return
 
-    def _on_request(self, stream_id: int, headers: Headers) -> None:
-        if self.goaway_sent and stream_id > self._goaway_last:
-            self._reset(stream_id, ErrorCodes.REFUSED_STREAM)  # opened after our GOAWAY
-            return
-        if len(self._streams) >= self.limits.max_concurrent_streams:
-            self._reset(stream_id, ErrorCodes.REFUSED_STREAM)
-            violation = self._guard.charge_reset()
-            if violation is not None:
-                self.close(violation)
-            return
-        self._streams[stream_id] = Stream(stream_id, headers, self.limits.stream_window_bytes)
-
-    def _on_data(self, event: h2.events.DataReceived, received: Received) -> None:
+    def _on_data(self, event: DataReceived, received: Received) -> None:
         stream_id, length = event.stream_id, event.flow_controlled_length
         stream = self._streams.get(stream_id)
         if stream is None or stream.state != RECEIVING or stream.oversized:
-            if length:  # refused, reset or answered early: the data is dropped, consumed
-                self._h2.acknowledge_received_data(length, stream_id)
+            self._end.acknowledge(stream_id, length)  # answered early: dropped, consumed
             return
         stream.unacked += length
         stream.window -= length
@@ -240,32 +204,29 @@ class ServerConnection:
                 self._consume(stream)
                 received.oversized.append(stream_id)
                 return
-        if stream.declared >= 0 and not event.stream_ended:
+        if stream.declared >= 0:
             self._grant(stream)
 
     def _on_end(self, stream_id: int) -> None:
         stream = self._streams.get(stream_id)
-        if stream is None:
-            return
-        stream.remote_ended = True
-        if stream.state == RECEIVING and not stream.oversized:
+        if stream is not None and stream.state == RECEIVING and not stream.oversized:
             stream.state = READY
             self._ready.append(stream)
 
-    def _on_reset(self, event: h2.events.StreamReset, received: Received) -> None:
-        stream_id = event.stream_id
-        if not event.remote_reset:
-            # h2 reset it for an error of the client's (DATA after END_STREAM, ...): that
-            # cancels a call as surely as RST_STREAM does, so it is counted the same way.
-            violation = self._guard.charge_reset()
-            if violation is not None:
-                self.close(violation)
+    def _on_reset(self, stream_id: int, received: Received) -> None:
+        """The client reset a stream, or the endpoint reset it for the client's error."""
         stream = self._streams.pop(stream_id, None)
-        if stream is None:
-            return
-        if stream.state == RUNNING and stream_id in self._running:
-            received.cancelled.append(stream_id)  # its slot is freed by call_done()
-        self._forget(stream)
+        if stream is not None:
+            self._forget(stream)
+        elif stream_id in self._running:
+            received.cancelled.append(stream_id)  # its place is freed by call_done()
+
+    def _on_goaway(self, code: int) -> None:
+        """The client goes away: answer what runs (its GOAWAY said NO_ERROR), or close now."""
+        if code == ErrorCode.NO_ERROR:
+            self.goaway("the client sent GOAWAY")
+        else:
+            self.close(Violation(ErrorCode.NO_ERROR, f"the client sent GOAWAY (error {code})"))
 
     # -- flow control of requests ------------------------------------------------------------
 
@@ -286,12 +247,12 @@ class ServerConnection:
         self._reserved += extra
         stream.reserved += extra
         stream.window += extra
-        self._h2.increment_flow_control_window(extra, stream.stream_id)
+        self._end.grant(stream.stream_id, extra)
 
     def _consume(self, stream: Stream) -> None:
         """The stream's bytes are used or dropped: give them back, release its reserve."""
         if stream.unacked:
-            self._h2.acknowledge_received_data(stream.unacked, stream.stream_id)
+            self._end.acknowledge(stream.stream_id, stream.unacked)
             stream.unacked = 0
         stream.body = []
         if stream.reserved:
@@ -308,6 +269,11 @@ class ServerConnection:
             head.queued = False
             self._waiting.popleft()
 
+    def _forget(self, stream: Stream) -> None:
+        """Drop a request that will not be handed out (reset, or answered first)."""
+        stream.state = FORGOTTEN  # a READY stream still queued is skipped by take_ready
+        self._consume(stream)
+
     # -- calls -------------------------------------------------------------------------------
 
     def take_ready(self) -> list[Request]:
@@ -317,17 +283,20 @@ class ServerConnection:
         out: list[Request] = []
         limit = self.limits.max_concurrent_streams
         max_unsent = self.limits.max_unsent_bytes
+        end = self._end
         while self._ready and self.closed is None:
-            if len(self._running) >= limit or self._unsent >= max_unsent:
+            if len(self._running) >= limit or end.unsent_bytes >= max_unsent:
                 break
             stream = self._ready.popleft()
             if stream.state != READY:
-                continue  # reset while it waited
+                continue  # reset or answered while it waited
+            stream_id = stream.stream_id
             stream.state = RUNNING
-            self._running.add(stream.stream_id)
+            del self._streams[stream_id]
+            self._running.add(stream_id)
             body = stream.body[0] if len(stream.body) == 1 else b"".join(stream.body)
             self._consume(stream)
-            out.append(Request(stream.stream_id, stream.headers, body))
+            out.append(Request(stream_id, stream.headers, body))
         return out
 
     def call_done(self, stream_id: int) -> None:
@@ -342,106 +311,28 @@ class ServerConnection:
     ) -> None:
         """Answer a stream: ``headers``, ``body`` as DATA as windows allow, then ``trailers``.
 
-        With ``headers`` None and an empty body, ``trailers`` alone answer (gRPC's
-        Trailers-Only). A stream that is gone (reset, connection closed) is not answered.
+        With ``headers`` None the ``trailers`` alone answer (gRPC's Trailers-Only; ``body``
+        is not sent). A stream that is gone (reset, connection closed) is not answered. An
+        answer to a request not yet handed out (too large, say) ends it: the request never
+        starts, and the client is told to stop sending (RST_STREAM NO_ERROR).
         """
-        stream = self._streams.get(stream_id)
-        if stream is None or stream.trailers is not None or self.closed is not None:
+        if self.closed is not None:
             return
-        try:
-            if headers is not None:
-                self._h2.send_headers(stream_id, headers)
-        except h2.exceptions.StreamClosedError:
-            self._streams.pop(stream_id, None)
+        stream = self._streams.pop(stream_id, None)
+        if stream is not None:
             self._forget(stream)
-            return
-        stream.out = body
-        stream.trailers = trailers
-        self._unsent += len(body)
-        self._send(stream)
-
-    def _send(self, stream: Stream) -> None:
-        """Send what the windows allow of a stream's answer; end the stream once all is out."""
-        conn = self._h2
-        stream_id = stream.stream_id
-        body = stream.out
-        pos, end = stream.out_pos, len(body)
-        try:
-            while pos < end:
-                size = min(
-                    conn.local_flow_control_window(stream_id),
-                    conn.max_outbound_frame_size,
-                    end - pos,
-                )
-                if size <= 0:
-                    self._blocked[stream_id] = None
-                    break
-                chunk = body if size == end else memoryview(body)[pos : pos + size]
-                conn.send_data(stream_id, chunk)
-                pos += size
-                self._unsent -= size
-            stream.out_pos = pos
-            if pos < end:
-                return
-            assert stream.trailers is not None
-            conn.send_headers(stream_id, stream.trailers, end_stream=True)
-            if not stream.remote_ended:  # answered early: the client may stop sending
-                conn.reset_stream(stream_id, ErrorCodes.NO_ERROR)
-        except h2.exceptions.StreamClosedError:
-            pass
-        self._streams.pop(stream_id, None)
-        self._forget(stream)
-        self._update_idle()
-
-    def _unblock(self, stream_id: int) -> None:
-        """Windows opened: send what waits, in the order it started waiting."""
-        if not self._blocked:
-            return
-        if stream_id:
-            if stream_id in self._blocked:
-                del self._blocked[stream_id]
-                self._send(self._streams[stream_id])
-            return
-        for waiting in list(self._blocked):
-            if self._h2.outbound_flow_control_window <= 0:
-                return
-            del self._blocked[waiting]
-            self._send(self._streams[waiting])
-
-    def _forget(self, stream: Stream) -> None:
-        """Drop what a finished or reset stream holds."""
-        self._unsent -= len(stream.out) - stream.out_pos
-        stream.out, stream.out_pos = b"", 0
-        self._blocked.pop(stream.stream_id, None)
-        if stream.state != RUNNING:
-            stream.state = -1  # a READY stream still queued is skipped by take_ready
-        self._consume(stream)
-
-    def _reset(self, stream_id: int, code: ErrorCodes) -> None:
-        with contextlib.suppress(h2.exceptions.StreamClosedError):  # closed in the same read
-            self._h2.reset_stream(stream_id, code)
+        self._end.respond(stream_id, headers, body, trailers)
+        if stream_id not in self._running:  # a running call is busy until call_done()
+            self._update_idle()
 
     def data_to_send(self) -> bytes:
         """The bytes queued for the client since the last call (may be empty)."""
-        data = self._h2.data_to_send()
-        if self._out:
-            data = b"".join([*self._out, data])
-            self._out.clear()
-        return data
+        return self._end.data_to_send()
 
     def goaway(self, message: str = "server shutting down") -> None:
-        """Refuse new streams; those already open are still answered (graceful GOAWAY).
-
-        Written here rather than through h2, which would take its own GOAWAY as the end of
-        the connection and answer nothing more.
-        """
-        if self.goaway_sent or self.closed is not None:
-            return
-        self.goaway_sent = True
-        self._goaway_last = self._h2.highest_inbound_stream_id
-        frame = GoAwayFrame(0, last_stream_id=self._goaway_last, error_code=ErrorCodes.NO_ERROR)
-        frame.additional_data = message.encode()
-        self._out += [self._h2.data_to_send(), frame.serialize()]
+        """Refuse new streams; those already open are still answered (graceful GOAWAY)."""
+        if self.closed is None:
+            self._end.goaway(ErrorCode.NO_ERROR, message)
 
     def close(self, violation: Violation) -> None:
         """End the connection now with GOAWAY(violation.code); no call starts after it."""
@@ -449,12 +340,15 @@ class ServerConnection:
             return
         self.closed = violation
         self._ready.clear()
-        self._h2.close_connection(violation.code, violation.message.encode()[:1024])
+        self._end.close(violation.code, violation.message)
 
     # -- timers ------------------------------------------------------------------------------
 
     def _update_idle(self) -> None:
-        self._timers.set_busy(bool(self._streams or self._running), self._clock())
+        if self._end.open_streams or self._running:
+            self._timers.set_busy(True, 0.0)
+        else:
+            self._timers.set_busy(False, self._clock())
 
     @property
     def handshake_done(self) -> bool:
@@ -473,4 +367,4 @@ class ServerConnection:
         if isinstance(due, Violation):
             self.close(due)
         elif due == SEND_PING:
-            self._h2.ping(self._timers.ping_data)
+            self._end.ping(self._timers.ping_data)

@@ -1,11 +1,11 @@
-"""What the server keeps per stream beside ``h2``'s own state: the request, the answer."""
+"""What the server's policy keeps per request beside the endpoint's own stream state."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-__all__ = ["READY", "RECEIVING", "RUNNING", "Stream"]
+__all__ = ["FORGOTTEN", "READY", "RECEIVING", "RUNNING", "Stream"]
 
 #: The request is arriving.
 RECEIVING = 0
@@ -13,11 +13,13 @@ RECEIVING = 0
 READY = 1
 #: The request was handed out; its call runs or is answered.
 RUNNING = 2
+#: The stream was reset or answered before its request was handed out.
+FORGOTTEN = -1
 
 
 @dataclass(slots=True, eq=False)
 class Stream:
-    """One stream the client opened, from its first header block until it is answered."""
+    """One request, from its header block until it is handed out (or reset, or answered)."""
 
     stream_id: int
     headers: Sequence[tuple[bytes, bytes]]
@@ -38,9 +40,3 @@ class Stream:
     reserved: int = 0
     #: Waiting for the reserve, in the connection's queue.
     queued: bool = False
-    #: The client ended its side (END_STREAM).
-    remote_ended: bool = False
-    #: The answer: body bytes and how many are sent, then the trailers (None: not answered).
-    out: bytes = b""
-    out_pos: int = 0
-    trailers: Sequence[tuple[bytes, bytes]] | None = None

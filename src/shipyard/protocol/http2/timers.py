@@ -7,8 +7,7 @@ and what is due then (:meth:`due`): nothing, a keepalive PING to send, or a reas
 
 from __future__ import annotations
 
-from h2.errors import ErrorCodes
-
+from shipyard.protocol.http2.frames import ErrorCode
 from shipyard.protocol.http2.guard import Violation
 from shipyard.protocol.http2.limits import ConnectionLimits
 
@@ -74,7 +73,7 @@ class ConnectionTimers:
             if now < self._created + limits.handshake_timeout_s:
                 return None
             return Violation(
-                ErrorCodes.NO_ERROR,
+                ErrorCode.NO_ERROR,
                 f"no HTTP/2 preface and SETTINGS within {limits.handshake_timeout_s:g} s "
                 "(grpc_handshake_timeout_s)",
             )
@@ -82,7 +81,7 @@ class ConnectionTimers:
         idle = limits.idle_timeout_s > 0 and idle_since is not None
         if idle and now >= (idle_since or 0.0) + limits.idle_timeout_s:
             return Violation(
-                ErrorCodes.NO_ERROR, f"idle for {limits.idle_timeout_s:g} s (grpc_idle_timeout_s)"
+                ErrorCode.NO_ERROR, f"idle for {limits.idle_timeout_s:g} s (grpc_idle_timeout_s)"
             )
         if limits.keepalive_interval_s <= 0:
             return None
@@ -90,7 +89,7 @@ class ConnectionTimers:
             if now < self._ping_sent_at + limits.keepalive_timeout_s:
                 return None
             return Violation(
-                ErrorCodes.NO_ERROR,
+                ErrorCode.NO_ERROR,
                 f"keepalive PING not acknowledged within {limits.keepalive_timeout_s:g} s "
                 "(grpc_keepalive_timeout_s)",
             )
