@@ -23,6 +23,7 @@ import numpy as np
 from shipyard.backends.base import Backend
 from shipyard.batching.instances import InstancePool, NewInstance, Slot
 from shipyard.config import DynamicBatchingConfig
+from shipyard.context import RequestContext
 from shipyard.errors import (
     DeadlineExceededError,
     InstanceFailedError,
@@ -60,6 +61,9 @@ class _Pending:
     started: bool = False
     #: Run alone: its batch failed on bad input and each member is retried by itself.
     solo: bool = False
+    #: When its execution started and came back (``perf_counter_ns``; 0: not yet).
+    started_ns: int = 0
+    finished_ns: int = 0
 
 
 @dataclass(slots=True)
@@ -131,13 +135,15 @@ class DynamicBatcher:
         outputs: Sequence[str],
         timeout_us: int = 0,
         deadline: float | None = None,
+        timing: RequestContext | None = None,
     ) -> Arrays:
         """Queue one request (all inputs share dim 0 when batching) and await its outputs.
 
         ``timeout_us`` > 0 drops the request with DeadlineExceededError if it has not
         started running by then; 0 falls back to the model's ``default_timeout_us``.
         ``deadline`` (a ``time.monotonic()`` value: when the caller stops waiting) drops it
-        then at the latest, whichever of the two comes first.
+        then at the latest, whichever of the two comes first. ``timing`` gets the times the
+        request was queued, started and came back.
         """
         if self._closed:
             raise ModelNotReadyError(f"model {self.model!r} is unloading; retry shortly")
@@ -175,7 +181,12 @@ class DynamicBatcher:
             pending.expiry = loop.call_later(timeout_us / 1e6, self._expire, pending)
         self._queue.append(pending)
         self._dispatch()
-        return await pending.future
+        results = await pending.future
+        if timing is not None:
+            timing.enqueued_at = pending.enqueued_ns
+            timing.started_at = pending.started_ns
+            timing.finished_at = pending.finished_ns
+        return results
 
     def _expire(self, pending: _Pending) -> None:
         if pending.started or pending.future.done():
@@ -265,6 +276,7 @@ class DynamicBatcher:
         start_ns = time.perf_counter_ns()
         for item in batch:
             item.started = True
+            item.started_ns = start_ns
             if item.expiry is not None:
                 item.expiry.cancel()
             self._stats.queue.add(start_ns - item.enqueued_ns)
@@ -368,6 +380,7 @@ class DynamicBatcher:
             )
             now_ns = time.perf_counter_ns()
             for item, result in zip(batch, run.results, strict=True):
+                item.finished_ns = now_ns
                 self._stats.success.add(now_ns - item.enqueued_ns)
                 if not item.future.done():
                     item.future.set_result(result)

@@ -12,6 +12,8 @@ from typing import Any, Protocol
 
 import numpy.typing as npt
 
+from shipyard.context import RequestContext
+
 __all__ = ["Arrays", "Scheduler"]
 
 Arrays = dict[str, npt.NDArray[Any]]
@@ -46,11 +48,13 @@ class Scheduler(Protocol):
         outputs: Sequence[str],
         timeout_us: int = 0,
         deadline: float | None = None,
+        timing: RequestContext | None = None,
     ) -> Arrays:
         """Run one request; return its ``outputs``.
 
         ``timeout_us`` (0: the model's default) bounds its wait in a queue, and ``deadline``
-        (a ``time.monotonic()`` value: when its caller stops waiting) too.
+        (a ``time.monotonic()`` value: when its caller stops waiting) too. ``timing`` gets
+        when the request was queued, started running and came back.
         """
         ...
 

@@ -10,7 +10,7 @@ import click
 
 from shipyard import __version__, eventloop
 from shipyard.cli.common import console, fail, print_model_table
-from shipyard.config import LOG_LEVELS, ServerConfig
+from shipyard.config import LOG_FORMATS, LOG_LEVELS, ServerConfig
 from shipyard.errors import ShipyardError
 from shipyard.log import configure_logging
 
@@ -93,6 +93,67 @@ __all__ = ["serve"]
     help="Let models run Python code from the repository (model.py, Python steps) in worker "
     "processes. Loading it is code execution: refused by default.",
 )
+# -- operations (docs/operations.md) ---------------------------------------------------------
+@click.option(
+    "--log-format",
+    type=click.Choice(LOG_FORMATS),
+    default=None,
+    help="Log lines as text or JSON objects [default: text].",
+)
+@click.option(
+    "--access-log/--no-access-log",
+    default=None,
+    help="Log one line per request: status, duration, bytes [default: off].",
+)
+@click.option(
+    "--access-log-sample",
+    type=float,
+    default=None,
+    help="Share of requests the access log writes, in (0, 1] [default: 1].",
+)
+@click.option(
+    "--max-inflight-bytes",
+    type=int,
+    default=None,
+    help="Request bytes all requests in flight may hold; past it 503 (0: none) [default: 256 MiB].",
+)
+@click.option(
+    "--max-inflight-requests",
+    type=int,
+    default=None,
+    help="Inference requests in flight over all models; past it 503 [default: 0, no limit].",
+)
+@click.option(
+    "--retry-after",
+    "retry_after_s",
+    type=int,
+    default=None,
+    help="Seconds of Retry-After on an overload 503 [default: 1].",
+)
+@click.option(
+    "--decode-workers",
+    type=int,
+    default=None,
+    help="Processes decoding large JSON bodies off the event loop (0: none) [default: 1].",
+)
+@click.option(
+    "--metrics-buckets",
+    "metrics_buckets_s",
+    default=None,
+    help="Latency histogram bounds in seconds, comma-separated [default: 50 µs to 10 s].",
+)
+@click.option(
+    "--otel/--no-otel",
+    default=None,
+    help="Record OpenTelemetry spans (extra 'otel'; OTEL_* variables) [default: off].",
+)
+@click.option(
+    "--poll-interval",
+    "poll_interval_s",
+    type=float,
+    default=None,
+    help="Seconds between scans of the repository for changed models (0: off) [default: 0].",
+)
 def serve(repository: str, config_file: Path | None, **flags: Any) -> None:
     """Serve every model in REPOSITORY over HTTP and gRPC until SIGINT/SIGTERM.
 
@@ -106,7 +167,7 @@ def serve(repository: str, config_file: Path | None, **flags: Any) -> None:
         config = ServerConfig.resolve(config_file, flags={"repository": repository, **flags})
     except ShipyardError as exc:
         fail(exc.message)
-    configure_logging(config.log_level)
+    configure_logging(config.log_level, config.log_format, config.access_log)
 
     def ready(info: ServerInfo) -> None:
         console.print(f"Shipyard {__version__} serving {config.repository}")

@@ -23,11 +23,15 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from shipyard import __version__
+from shipyard.config import ServerConfig
 from shipyard.metrics import build_metrics_registry
 from shipyard.protocol.rest import encode_repository_index, encode_statistics
 from shipyard.repository.registry import ModelRegistry
 from shipyard.repository.stores import open_repository
-from shipyard.server.http import create_http_app
+from shipyard.server.admission import Admission
+from shipyard.server.decoding import DecodePool
+from shipyard.server.http import HttpLimits, create_http_app
+from shipyard.server.observe import Observer
 from shipyard.server.service import EXTENSIONS, InferenceService
 from shipyard.types import JSONObject
 
@@ -75,6 +79,7 @@ class ModelReplica:
         self.registry: ModelRegistry | None = None
         self.service: InferenceService | None = None
         self._generation: object = None
+        self._decoder: DecodePool | None = None
 
     async def __serve_build_asgi_app__(self) -> _ASGI:
         """Sync the repository, load the model and return the replica's ASGI app.
@@ -93,9 +98,18 @@ class ModelReplica:
         service = self.service = InferenceService(registry, spec.max_tensor_elements)
         await registry.load(spec.model)
         metrics = build_metrics_registry(
-            lambda: [(v.stats, v.batcher.queued) for v in registry.served()]
+            lambda: [(v.stats, v.batcher.queued) for v in registry.served()],
+            registry.metrics,
+            lambda: [(e.name, e.state.value) for e in registry.index()],
         )
-        return full_path(create_http_app(service, spec.max_request_bytes, metrics))
+        defaults = ServerConfig()  # the server's limits, as `shipyard serve` has them
+        admission = Admission(
+            max(defaults.max_inflight_bytes, spec.max_request_bytes), 0, registry.metrics
+        )
+        self._decoder = DecodePool(defaults.decode_workers, defaults.decode_inline_bytes)
+        limits = HttpLimits(spec.max_request_bytes, admission, self._decoder)
+        app = create_http_app(service, limits, metrics, Observer(registry.metrics))
+        return full_path(app)
 
     async def reconfigure(self, user_config: dict[str, Any]) -> None:
         """Reload the model when the deployment's ``generation`` changes (a rollout)."""
@@ -128,6 +142,8 @@ class ModelReplica:
         if self.service is not None and self.registry is not None:
             self.service.start_draining()
             await self.registry.close()
+        if self._decoder is not None:
+            self._decoder.close()
         parent = getattr(super(), "__del__", None)  # Ray's ASGI wrapper: the app's lifespan
         if parent is not None:
             result = parent()

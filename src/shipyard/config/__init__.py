@@ -32,11 +32,12 @@ from shipyard.config.model import (
     VersionPolicy,
 )
 from shipyard.config.model_toml import load_model_config, parse_model_config
-from shipyard.config.server import LOG_LEVELS, ServerConfig
+from shipyard.config.server import LOG_FORMATS, LOG_LEVELS, ServerConfig
 
 __all__ = [
     "BACKENDS",
     "DEFAULT_MAX_BATCH_SIZE",
+    "LOG_FORMATS",
     "LOG_LEVELS",
     "DynamicBatchingConfig",
     "EnsembleStepConfig",

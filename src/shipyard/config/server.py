@@ -8,6 +8,7 @@ flags (:func:`~shipyard.config.resolve.layered`), then coerces and checks every 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from typing import Any
 from shipyard.config.resolve import check_bool, check_keys, layered
 from shipyard.errors import ConfigError
 
-__all__ = ["LOG_LEVELS", "ServerConfig", "is_store_url"]
+__all__ = ["LOG_FORMATS", "LOG_LEVELS", "ServerConfig", "is_store_url"]
 
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 _STORE_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://")
@@ -119,6 +120,30 @@ class ServerConfig:
     #: Whether models may run Python code from the repository (``backend = "python"``,
     #: Python steps): loading it is code execution, so it is refused unless this is set.
     allow_python_models: bool = False
+    # -- operations (docs/operations.md) --------------------------------------------------
+    #: Request body bytes all requests in flight may hold together: past it a request gets
+    #: 503 with Retry-After before its body is read (0: no limit; else >= max_request_bytes).
+    max_inflight_bytes: int = 256 * 1024 * 1024
+    #: Inference requests in flight over all models (503 with Retry-After past it; 0: none).
+    max_inflight_requests: int = 0
+    #: Seconds an overloaded server asks clients to wait (``Retry-After``, gRPC pushback).
+    retry_after_s: int = 1
+    #: JSON documents up to this size are decoded on the event loop; larger ones in a worker.
+    decode_inline_bytes: int = 64 * 1024
+    #: Worker processes for the larger JSON decodes (0: decode every body on the event loop).
+    decode_workers: int = 1
+    #: Log lines as ``text`` or ``json`` (one object per line).
+    log_format: str = "text"
+    #: Write an access log line per request (logger ``shipyard.access``).
+    access_log: bool = False
+    #: Share of requests the access log writes, in (0, 1].
+    access_log_sample: float = 1.0
+    #: Latency histogram bucket bounds in seconds; empty: 50 µs to 10 s (docs/operations.md).
+    metrics_buckets_s: tuple[float, ...] = ()
+    #: Record OpenTelemetry spans (the ``otel`` extra; ``OTEL_*`` variables set the exporter).
+    otel: bool = False
+    #: Seconds between scans of the repository for changed models (0: no polling).
+    poll_interval_s: float = 0.0
 
     @classmethod
     def resolve(
@@ -166,6 +191,8 @@ class ServerConfig:
                     out[key] = check_bool(value, "server config: ui")
                 elif key == "allow_python_models":
                     out[key] = check_bool(value, "server config: allow_python_models")
+                elif key in _OPERATIONS:
+                    out[key] = _operations_value(key, value)
                 else:
                     out[key] = str(value)
             except (TypeError, ValueError) as exc:
@@ -194,4 +221,67 @@ class ServerConfig:
             raise ConfigError(
                 f"log_level must be one of {', '.join(LOG_LEVELS)}, got {config.log_level!r}"
             )
+        _check_operations(config)
         return config
+
+
+# -- operations settings (docs/operations.md) ------------------------------------------------
+
+LOG_FORMATS = ("text", "json")
+_OPERATIONS = {
+    "max_inflight_bytes": int,
+    "max_inflight_requests": int,
+    "retry_after_s": int,
+    "decode_inline_bytes": int,
+    "decode_workers": int,
+    "access_log": bool,
+    "access_log_sample": float,
+    "metrics_buckets_s": tuple,
+    "otel": bool,
+    "poll_interval_s": float,
+}
+
+
+def _operations_value(key: str, value: Any) -> Any:
+    """Coerce one operations setting (from TOML, the environment or a flag)."""
+    kind = _OPERATIONS[key]
+    if kind is bool:
+        return check_bool(value, f"server config: {key}")
+    if kind is tuple:
+        items = value.split(",") if isinstance(value, str) else value
+        return tuple(float(v) for v in items if str(v).strip())
+    if isinstance(value, bool) or (kind is int and isinstance(value, float)):
+        raise TypeError(f"{key} must be {'an integer' if kind is int else 'a number'}")
+    return kind(value)
+
+
+def _check_operations(config: ServerConfig) -> None:
+    """Check the operations settings against each other (ConfigError naming the setting)."""
+    if config.max_inflight_bytes and config.max_inflight_bytes < config.max_request_bytes:
+        raise ConfigError(
+            f"max_inflight_bytes ({config.max_inflight_bytes}) must be 0 (no limit) or at least "
+            f"max_request_bytes ({config.max_request_bytes})"
+        )
+    for name in ("max_inflight_bytes", "max_inflight_requests", "decode_workers"):
+        if getattr(config, name) < 0:
+            raise ConfigError(f"{name} must be >= 0, got {getattr(config, name)}")
+    if config.retry_after_s < 1:
+        raise ConfigError(f"retry_after_s must be an integer >= 1, got {config.retry_after_s}")
+    if config.decode_inline_bytes < 0:
+        raise ConfigError(f"decode_inline_bytes must be >= 0, got {config.decode_inline_bytes}")
+    if config.log_format not in LOG_FORMATS:
+        raise ConfigError(
+            f"log_format must be one of {', '.join(LOG_FORMATS)}, got {config.log_format!r}"
+        )
+    if not 0 < config.access_log_sample <= 1:
+        raise ConfigError(f"access_log_sample must be in (0, 1], got {config.access_log_sample}")
+    if not config.poll_interval_s >= 0 or config.poll_interval_s == float("inf"):
+        raise ConfigError(f"poll_interval_s must be >= 0 (0: off), got {config.poll_interval_s}")
+    bounds = config.metrics_buckets_s
+    if bounds and (
+        any(not 0 < b < float("inf") for b in bounds)
+        or any(a >= b for a, b in itertools.pairwise(bounds))
+    ):
+        raise ConfigError(
+            f"metrics_buckets_s must be positive, finite and increasing, got {list(bounds)}"
+        )

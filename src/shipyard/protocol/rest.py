@@ -56,7 +56,7 @@ def encode_json(value: object) -> bytes:
     return orjson.dumps(value, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
-def decode_json(body: bytes | memoryview, what: str = "request body") -> JSONValue:
+def decode_json(body: bytes | bytearray | memoryview, what: str = "request body") -> JSONValue:
     """Parse JSON or raise InvalidInputError naming ``what``."""
     try:
         value: JSONValue = orjson.loads(body)
@@ -74,7 +74,7 @@ def _parameters(value: JSONValue, where: str) -> Parameters:
 
 
 def decode_infer_request(
-    body: bytes,
+    body: bytes | bytearray,
     header_length: int | None,
     model_name: str,
     model_version: str | None,
@@ -83,7 +83,7 @@ def decode_infer_request(
     """Decode an ``/infer`` body (JSON, or JSON + binary blobs) into an InferRequest."""
     where = f"model {model_name!r}"
     if header_length is None:
-        header_bytes: bytes | memoryview = body
+        header_bytes: bytes | bytearray | memoryview = body
         blobs = memoryview(b"")
     else:
         if header_length < 0 or header_length > len(body):

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 
 from shipyard.batching.scheduler import Arrays
 from shipyard.config import EnsembleStepConfig, ModelConfig
+from shipyard.context import RequestContext
 from shipyard.errors import ConfigError, ModelNotReadyError, ShipyardError, UnavailableError
 from shipyard.repository.served import ServedVersion, run_version
 from shipyard.stats import ModelStats
@@ -116,10 +117,12 @@ class EnsembleRunner:
         outputs: Sequence[str],
         timeout_us: int = 0,
         deadline: float | None = None,
+        timing: RequestContext | None = None,
     ) -> Arrays:
         """Run every step in order (steps of one level at once); return ``outputs``.
 
         Each step's request gets ``timeout_us`` in its model's queue and ``deadline`` overall.
+        ``timing`` gets the whole run as the request's compute (no queue of its own).
         """
         if self._closed:
             raise ModelNotReadyError(f"model {self.name!r} is unloading; retry shortly")
@@ -140,7 +143,11 @@ class EnsembleRunner:
             self._running -= 1
             if self._idle is not None and not self._running:
                 self._idle.set()
-        elapsed_ns = time.perf_counter_ns() - start_ns
+        end_ns = time.perf_counter_ns()
+        elapsed_ns = end_ns - start_ns
+        if timing is not None:
+            timing.enqueued_at = timing.started_at = start_ns
+            timing.finished_at = end_ns
         rows = int(next(iter(inputs.values())).shape[0]) if self._batched and inputs else 1
         self._stats.record_execution(rows, 1, 0, elapsed_ns, 0)
         self._stats.success.add(elapsed_ns)

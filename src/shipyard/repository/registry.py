@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from shipyard.errors import (
     ShipyardError,
 )
 from shipyard.hardware import CpuInfo, this_cpu
+from shipyard.metrics import ServerMetrics
 from shipyard.repository.ensemble import build_ensemble
 from shipyard.repository.layout import (
     ModelSource,
@@ -65,6 +67,7 @@ class ModelRegistry:
         store: RepositoryStore | None = None,
         *,
         allow_python: bool = False,
+        metrics: ServerMetrics | None = None,
     ) -> None:
         """``allow_python`` lets models run Python code from the repository (model.py,
         Python steps); without it they are UNAVAILABLE, with a reason naming the flag."""
@@ -73,6 +76,8 @@ class ModelRegistry:
         self.store = store
         self.drain_timeout_s = drain_timeout_s
         self.allow_python = allow_python
+        #: Where loads are counted and timed, and requests per version (a fresh one if None).
+        self.metrics = metrics or ServerMetrics()
         self._entries: dict[str, _Entry] = {}
         #: The CPU versions are checked against at load (read from /proc on first load).
         self._cpu = cpu
@@ -193,6 +198,7 @@ class ModelRegistry:
             old = entry.versions
             if not old:
                 entry.state, entry.reason = ModelState.LOADING, "loading"
+            started = time.perf_counter()
             try:
                 try:
                     settings = config
@@ -209,6 +215,7 @@ class ModelRegistry:
                     log.exception("loading model %s failed unexpectedly", name)
                     raise ModelLoadError(f"{type(exc).__name__}: {exc}") from exc
             except ShipyardError as exc:
+                self.metrics.model_loaded(name, time.perf_counter() - started, ok=False)
                 if old:
                     entry.state = ModelState.READY
                     entry.reason = (
@@ -218,6 +225,7 @@ class ModelRegistry:
                 else:
                     entry.state, entry.reason = ModelState.UNAVAILABLE, exc.message
                 raise ModelLoadError(f"failed to load model {name!r}: {exc.message}") from exc
+            self.metrics.model_loaded(name, time.perf_counter() - started, ok=True)
             entry.versions = new
             entry.state, entry.reason = ModelState.READY, ""
             log.info("model %s ready (versions %s)", name, ", ".join(map(str, sorted(new))))

@@ -19,15 +19,25 @@ from typing import TYPE_CHECKING, Any
 from shipyard import dashboard
 from shipyard.config import ServerConfig
 from shipyard.errors import ConfigError, NotFoundError
-from shipyard.metrics import build_metrics_registry
+from shipyard.metrics import (
+    DEFAULT_LATENCY_BUCKETS_S,
+    ServerGauges,
+    ServerMetrics,
+    build_metrics_registry,
+)
 from shipyard.repository.layout import find_model
 from shipyard.repository.registry import ModelRegistry
 from shipyard.repository.stores import RepositoryStore, open_repository
-from shipyard.server.http import create_http_app
+from shipyard.server.admission import Admission
+from shipyard.server.decoding import DecodePool
+from shipyard.server.http import HttpLimits, create_http_app
+from shipyard.server.observe import Observer
 from shipyard.server.service import InferenceService
+from shipyard.server.tracing import Tracer, otlp_tracer_provider
 
 if TYPE_CHECKING:  # both imported when serving: gRPC needs an extra, uvicorn costs startup
     import uvicorn
+    from prometheus_client import CollectorRegistry
 
     from shipyard.server.grpc_connection import GrpcServer
 
@@ -75,9 +85,13 @@ def bind_socket(
 class ShipyardServer:
     """One server process: the model registry, the service and the HTTP transport."""
 
-    def __init__(self, config: ServerConfig) -> None:
+    def __init__(self, config: ServerConfig, tracer_provider: Any = None) -> None:
+        """``tracer_provider``: the OpenTelemetry TracerProvider spans go to when
+        ``config.otel`` is on (None: one exporting OTLP as the ``OTEL_*`` variables say)."""
         self.config = config
+        self.tracer_provider = tracer_provider
         self.service: InferenceService | None = None
+        self.metrics: ServerMetrics | None = None
         self._uvicorn: uvicorn.Server | None = None
         self._grpc: GrpcServer | None = None
         self._grpc_stopped: asyncio.Future[None] | None = None
@@ -106,20 +120,25 @@ class ShipyardServer:
                 raise ConfigError(f"--model {name}: {exc.message}") from exc
         sock = http_socket or bind_socket(config.host, config.http_port)
         self._loop = asyncio.get_running_loop()
+        metrics = self.metrics = ServerMetrics(
+            config.metrics_buckets_s or DEFAULT_LATENCY_BUCKETS_S
+        )
         registry = ModelRegistry(
             store.root,
             config.drain_timeout_s,
             store=store,
             allow_python=config.allow_python_models,
+            metrics=metrics,
         )
         service = self.service = InferenceService(registry, config.max_tensor_elements)
+        operations = _Operations(config, service, metrics, self.tracer_provider)
         grpc_started = False
+        operations.start()
         try:
-            metrics = build_metrics_registry(
-                lambda: [(v.stats, v.batcher.queued) for v in registry.served()]
-            )
             ui = dashboard.routes(service, config) if config.ui else []
-            app = create_http_app(service, config.max_request_bytes, metrics, ui)
+            app = create_http_app(
+                service, operations.http_limits(), operations.registry(), operations.observer, ui
+            )
             await registry.load_all(config.models)
 
             host, port = sock.getsockname()[:2]
@@ -179,6 +198,7 @@ class ShipyardServer:
             if grpc_started:
                 await self._stop_grpc()
             await registry.close()
+            operations.close()
             sock.close()
             log.info("server stopped")
 
@@ -208,6 +228,68 @@ class ShipyardServer:
                 self._uvicorn.should_exit = True
 
         loop.call_soon_threadsafe(_stop)
+
+
+class _Operations:
+    """What the server runs beside its transports: limits, metrics, tracing, decode workers."""
+
+    def __init__(
+        self,
+        config: ServerConfig,
+        service: InferenceService,
+        metrics: ServerMetrics,
+        tracer_provider: Any,
+    ) -> None:
+        self.config = config
+        self.service = service
+        self.metrics = metrics
+        self.admission = Admission(config.max_inflight_bytes, config.max_inflight_requests, metrics)
+        self.decoder = DecodePool(config.decode_workers, config.decode_inline_bytes)
+        self.tracer: Tracer | None = None
+        if config.otel:
+            self.tracer = Tracer(tracer_provider or otlp_tracer_provider())
+        sample = config.access_log_sample if config.access_log else 0.0
+        self.observer = Observer(metrics, sample, self.tracer)
+
+    def start(self) -> None:
+        """Start timing the garbage collector's pauses."""
+        self.metrics.start_gc_timing()
+
+    def http_limits(self) -> HttpLimits:
+        """The HTTP transport's limits."""
+        config = self.config
+        return HttpLimits(
+            config.max_request_bytes, self.admission, self.decoder, config.retry_after_s
+        )
+
+    def registry(self) -> CollectorRegistry:
+        """The ``/metrics`` registry reading this server's state."""
+        registry = self.service.registry
+        return build_metrics_registry(
+            lambda: [(v.stats, v.batcher.queued) for v in registry.served()],
+            self.metrics,
+            lambda: [(e.name, e.state.value) for e in registry.index()],
+            self.gauges,
+        )
+
+    def gauges(self) -> ServerGauges:
+        """The server-wide gauges, now."""
+        admission = self.admission
+        return ServerGauges(
+            ready=self.service.ready(),
+            draining=self.service.draining,
+            inflight_bytes=admission.bytes,
+            inflight_bytes_limit=admission.max_bytes,
+            inflight_requests=admission.requests,
+            inflight_requests_limit=admission.max_requests,
+        )
+
+    def close(self) -> None:
+        """Stop the decode workers, flush the spans, stop timing the GC."""
+        self.decoder.close()
+        if self.tracer is not None:
+            self.tracer.shutdown()
+        self.metrics.stop_gc_timing()
 
 
 def _grpc_server(

@@ -1,15 +1,22 @@
 """The HTTP/REST transport: decode the wire, call InferenceService, encode the answer.
 
 Errors become ``{"error": "..."}`` with the status from :data:`HTTP_STATUS`, the one table this
-transport has. Unexpected exceptions are logged with their traceback and answered with a 500
-whose body holds no traceback.
+transport has; every 503 carries ``Retry-After``. Unexpected exceptions are logged with their
+traceback and answered with a 500 whose body holds no traceback.
+
+Bodies are read by :class:`~shipyard.server.body.BodyReader` (size limits, the server-wide
+in-flight budget, client disconnects) and decoded on the event loop only when small: larger
+JSON goes to :class:`~shipyard.server.decoding.DecodePool`. The app is wrapped in
+:class:`~shipyard.server.observe.ObservedApp` (request IDs, metrics, access log, spans).
 """
 
 from __future__ import annotations
 
 import logging
 import re
+import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -18,9 +25,12 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
+from starlette.types import ExceptionHandler
 
-from shipyard.errors import ErrorCode, InvalidInputError, PayloadTooLargeError, ShipyardError
+from shipyard.context import RequestContext, current_request, open_request
+from shipyard.errors import ErrorCode, InvalidInputError, ShipyardError
 from shipyard.explain import heatmap_png
+from shipyard.metrics import outcome
 from shipyard.processing.predict import decode_instances
 from shipyard.protocol.rest import (
     decode_infer_request,
@@ -33,10 +43,14 @@ from shipyard.protocol.rest import (
     encode_server_metadata,
     encode_statistics,
 )
+from shipyard.server.admission import Admission
+from shipyard.server.body import BodyReader, ClientGone, Held, log_client_gone
+from shipyard.server.decoding import DecodePool
+from shipyard.server.observe import ObservedApp, Observer
 from shipyard.server.service import InferenceService
 from shipyard.types import JSONObject, JSONValue
 
-__all__ = ["HTTP_STATUS", "create_http_app"]
+__all__ = ["CONTROL_BODY_BYTES", "HTTP_STATUS", "HttpLimits", "create_http_app"]
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +66,9 @@ HTTP_STATUS: dict[ErrorCode, int] = {
 }
 
 HEADER_LENGTH = "inference-header-content-length"
+#: Largest body of a repository-control request (index, load, unload): they are tiny, and
+#: parsed on the event loop.
+CONTROL_BODY_BYTES = 64 * 1024
 #: A non-negative integer in ASCII digits (str.isdigit also accepts "²", which int() refuses).
 _DIGITS = re.compile(r"[0-9]+")
 _JSON = "application/json"
@@ -65,33 +82,33 @@ def _flag(ok: bool, key: str) -> Response:
     return _json({key: ok}, 200 if ok else 503)
 
 
+@dataclass(frozen=True, slots=True)
+class HttpLimits:
+    """How the HTTP transport bounds the requests it takes on."""
+
+    #: Largest request body (413 above it).
+    max_request_bytes: int
+    #: The server-wide limits on request bytes and inference requests in flight.
+    admission: Admission
+    #: Where JSON too large for the event loop is decoded.
+    decoder: DecodePool
+    #: Seconds of ``Retry-After`` on a 503.
+    retry_after_s: int = 1
+
+
 class _Endpoints:
     """Route handlers bound to one service (kept apart from wiring for readability)."""
 
-    def __init__(self, service: InferenceService, max_body: int, metrics: CollectorRegistry):
+    def __init__(self, service: InferenceService, limits: HttpLimits, metrics: CollectorRegistry):
         self.service = service
-        self.max_body = max_body
+        self.admission = limits.admission
+        self.reader = BodyReader(limits.max_request_bytes, limits.admission)
+        self.control = BodyReader(CONTROL_BODY_BYTES, Admission())
+        self.decoder = limits.decoder
         self.metrics = metrics
 
-    async def body(self, request: Request) -> bytes:
-        """Read the body, refusing it with 413 as soon as it passes the limit."""
-        declared = request.headers.get("content-length")
-        if declared is not None:
-            if not _DIGITS.fullmatch(declared):
-                raise InvalidInputError(f"invalid Content-Length header {declared!r}")
-            if int(declared) > self.max_body:
-                raise PayloadTooLargeError(_too_large(int(declared), self.max_body))
-        chunks = []
-        size = 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > self.max_body:
-                raise PayloadTooLargeError(_too_large(size, self.max_body))
-            chunks.append(chunk)
-        return b"".join(chunks)
-
     async def json_body(self, request: Request) -> JSONObject:
-        body = await self.body(request)
+        body = await self.control.read(request, Held(self.control.admission))
         if not body.strip():
             return {}
         value = decode_json(body)
@@ -126,19 +143,36 @@ class _Endpoints:
         return _json(encode_model_config(self.service.model_config(name, version)))
 
     async def infer(self, request: Request) -> Response:
+        ctx = _context("infer")
         name, version = _model(request)
-        body = await self.body(request)
         header = request.headers.get(HEADER_LENGTH)
         header_length = None
         if header is not None:
             if not _DIGITS.fullmatch(header):
                 raise InvalidInputError(f"invalid Inference-Header-Content-Length {header!r}")
             header_length = int(header)
-        infer_request = decode_infer_request(
-            body, header_length, name, version, self.service.max_tensor_elements
-        )
-        response = await self.service.infer(infer_request)
-        payload, json_length = encode_infer_response(response, infer_request)
+        held = Held(self.admission)
+        self.admission.acquire_request()
+        try:
+            body = await self.reader.read(request, held)
+            ctx.bytes_in = len(body)
+            limit = self.service.max_tensor_elements
+            json_size = len(body) if header_length is None else header_length
+            if self.decoder.offload(json_size):
+                infer_request = await self.decoder.run(
+                    decode_infer_request, body, header_length, name, version, limit
+                )
+            else:
+                infer_request = decode_infer_request(body, header_length, name, version, limit)
+            ctx.decoded_at = time.perf_counter_ns()
+            response = await self.service.infer(infer_request)
+            ctx.encode_at = start = time.perf_counter_ns()
+            payload, json_length = encode_infer_response(response, infer_request)
+            ctx.encode_ns = time.perf_counter_ns() - start
+        finally:
+            held.release()
+            self.admission.release_request()
+        ctx.outcome = "success"
         if json_length is None:
             return Response(payload, media_type=_JSON)
         return Response(
@@ -148,27 +182,52 @@ class _Endpoints:
         )
 
     async def predict(self, request: Request) -> Response:
+        ctx = _context("predict")
         name, version = _model(request)
         top_k = request.query_params.get("top_k")
         if top_k is not None and not _DIGITS.fullmatch(top_k):
             raise InvalidInputError(f"top_k must be an integer >= 1, got {top_k!r}")
-        body = await self.body(request)
-        target = self.service.predict_input(name, version)
-        instances = decode_instances(
-            body,
-            request.headers.get("content-type", ""),
-            target.kind,
-            f"model {target.model_name!r}",
-        )
-        prediction = await self.service.predict(
-            name, version, instances, None if top_k is None else int(top_k)
-        )
-        return _json(encode_prediction(prediction))
+        held = Held(self.admission)
+        self.admission.acquire_request()
+        try:
+            body = bytes(await self.reader.read(request, held))
+            ctx.bytes_in = len(body)
+            target = self.service.predict_input(name, version)
+            content_type = request.headers.get("content-type", "")
+            where = f"model {target.model_name!r}"
+            media = content_type.split(";")[0].strip().lower()
+            if media == "application/json" and self.decoder.offload(len(body)):
+                instances = await self.decoder.run(
+                    decode_instances, body, content_type, target.kind, where
+                )
+            else:
+                instances = decode_instances(body, content_type, target.kind, where)
+            ctx.decoded_at = time.perf_counter_ns()
+            prediction = await self.service.predict(
+                name, version, instances, None if top_k is None else int(top_k)
+            )
+        finally:
+            held.release()
+            self.admission.release_request()
+        ctx.encode_at = start = time.perf_counter_ns()
+        answer = encode_json(encode_prediction(prediction))
+        ctx.encode_ns = time.perf_counter_ns() - start
+        ctx.outcome = "success"
+        return Response(answer, media_type=_JSON)
 
     async def explain(self, request: Request) -> Response:
         """Explain one instance: a V2 request (JSON or binary) or a raw image/text body."""
         name, version = _model(request)
-        body = await self.body(request)
+        held = Held(self.admission)  # the body counts against max_inflight_bytes until answered
+        try:
+            body = bytes(await self.reader.read(request, held))
+            return await self._explain(request, name, version, body)
+        finally:
+            held.release()
+
+    async def _explain(
+        self, request: Request, name: str, version: str | None, body: bytes
+    ) -> Response:
         content_type = request.headers.get("content-type", "")
         header = request.headers.get(HEADER_LENGTH)
         parameters: dict[str, JSONValue] = dict(request.query_params)
@@ -239,44 +298,73 @@ def _parameters(body: JSONObject) -> JSONObject:
     return params
 
 
-def _too_large(size: int, limit: int) -> str:
-    return (
-        f"request body of {size} bytes is over the limit of {limit} bytes "
-        "(server setting max_request_bytes)"
-    )
+def _context(endpoint: str) -> RequestContext:
+    """The current request's context (ObservedApp opened it), marked as an inference."""
+    ctx = current_request.get() or open_request("http", None)
+    ctx.endpoint = endpoint
+    return ctx
 
 
-async def _shipyard_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, ShipyardError)
-    return _json({"error": exc.message}, HTTP_STATUS[exc.code])
+def _error_handlers(retry_after_s: int) -> dict[type[Exception], ExceptionHandler]:
+    """The one place exceptions become answers (and their outcome is recorded)."""
+    retry_after = {"Retry-After": str(retry_after_s)}
+
+    async def shipyard_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, ShipyardError)
+        _set_outcome(outcome(exc))
+        status = HTTP_STATUS[exc.code]
+        headers = retry_after if status == 503 else None
+        return Response(
+            encode_json({"error": exc.message}), status, headers=headers, media_type=_JSON
+        )
+
+    async def client_gone(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, ClientGone)
+        _set_outcome("cancelled")
+        log_client_gone(request, exc)
+        return Response(status_code=499)  # nginx's "client closed request": never sent
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        detail = exc.detail
+        if exc.status_code == 404:
+            detail = f"no route {request.method} {request.url.path}"
+        elif exc.status_code == 405:
+            detail = f"method {request.method} is not allowed on {request.url.path}"
+        return _json({"error": detail}, exc.status_code)
+
+    async def unexpected(request: Request, exc: Exception) -> Response:
+        _set_outcome("internal")
+        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        message = f"internal server error ({type(exc).__name__}); see server log"
+        return _json({"error": message}, 500)
+
+    return {
+        ShipyardError: shipyard_error,
+        ClientGone: client_gone,
+        HTTPException: http_error,
+        Exception: unexpected,
+    }
 
 
-async def _http_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, HTTPException)
-    detail = exc.detail
-    if exc.status_code == 404:
-        detail = f"no route {request.method} {request.url.path}"
-    elif exc.status_code == 405:
-        detail = f"method {request.method} is not allowed on {request.url.path}"
-    return _json({"error": detail}, exc.status_code)
-
-
-async def _unexpected(request: Request, exc: Exception) -> Response:
-    log.exception("unexpected error on %s %s", request.method, request.url.path)
-    return _json({"error": f"internal server error ({type(exc).__name__}); see server log"}, 500)
+def _set_outcome(value: str) -> None:
+    ctx = current_request.get()
+    if ctx is not None:
+        ctx.outcome = value
 
 
 def create_http_app(
     service: InferenceService,
-    max_request_bytes: int,
+    limits: HttpLimits,
     metrics: CollectorRegistry,
+    observer: Observer,
     extra_routes: Sequence[BaseRoute] = (),
-) -> Starlette:
+) -> ObservedApp:
     """Build the ASGI application serving the V2 REST API (plus ``/metrics``).
 
     ``extra_routes`` (the dashboard's) come last and share the error table.
     """
-    e = _Endpoints(service, max_request_bytes, metrics)
+    e = _Endpoints(service, limits, metrics)
     model = "/v2/models/{name}"
     version = "/v2/models/{name}/versions/{version}"
     # Starlette tries routes in order: the hot path first (no other route matches its paths).
@@ -300,11 +388,8 @@ def create_http_app(
             Route(f"{prefix}/config", e.model_config, methods=["GET"]),
             Route(f"{prefix}/stats", e.stats, methods=["GET"]),
         ]
-    return Starlette(
+    app = Starlette(
         routes=[*routes, *extra_routes],
-        exception_handlers={
-            ShipyardError: _shipyard_error,
-            HTTPException: _http_error,
-            Exception: _unexpected,
-        },
+        exception_handlers=_error_handlers(limits.retry_after_s),
     )
+    return ObservedApp(app, observer, limits.retry_after_s)

@@ -9,12 +9,14 @@ exceptions that each transport maps to its own status by one table.
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 
 from shipyard import __version__
 from shipyard.config import ModelConfig
+from shipyard.context import RequestContext, current_request
 from shipyard.errors import (
     InvalidInputError,
     ModelNotReadyError,
@@ -77,6 +79,11 @@ class InferenceService:
         """Refuse new inference requests (shutdown has begun); in-flight ones finish."""
         self._draining = True
 
+    @property
+    def draining(self) -> bool:
+        """Whether shutdown has begun."""
+        return self._draining
+
     def server_metadata(self) -> ServerMetadata:
         """The server's name, version and extensions."""
         return ServerMetadata("shipyard", __version__, EXTENSIONS)
@@ -118,21 +125,43 @@ class InferenceService:
         if self._draining:
             raise UnavailableError("server is shutting down; send the request elsewhere")
         served = self.registry.get(request.model_name, request.model_version)
+        # The request's context (the transport opened it) learns what serves it, and the
+        # version's metrics count it in flight.
+        ctx = current_request.get()
+        version = served.stats.version
+        if ctx is not None:
+            ctx.model, ctx.version = served.name, version
+        metrics = self.registry.metrics.model(served.name, version)
+        metrics.inflight += 1
+        try:
+            return await self._infer(served, request, ctx)
+        finally:
+            metrics.inflight -= 1
+
+    async def _infer(
+        self, served: ServedVersion, request: InferRequest, ctx: RequestContext | None
+    ) -> InferResponse:
         inputs, outputs = _signature(served)
         arrays = self._validate_inputs(served, request.inputs, inputs)
         wanted = self._validate_outputs(served, request, outputs)
         timeout_us, deadline = request.timeout_us, request.deadline
         pipeline = served.pipeline
         if pipeline is None:
-            results = await served.batcher.submit(arrays, wanted, timeout_us, deadline)
+            results = await served.batcher.submit(arrays, wanted, timeout_us, deadline, ctx)
         else:
+            start = time.perf_counter_ns()
             model_arrays = await pipeline.preprocess(arrays)
             tensors = [Tensor(n, DataType.from_numpy(a.dtype), a) for n, a in model_arrays.items()]
             model_arrays = self._validate_inputs(served, tensors, served.inputs)
+            queued = time.perf_counter_ns()
             raw = await served.batcher.submit(
-                model_arrays, pipeline.model_outputs(wanted), timeout_us, deadline
+                model_arrays, pipeline.model_outputs(wanted), timeout_us, deadline, ctx
             )
+            back = time.perf_counter_ns()
             results = await pipeline.postprocess(raw, model_arrays, wanted)
+            if ctx is not None:
+                ctx.preprocess_ns = queued - start
+                ctx.postprocess_ns = time.perf_counter_ns() - back
         by_name = {spec.name: spec for spec in outputs}
         tensors = [Tensor(n, by_name[n].datatype, results[n]) for n in wanted]
         for output in request.outputs or ():
