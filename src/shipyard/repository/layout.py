@@ -7,6 +7,7 @@ by an atomic rename.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,7 @@ from shipyard.errors import ConfigError, InvalidInputError, NotFoundError
 
 __all__ = [
     "CONFIG_FILENAME",
+    "Fingerprint",
     "ModelSource",
     "check_model_name",
     "parse_version",
@@ -71,6 +73,38 @@ class ModelSource:
     def config(self) -> ModelConfig:
         """The model's configuration (defaults when there is no model.toml)."""
         return load_model_config(self.name, self.path / CONFIG_FILENAME)
+
+    def fingerprint(self) -> Fingerprint:
+        """What the model folder holds now: its ``model.toml``'s digest and, per published
+        version, each file's path, size and modification time. Equal fingerprints mean
+        nothing a load reads has changed (what a repository poller compares)."""
+        try:
+            config = hashlib.sha256((self.path / CONFIG_FILENAME).read_bytes()).hexdigest()
+        except OSError:
+            config = ""
+        versions = []
+        for version in self.versions():
+            files = []
+            folder = self.version_dir(version)
+            for path in sorted(folder.rglob("*")):
+                try:
+                    info = path.stat()
+                except OSError:  # removed while we looked: the next look sees it gone
+                    continue
+                if path.is_file():
+                    files.append((str(path.relative_to(folder)), info.st_size, info.st_mtime_ns))
+            versions.append((version, tuple(files)))
+        return Fingerprint(config, tuple(versions))
+
+
+@dataclass(frozen=True, slots=True)
+class Fingerprint:
+    """A model folder's contents, as :meth:`ModelSource.fingerprint` saw them."""
+
+    #: SHA-256 of ``model.toml`` ("" without one).
+    config: str
+    #: Per published version: its files as (relative path, size, mtime in ns).
+    versions: tuple[tuple[int, tuple[tuple[str, int, int], ...]], ...]
 
 
 def scan_repository(root: Path) -> dict[str, ModelSource]:

@@ -28,6 +28,7 @@ from shipyard.metrics import (
 from shipyard.repository.layout import find_model
 from shipyard.repository.registry import ModelRegistry
 from shipyard.repository.stores import RepositoryStore, open_repository
+from shipyard.repository.watch import RepositoryWatcher
 from shipyard.server.admission import Admission
 from shipyard.server.decoding import DecodePool
 from shipyard.server.http import HttpLimits, create_http_app
@@ -140,6 +141,7 @@ class ShipyardServer:
                 service, operations.http_limits(), operations.registry(), operations.observer, ui
             )
             await registry.load_all(config.models)
+            operations.watch(registry)
 
             host, port = sock.getsockname()[:2]
             url_host = f"[{host}]" if ":" in host else host
@@ -197,8 +199,8 @@ class ShipyardServer:
             service.start_draining()
             if grpc_started:
                 await self._stop_grpc()
-            await registry.close()
             operations.close()
+            await registry.close()
             sock.close()
             log.info("server stopped")
 
@@ -250,6 +252,19 @@ class _Operations:
             self.tracer = Tracer(tracer_provider or otlp_tracer_provider())
         sample = config.access_log_sample if config.access_log else 0.0
         self.observer = Observer(metrics, sample, self.tracer)
+        self._poller: asyncio.Task[None] | None = None
+
+    def watch(self, registry: ModelRegistry) -> None:
+        """Poll the repository for changed models, when ``poll_interval_s`` asks for it."""
+        if self.config.poll_interval_s > 0:
+            store = registry.store  # an object store: mirrored into the local copy first
+            watcher = RepositoryWatcher(
+                registry,
+                self.config.poll_interval_s,
+                self.config.models,
+                refresh=store.sync if store is not None else None,
+            )
+            self._poller = asyncio.ensure_future(watcher.run())
 
     def start(self) -> None:
         """Start timing the garbage collector's pauses."""
@@ -285,7 +300,9 @@ class _Operations:
         )
 
     def close(self) -> None:
-        """Stop the decode workers, flush the spans, stop timing the GC."""
+        """Stop polling, stop the decode workers, flush the spans, stop timing the GC."""
+        if self._poller is not None:
+            self._poller.cancel()
         self.decoder.close()
         if self.tracer is not None:
             self.tracer.shutdown()
