@@ -79,7 +79,10 @@ class Load:
                     next_at = max(next_at + self.interval_s, time.monotonic())
                 with self._lock:
                     self.sent += 1
-                self._record(self._one(client))
+                outcome = self._one(client)
+                self._record(outcome)
+                if not isinstance(outcome.status, int):
+                    self._stop.wait(0.01)  # no answer: do not spin on a server that is gone
 
     def _one(self, client: httpx.Client) -> Outcome:
         sent_at = time.monotonic()

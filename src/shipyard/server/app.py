@@ -202,7 +202,12 @@ class ShipyardServer:
             operations.close()
             await registry.close()
             sock.close()
-            log.info("server stopped")
+            observer = operations.observer
+            log.info(
+                "server stopped: %d requests received, %d answered",
+                observer.received,
+                observer.answered,
+            )
 
     def _begin_shutdown(self) -> None:
         if self.service is not None:

@@ -47,6 +47,10 @@ class Observer:
         #: Share of requests written to the access log (0: off, 1: all).
         self.access_log_sample = access_log_sample
         self.tracer = tracer
+        #: Requests opened and finished so far, all transports and routes (equal once idle:
+        #: the shutdown log line reports both).
+        self.received = 0
+        self.answered = 0
         self._random = random.Random()
 
     def start(
@@ -58,6 +62,7 @@ class Observer:
     ) -> RequestContext:
         """Open a request's context (the caller sets :data:`current_request` to it)."""
         ctx = open_request(transport, request_id, traceparent, tracestate)
+        self.received += 1
         if self.tracer is not None:
             ctx.wall_start_ns = time.time_ns()
         return ctx
@@ -72,6 +77,7 @@ class Observer:
         bytes_out: int,
     ) -> None:
         """Count the answer, log it, trace it. Call while :data:`current_request` is ``ctx``."""
+        self.answered += 1
         if ctx.endpoint:
             self.metrics.finish(ctx, code)
         sample = self.access_log_sample

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -64,6 +65,8 @@ class ServeProcess:
         self.url = ""
         #: ``host:port`` of gRPC, when the command line gave it a port.
         self.grpc_address: str | None = None
+        #: HTTP answers :meth:`wait_ready` received (requests the server counts too).
+        self.answers = 0
 
     @property
     def pid(self) -> int:
@@ -95,9 +98,15 @@ class ServeProcess:
                 self.grpc_address = grpc.group(1)
         while time.monotonic() < deadline:
             ready = f"{self.url}/v2/health/ready"
-            with contextlib.suppress(OSError), urllib.request.urlopen(ready, timeout=2) as answer:
-                if answer.status == 200:
-                    return self.url
+            try:
+                with urllib.request.urlopen(ready, timeout=2) as answer:
+                    self.answers += 1
+                    if answer.status == 200:
+                        return self.url
+            except urllib.error.HTTPError:
+                self.answers += 1  # 503 while the models load
+            except OSError:
+                pass
             time.sleep(0.01)
         raise RuntimeError(f"{self.url} did not become ready within {timeout_s} s")
 
