@@ -1,9 +1,9 @@
 """The ``shipyard`` command: parse arguments, call the library, print the result.
 
 One module per command (``serve``, ``repo``, ``convert``, ``hw``, ``optimize``, ``predict``,
-``bench``, ``tune``, ``ray``, ``explain``); what they share (the console, one-line errors,
-REPO/NAME, the accuracy guard's options, the models table) is in :mod:`~shipyard.cli.common`.
-Every command that takes a model version calls the flag ``--version``; ``shipyard --version``
+``bench``, ``tune``, ``ray``, ``explain``, ``top``); what they share (the console, one-line
+errors, REPO/NAME, the accuracy guard's options, the models table) is in
+:mod:`~shipyard.cli.common`. Every command that takes a model version calls the flag ``--version``; ``shipyard --version``
 (before any command) prints Shipyard's own.
 """
 
@@ -21,6 +21,7 @@ from shipyard.cli.predict import predict_command
 from shipyard.cli.ray import ray_group
 from shipyard.cli.repo import repo
 from shipyard.cli.serve import serve
+from shipyard.cli.top import top_command
 from shipyard.cli.tune import tune_command
 
 __all__ = ["main"]
@@ -42,3 +43,4 @@ main.add_command(bench_command)
 main.add_command(tune_command)
 main.add_command(ray_group)
 main.add_command(explain_command)
+main.add_command(top_command)

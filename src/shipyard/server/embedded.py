@@ -12,6 +12,7 @@ import contextlib
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from shipyard import eventloop
 from shipyard.config import ServerConfig
@@ -30,7 +31,11 @@ class EmbeddedServer:
 
 @contextlib.contextmanager
 def embedded_server(
-    config: ServerConfig, *, grpc_port: int | None = None, startup_timeout_s: float = 60.0
+    config: ServerConfig,
+    *,
+    grpc_port: int | None = None,
+    startup_timeout_s: float = 60.0,
+    tracer_provider: Any = None,
 ) -> Iterator[EmbeddedServer]:
     """Serve ``config`` in a background thread until the ``with`` block ends.
 
@@ -39,11 +44,13 @@ def embedded_server(
     ``config.grpc_port`` says; 0: a free port). Returns once the server listens and has tried
     to load every model (those that failed are in ``info.models`` with their reason).
 
+    ``tracer_provider`` receives the spans when ``config.otel`` is on (see ShipyardServer).
+
     Raises TimeoutError when the server is not up within ``startup_timeout_s``, and
     RuntimeError (from the server's own error) when it fails to start.
     """
     sock = bind_socket(config.host, config.http_port)
-    server = ShipyardServer(config)
+    server = ShipyardServer(config, tracer_provider)
     started = threading.Event()
     ready: list[ServerInfo] = []
     failed: list[BaseException] = []

@@ -42,13 +42,15 @@ def running_server(
     repository: Path | str,
     startup_timeout_s: float = 60.0,
     grpc: bool = True,
+    tracer_provider: Any = None,
     **settings: Any,
 ) -> Iterator[RunningServer]:
     """Start a server on 127.0.0.1 and a free port; stop it gracefully on exit.
 
     gRPC listens on a free port of its own too (``grpc=False``: HTTP only, no grpc extra
     needed), so one server answers both transports, as in production. ``settings`` are
-    further :class:`~shipyard.config.ServerConfig` fields.
+    further :class:`~shipyard.config.ServerConfig` fields; with ``otel=True`` the spans go to
+    ``tracer_provider`` (an OpenTelemetry SDK TracerProvider, e.g. with an in-memory exporter).
 
     Returns once the server listens and has tried to load every model (models that failed to
     load are reported by the repository index, as in production). The server itself is
@@ -58,7 +60,10 @@ def running_server(
         repository=repository, host="127.0.0.1", http_port=0, grpc_port=0, **settings
     )
     with embedded_server(
-        config, grpc_port=0 if grpc else None, startup_timeout_s=startup_timeout_s
+        config,
+        grpc_port=0 if grpc else None,
+        startup_timeout_s=startup_timeout_s,
+        tracer_provider=tracer_provider,
     ) as running:
         info = running.info
         yield RunningServer(info.http_url, info.http_port, running.server, info)
