@@ -3,8 +3,8 @@
 One module per command (``serve``, ``repo``, ``convert``, ``hw``, ``optimize``, ``predict``,
 ``bench``, ``tune``, ``ray``, ``explain``, ``top``); what they share (the console, one-line
 errors, REPO/NAME, the accuracy guard's options, the models table) is in
-:mod:`~shipyard.cli.common`. Every command that takes a model version calls the flag ``--version``; ``shipyard --version``
-(before any command) prints Shipyard's own.
+:mod:`~shipyard.cli.common`. Every command that takes a model version calls the flag
+``--version``; ``shipyard --version`` (before any command) prints Shipyard's own.
 """
 
 from __future__ import annotations

@@ -149,7 +149,7 @@ class ShipyardServer:
             if grpc_port is not None or config.grpc_port:
                 grpc_host = f"[{config.host}]" if ":" in config.host else config.host
                 wanted = config.grpc_port if grpc_port is None else grpc_port
-                self._grpc, grpc_port = _grpc_server(service, config, wanted)
+                self._grpc, grpc_port = _grpc_server(service, config, wanted, operations)
                 grpc_url = f"grpc://{grpc_host}:{grpc_port}"
             info = ServerInfo(
                 f"http://{url_host}:{port}",
@@ -315,7 +315,7 @@ class _Operations:
 
 
 def _grpc_server(
-    service: InferenceService, config: ServerConfig, port: int
+    service: InferenceService, config: ServerConfig, port: int, operations: _Operations
 ) -> tuple[GrpcServer, int]:
     """Build the gRPC server on ``port`` (0: a free one); returns it and the port it bound.
 
@@ -326,7 +326,9 @@ def _grpc_server(
     except ImportError as exc:
         raise ConfigError(str(exc)) from exc
     sock = bind_socket(config.host, port, "gRPC", "--grpc-port (0 turns gRPC off)")
-    server = GrpcServer(service, sock, config)
+    server = GrpcServer(
+        service, sock, config, observer=operations.observer, admission=operations.admission
+    )
     return server, sock.getsockname()[1]
 
 

@@ -18,14 +18,23 @@ A call's deadline (``grpc-timeout``) becomes the request's queue ``timeout`` whe
 tighter limit, so a request whose client has given up never reaches the model and the client
 hears why. A call the client cancels (RST_STREAM) or whose connection closes is cancelled.
 
+Every RPC runs in a request context (:mod:`shipyard.server.observe`): its ``x-request-id``
+metadata (or a new ID) is on each log line, ``traceparent`` continues the caller's trace, and
+ModelInfer calls are counted and timed per model. The connection hands the call's metadata
+over in :data:`current_call`; what the servicer puts in :attr:`CallMetadata.trailers` goes
+back as trailing metadata: the client's ``x-request-id``, and ``grpc-retry-pushback-ms`` with
+an overload's UNAVAILABLE (clients with a retry policy wait that long; gRFC A6).
+
 Needs the ``grpc`` extra (protobuf and hpack); :mod:`shipyard.server.app` imports this
 module only when gRPC is on.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from contextvars import ContextVar
 from typing import Any
 
 try:
@@ -37,7 +46,9 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
         "pip install 'shipyard[grpc]', or turn gRPC off with --grpc-port 0"
     ) from exc
 
-from shipyard.errors import ErrorCode, UnsupportedError
+from shipyard.context import REQUEST_ID_HEADER, current_request
+from shipyard.errors import ErrorCode, ShipyardError, UnavailableError, UnsupportedError
+from shipyard.metrics import outcome
 from shipyard.protocol.grpc import (
     decode_infer_request,
     decode_repository_parameters,
@@ -48,9 +59,11 @@ from shipyard.protocol.grpc import (
     encode_server_metadata,
     encode_statistics,
 )
+from shipyard.server.admission import Admission
+from shipyard.server.observe import Observer
 from shipyard.server.service import InferenceService
 
-__all__ = ["GRPC_STATUS", "InferenceServicer", "StatusCode"]
+__all__ = ["GRPC_STATUS", "CallMetadata", "InferenceServicer", "StatusCode", "current_call"]
 
 SERVICE_PATH = "/inference.GRPCInferenceService/"
 
@@ -81,6 +94,25 @@ def _deadline(remaining_s: float) -> float:
 
 
 _Handler = Callable[[Any, float | None], Awaitable[Any]]
+_REQUEST_ID = REQUEST_ID_HEADER.encode()
+
+
+class CallMetadata:
+    """The call being served, as its connection hands it to the servicer (:data:`current_call`)."""
+
+    __slots__ = ("metadata", "size", "trailers")
+
+    def __init__(self, metadata: Sequence[tuple[bytes, bytes]], size: int) -> None:
+        #: The call's headers (its metadata, pseudo-headers included).
+        self.metadata = metadata
+        #: Bytes of its request message.
+        self.size = size
+        #: Metadata the answer's trailers carry besides ``grpc-status`` and ``grpc-message``.
+        self.trailers: list[tuple[bytes, bytes]] = []
+
+
+#: The call the running task serves (set by the connection before the handler runs).
+current_call: ContextVar[CallMetadata | None] = ContextVar("shipyard_grpc_call", default=None)
 
 
 class InferenceServicer:
@@ -88,15 +120,25 @@ class InferenceServicer:
 
     Each takes the decoded request message and the seconds left before the call's deadline
     (None without one) and returns the response message, or raises :class:`ShipyardError`.
+    ``observer`` and ``admission`` are the server's (None: a private one, no limits).
     """
 
-    def __init__(self, service: InferenceService) -> None:
+    def __init__(
+        self,
+        service: InferenceService,
+        observer: Observer | None = None,
+        admission: Admission | None = None,
+        retry_after_s: int = 1,
+    ) -> None:
         self.service = service
+        self.observer = observer or Observer(service.registry.metrics)
+        self.admission = admission or Admission()
+        self._pushback = (b"grpc-retry-pushback-ms", str(retry_after_s * 1000).encode())
 
     def methods(self) -> dict[str, tuple[Callable[[bytes], Any], _Handler]]:
         """``/inference.GRPCInferenceService/<Rpc>`` → (request parser, handler)."""
         return {
-            SERVICE_PATH + name: (request_type.FromString, getattr(self, name))
+            SERVICE_PATH + name: (request_type.FromString, self._observed(name))
             for name, request_type in (
                 ("ServerLive", pb.ServerLiveRequest),
                 ("ServerReady", pb.ServerReadyRequest),
@@ -111,6 +153,73 @@ class InferenceServicer:
                 ("RepositoryModelUnload", pb.RepositoryModelUnloadRequest),
             )
         }
+
+    def _observed(self, name: str) -> _Handler:
+        """The handler of RPC ``name`` inside a request context, its answer observed."""
+        handler: _Handler = getattr(self, name)
+        inference = name == "ModelInfer"
+        observer = self.observer
+        admission = self.admission
+
+        async def observed(request: Any, remaining_s: float | None) -> Any:
+            call = current_call.get()
+            request_id = traceparent = tracestate = None
+            for key, value in call.metadata if call is not None else ():
+                if key == _REQUEST_ID:
+                    request_id = value
+                elif key == b"traceparent":
+                    traceparent = value.decode("latin-1")
+                elif key == b"tracestate":
+                    tracestate = value.decode("latin-1")
+            ctx = observer.start("grpc", request_id, traceparent, tracestate)
+            if call is not None and request_id is not None:
+                call.trailers.append((_REQUEST_ID, ctx.request_id.encode()))
+            current_request.set(ctx)  # the call's own task: no reset needed
+            code = StatusCode.OK
+            held = 0
+            try:
+                if inference:
+                    ctx.endpoint = name
+                    ctx.bytes_in = held = call.size if call is not None else 0
+                    admission.acquire_request()
+                    try:
+                        admission.acquire_bytes(held)
+                    except ShipyardError:
+                        held = 0
+                        admission.release_request()
+                        raise
+                try:
+                    response = await handler(request, remaining_s)
+                except asyncio.CancelledError:
+                    if not self.service.draining:
+                        raise  # the client cancelled: nobody to answer
+                    raise UnavailableError(
+                        "the server shut down before the call finished; send it again"
+                    ) from None
+                finally:
+                    if inference:
+                        admission.release_bytes(held)
+                        admission.release_request()
+                ctx.outcome = "success"
+                return response
+            except ShipyardError as exc:
+                ctx.outcome = outcome(exc)
+                code = GRPC_STATUS[exc.code]
+                if code is StatusCode.UNAVAILABLE and call is not None:
+                    call.trailers.append(self._pushback)
+                raise
+            except asyncio.CancelledError:
+                ctx.outcome = "cancelled"
+                code = StatusCode.CANCELLED
+                raise
+            except Exception:
+                ctx.outcome = "internal"
+                code = StatusCode.INTERNAL
+                raise
+            finally:
+                observer.finish(ctx, str(int(code)), code is StatusCode.INTERNAL, "POST", name, 0)
+
+        return observed
 
     async def ServerLive(  # noqa: N802
         self, request: pb.ServerLiveRequest, remaining_s: float | None
@@ -157,8 +266,15 @@ class InferenceServicer:
         infer_request = decode_infer_request(request, self.service.max_tensor_elements)
         if remaining_s is not None:
             infer_request.deadline = _deadline(remaining_s)
+        ctx = current_request.get()
+        if ctx is not None:
+            ctx.decoded_at = time.perf_counter_ns()
         response = await self.service.infer(infer_request)
-        return encode_infer_response(response)
+        start = time.perf_counter_ns()
+        answer = encode_infer_response(response)
+        if ctx is not None:
+            ctx.encode_at, ctx.encode_ns = start, time.perf_counter_ns() - start
+        return answer
 
     async def ModelStatistics(  # noqa: N802
         self, request: pb.ModelStatisticsRequest, remaining_s: float | None

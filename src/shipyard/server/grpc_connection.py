@@ -34,7 +34,7 @@ try:
         UINT32,
         frame,
     )
-    from shipyard.server.grpc import GRPC_STATUS, InferenceServicer
+    from shipyard.server.grpc import GRPC_STATUS, CallMetadata, InferenceServicer, current_call
     from shipyard.server.grpc_health import HealthServicer
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError(
@@ -51,6 +51,8 @@ from shipyard.protocol.grpc_wire import (
     parse_timeout,
     unframe_message,
 )
+from shipyard.server.admission import Admission
+from shipyard.server.observe import Observer
 from shipyard.server.service import InferenceService
 
 __all__ = ["GRPC_CONTENT_TYPES", "GrpcConnection", "GrpcServer", "connection_limits"]
@@ -77,13 +79,17 @@ _RESPONSE_HEADERS = (
 _OK_TRAILERS = ((b"grpc-status", b"0"),)
 
 
-def _trailers_only(code: int, message: str, http_status: bytes = b"200") -> Headers:
-    """The one header block of a call that fails before any answer (Trailers-Only)."""
+def _trailers_only(
+    code: int, message: str, http_status: bytes = b"200", extra: Headers = ()
+) -> Headers:
+    """The one header block of a call that fails before any answer (Trailers-Only); ``extra``:
+    the servicer's trailing metadata."""
     return (
         (b":status", http_status),
         (b"content-type", b"application/grpc"),
         (b"grpc-status", str(code).encode()),
         (b"grpc-message", encode_message_text(message[:4096])),
+        *extra,
     )
 
 
@@ -249,6 +255,8 @@ class GrpcConnection(asyncio.Protocol):
         self.tasks[stream_id] = self._loop.create_task(self._run(stream_id, call))
 
     async def _run(self, stream_id: int, call: _Call) -> None:
+        served = CallMetadata(call.metadata, len(call.message))
+        current_call.set(served)  # the servicer reads the metadata, adds trailing metadata
         try:
             try:
                 request = call.parse(call.message)
@@ -265,7 +273,7 @@ class GrpcConnection(asyncio.Protocol):
                     "(grpc_max_message_bytes)"
                 )
         except ShipyardError as exc:
-            self._fail(stream_id, GRPC_STATUS[exc.code], exc.message)
+            self._fail(stream_id, GRPC_STATUS[exc.code], exc.message, extra=served.trailers)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -273,17 +281,26 @@ class GrpcConnection(asyncio.Protocol):
             message = f"internal server error ({type(exc).__name__}); see server log"
             self._fail(stream_id, StatusCode.INTERNAL, message)
         else:
-            self.h2.respond(stream_id, _RESPONSE_HEADERS, frame_message(payload), _OK_TRAILERS)
+            trailers: Headers = _OK_TRAILERS
+            if served.trailers:
+                trailers = (*_OK_TRAILERS, *served.trailers)
+            self.h2.respond(stream_id, _RESPONSE_HEADERS, frame_message(payload), trailers)
         finally:
             self.tasks.pop(stream_id, None)
             self.h2.call_done(stream_id)
             self._schedule_flush()
 
     def _fail(
-        self, stream_id: int, code: StatusCode, message: str, http_status: bytes = b"200"
+        self,
+        stream_id: int,
+        code: StatusCode,
+        message: str,
+        http_status: bytes = b"200",
+        extra: Headers = (),
     ) -> None:
         """Answer with one header block (Trailers-Only): the status and its message."""
-        self.h2.respond(stream_id, None, b"", _trailers_only(code, message, http_status))
+        trailers = _trailers_only(code, message, http_status, extra)
+        self.h2.respond(stream_id, None, b"", trailers)
 
     def _fail_now(
         self, stream_id: int, code: StatusCode, message: str, http_status: bytes = b"200"
@@ -380,7 +397,8 @@ class GrpcServer:
     """The gRPC transport on a listening socket that :mod:`shipyard.server.app` bound.
 
     ``ssl``, when given, is passed to the event loop's server (TLS; the context must offer
-    ALPN ``h2``); the handshake timeout then also bounds the TLS handshake.
+    ALPN ``h2``); the handshake timeout then also bounds the TLS handshake. ``observer`` and
+    ``admission`` are the server's (request IDs, metrics, limits shared with HTTP).
     """
 
     def __init__(
@@ -389,8 +407,11 @@ class GrpcServer:
         sock: socket.socket,
         config: ServerConfig,
         ssl_context: ssl.SSLContext | None = None,
+        observer: Observer | None = None,
+        admission: Admission | None = None,
     ) -> None:
-        methods = {**InferenceServicer(service).methods(), **HealthServicer(service).methods()}
+        inference = InferenceServicer(service, observer, admission, config.retry_after_s)
+        methods = {**inference.methods(), **HealthServicer(service).methods()}
         self.methods = {path.encode(): entry for path, entry in methods.items()}
         self.sock = sock
         self.limits = connection_limits(config)
@@ -437,9 +458,14 @@ class GrpcServer:
         deadline = time.monotonic() + grace
         while self.connections and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
+        # Calls still running are cut; each answers UNAVAILABLE (the servicer turns the
+        # cancellation into it while the server drains) before its connection closes.
+        cut = [task for connection in self.connections for task in connection.tasks.values()]
+        for task in cut:
+            task.cancel()
+        if cut:
+            await asyncio.wait(cut, timeout=1.0)
         for connection in list(self.connections):
-            for task in connection.tasks.values():
-                task.cancel()
             if connection.transport is not None:
                 connection.transport.write(connection.h2.data_to_send())
                 connection.transport.close()
