@@ -93,28 +93,35 @@ class RequestContext:
     """One request's identity and timings.
 
     ``*_at`` are ``perf_counter_ns`` instants and ``*_ns`` durations; 0 means "did not happen".
+    The defaults live on the class, so opening a context sets four attributes, not twenty.
     """
 
-    __slots__ = (
-        "bytes_in",
-        "decoded_at",
-        "encode_at",
-        "encode_ns",
-        "endpoint",
-        "enqueued_at",
-        "finished_at",
-        "model",
-        "outcome",
-        "postprocess_ns",
-        "preprocess_ns",
-        "received_at",
-        "request_id",
-        "started_at",
-        "trace",
-        "transport",
-        "version",
-        "wall_start_ns",
-    )
+    #: Wall-clock start (``time.time_ns()``), for spans; set only when tracing is on.
+    wall_start_ns = 0
+    #: The inference endpoint (``"infer"``, ``"predict"``, ``"ModelInfer"``); "" for the other
+    #: routes, which the per-model metrics do not count.
+    endpoint = ""
+    #: The model and version that served the request, once the service resolved them.
+    model: str | None = None
+    version: str | None = None
+    #: When the request was decoded (received and turned into core types).
+    decoded_at = 0
+    #: Time in pre-processing (before ``enqueued_at``) and post-processing (after
+    #: ``finished_at``), for a model with processing.
+    preprocess_ns = 0
+    postprocess_ns = 0
+    #: When it was queued, started running and came back from the model.
+    enqueued_at = 0
+    started_at = 0
+    finished_at = 0
+    #: When encoding the answer started, and how long it took.
+    encode_at = 0
+    encode_ns = 0
+    #: ``"success"``, ``"cancelled"`` or the error's kind (:func:`shipyard.metrics.outcome`);
+    #: set by the transport with the answer.
+    outcome = ""
+    #: Request body bytes.
+    bytes_in = 0
 
     def __init__(self, request_id: str, transport: str, trace: TraceContext | None) -> None:
         self.request_id = request_id
@@ -123,30 +130,6 @@ class RequestContext:
         #: The caller's trace context, when it sent a valid ``traceparent``.
         self.trace = trace
         self.received_at = time.perf_counter_ns()
-        #: Wall-clock start (``time.time_ns()``), for spans; set only when tracing is on.
-        self.wall_start_ns = 0
-        #: The inference endpoint (``"infer"``, ``"predict"``, ``"ModelInfer"``); "" for the
-        #: other routes, which the per-model metrics do not count.
-        self.endpoint = ""
-        #: The model and version that served the request, once the service resolved them.
-        self.model: str | None = None
-        self.version: str | None = None
-        #: When the request was decoded (received and turned into core types).
-        self.decoded_at = 0
-        self.preprocess_ns = 0
-        #: When it was queued, started running and came back from the model.
-        self.enqueued_at = 0
-        self.started_at = 0
-        self.finished_at = 0
-        self.postprocess_ns = 0
-        #: When encoding the answer started, and how long it took.
-        self.encode_at = 0
-        self.encode_ns = 0
-        #: ``"success"``, ``"cancelled"`` or the error's kind (:func:`shipyard.metrics.outcome`);
-        #: set by the transport with the answer.
-        self.outcome = ""
-        #: Request body bytes read.
-        self.bytes_in = 0
 
 
 #: The request the running task serves (None outside a request).

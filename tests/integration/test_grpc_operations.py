@@ -68,9 +68,9 @@ def test_request_id_metadata_is_echoed_and_calls_are_counted(repository: Path) -
         channel, stub = _stub(server)
         with channel:
             _, call = stub.ModelInfer.with_call(_simple(), metadata=[("x-request-id", "g-1")])
+            missing = _simple()
+            missing.model_name = "nope"
             with pytest.raises(grpc.RpcError) as error:
-                missing = _simple()
-                missing.model_name = "nope"
                 stub.ModelInfer(missing)
         metrics = httpx.get(f"{server.url}/metrics", timeout=10).text
     assert ("x-request-id", "g-1") in call.trailing_metadata()

@@ -18,6 +18,7 @@ import asyncio
 import logging
 import random
 import time
+from collections.abc import Awaitable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -142,14 +143,16 @@ class ObservedApp:
         status = 0
         sent = 0
 
-        async def send_observed(message: Message) -> None:
+        def send_observed(message: Message) -> Awaitable[None]:
+            # Not a coroutine of its own: it returns the awaitable of the real send.
             nonlocal status, sent
-            if message["type"] == "http.response.start":
+            kind = message["type"]
+            if kind == "http.response.body":
+                sent += len(message.get("body", b""))
+            elif kind == "http.response.start":
                 status = message["status"]
                 message["headers"] = [*message.get("headers", ()), echo]
-            elif message["type"] == "http.response.body":
-                sent += len(message.get("body", b""))
-            await send(message)
+            return send(message)
 
         try:
             await self.app(scope, receive, send_observed)
