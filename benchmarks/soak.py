@@ -1,0 +1,244 @@
+"""Soak: hours of traffic in minutes. Does the server stay flat under steady load?
+
+Serves an MNIST-sized CNN with ``shipyard serve`` (HTTP and gRPC) in a subprocess, measures
+its capacity (closed loop, concurrency 32, HTTP binary and gRPC one after the other), then
+drives both transports at once, open loop, at ``--load`` (70%) of that capacity for
+``--minutes`` (10), in windows of ``--window`` seconds. Each window is one ``shipyard bench``
+run per transport (separate processes, so the load generator never shares the server's
+CPU accounting) and one reading of the server's resident memory.
+
+It checks, and exits 1 when one fails:
+
+* 0 errors, and after the first window 0 requests the load generator could not send in time
+  (missed: 64 outstanding at once, a server that stalls);
+* RSS growth from the end of the first window (warm-up) to the last below ``--max-rss-growth``
+  (5%);
+* p99 drift: the last window's p99 against the first steady window's, per transport (reported;
+  a drift over ``--max-p99-drift`` (3x) fails).
+
+``make soak`` runs it (not part of ``make test``). A run of 10 minutes or more writes its table
+between the markers in ``benchmarks/RESULTS.md`` (``--results`` for shorter ones too).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from shipyard.testing import serve_process, write_model
+from shipyard.testing.models import cnn_model
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "RESULTS.md"
+BEGIN = "<!-- soak: begin (written by benchmarks/soak.py) -->"
+END = "<!-- soak: end -->"
+SHIPYARD = str(Path(sys.executable).parent / "shipyard")
+MODEL = "cnn"
+SHAPE = "input:1,1,28,28"
+
+
+@dataclass(frozen=True)
+class Window:
+    """One window of the soak: per transport the bench row, and the server's RSS after it."""
+
+    end_s: float
+    http: dict[str, Any]
+    grpc: dict[str, Any]
+    rss_bytes: int
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1 (gRPC needs one: ``--grpc-port 0`` turns it off)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def bench(url: str, protocol: str, seconds: float, concurrency: int, rate: float = 0) -> Any:
+    """Start one ``shipyard bench --json`` run; returns the process (read with :func:`row`)."""
+    argv = [SHIPYARD, "bench", url, "--model", MODEL, "--shape", SHAPE, "--json"]
+    argv += ["--protocol", protocol, "--concurrency", str(concurrency)]
+    argv += ["--duration", str(seconds), "--warmup", "0" if rate else "2"]
+    if protocol == "http":
+        argv.append("--binary")
+    if rate:
+        argv += ["--rate", f"{rate:.1f}"]
+    return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def row(process: Any) -> dict[str, Any]:
+    """The one row a ``shipyard bench --json`` process printed."""
+    out, err = process.communicate(timeout=3600)
+    if process.returncode != 0:
+        raise RuntimeError(f"shipyard bench failed:\n{err[-2000:]}")
+    rows: list[dict[str, Any]] = json.loads(out)["rows"]
+    return rows[0]
+
+
+def soak(args: argparse.Namespace) -> tuple[list[Window], dict[str, float]]:
+    """Serve, measure the capacity, drive the windows; return them and the capacities."""
+    with tempfile.TemporaryDirectory() as folder:
+        repository = Path(folder)
+        write_model(repository, MODEL, cnn_model())
+        grpc_port = free_port()
+        serve = ("--grpc-port", str(grpc_port), "--log-level", "warning")
+        with serve_process(repository, *serve) as server:
+            grpc_url = f"127.0.0.1:{grpc_port}"
+            capacity = {
+                "http": row(bench(server.url, "http", args.probe, 32))["rps"],
+                "grpc": row(bench(grpc_url, "grpc", args.probe, 32))["rps"],
+            }
+            # Both transports share the server: each gets its share of 70% of capacity.
+            rates = {name: args.load * rps / 2 for name, rps in capacity.items()}
+            print(
+                f"capacity: HTTP binary {capacity['http']:,.0f} req/s, gRPC "
+                f"{capacity['grpc']:,.0f} req/s; soak at {rates['http']:,.0f} + "
+                f"{rates['grpc']:,.0f} req/s for {args.minutes:g} min",
+                flush=True,
+            )
+            windows: list[Window] = []
+            start = time.monotonic()
+            count = max(2, round(args.minutes * 60 / args.window))
+            for _ in range(count):
+                runs = {
+                    "http": bench(server.url, "http", args.window, 64, rates["http"]),
+                    "grpc": bench(grpc_url, "grpc", args.window, 64, rates["grpc"]),
+                }
+                done = {name: row(process) for name, process in runs.items()}
+                window = Window(
+                    time.monotonic() - start, done["http"], done["grpc"], server.rss_bytes()
+                )
+                windows.append(window)
+                print(_line(window), flush=True)
+    return windows, capacity
+
+
+def _line(window: Window) -> str:
+    return (
+        f"{window.end_s:7.0f} s  HTTP {window.http['rps']:8,.0f} req/s p99 "
+        f"{window.http['p99_ms']:7.2f} ms  gRPC {window.grpc['rps']:8,.0f} req/s p99 "
+        f"{window.grpc['p99_ms']:7.2f} ms  errors {_errors(window)} missed {_missed(window)}  "
+        f"RSS {window.rss_bytes / 2**20:7.1f} MiB"
+        + "".join(
+            f"\n          {name}: {side['first_error']}"
+            for name, side in (("HTTP", window.http), ("gRPC", window.grpc))
+            if side["first_error"]
+        )
+    )
+
+
+def _errors(window: Window) -> int:
+    """Requests that failed (any status but OK, or no answer)."""
+    return sum(int(side["error_count"]) for side in (window.http, window.grpc))
+
+
+def _missed(window: Window) -> int:
+    """Scheduled requests the load generator could not send: 64 were outstanding all along."""
+    return sum(int(side.get("missed") or 0) for side in (window.http, window.grpc))
+
+
+def verdict(windows: list[Window], args: argparse.Namespace) -> list[tuple[bool, str]]:
+    """Each check and whether it held."""
+    first, last = windows[0], windows[-1]
+    growth = (last.rss_bytes - first.rss_bytes) / first.rss_bytes
+    errors = sum(_errors(w) for w in windows)
+    missed = sum(_missed(w) for w in windows[1:])
+    checks = [
+        (errors == 0, f"errors: {errors}"),
+        (missed == 0, f"requests not sent in time after warm-up (64 outstanding): {missed}"),
+        (
+            growth < args.max_rss_growth,
+            f"RSS after warm-up {first.rss_bytes / 2**20:.1f} MiB -> end "
+            f"{last.rss_bytes / 2**20:.1f} MiB ({growth:+.1%}; limit {args.max_rss_growth:.0%})",
+        ),
+    ]
+    steady = windows[1] if len(windows) > 2 else first
+    for name in ("http", "grpc"):
+        before, after = getattr(steady, name)["p99_ms"], getattr(last, name)["p99_ms"]
+        drift = after / before if before else float("inf")
+        checks.append(
+            (
+                drift < args.max_p99_drift,
+                f"{name} p99 drift: {before:.2f} -> {after:.2f} ms ({drift:.2f}x; limit "
+                f"{args.max_p99_drift:g}x)",
+            )
+        )
+    return checks
+
+
+def report(
+    windows: list[Window], capacity: dict[str, float], checks: list[tuple[bool, str]]
+) -> str:
+    """The Markdown section written to RESULTS.md."""
+    when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    lines = [
+        f"Run {when} on {platform.machine()} ({os.cpu_count()} CPUs), "
+        f"{windows[-1].end_s / 60:.1f} min; capacity HTTP binary {capacity['http']:,.0f} "
+        f"req/s, gRPC {capacity['grpc']:,.0f} req/s (closed loop, concurrency 32).",
+        "",
+        "| end (s) | HTTP req/s | HTTP p99 ms | gRPC req/s | gRPC p99 ms | errors | missed "
+        "| RSS MiB |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for w in windows:
+        lines.append(
+            f"| {w.end_s:.0f} | {w.http['rps']:,.0f} | {w.http['p99_ms']:.2f} | "
+            f"{w.grpc['rps']:,.0f} | {w.grpc['p99_ms']:.2f} | {_errors(w)} | {_missed(w)} | "
+            f"{w.rss_bytes / 2**20:.1f} |"
+        )
+    lines.append("")
+    lines += [f"- {'met' if ok else 'NOT met'}: {text}" for ok, text in checks]
+    return "\n".join(lines)
+
+
+def write_results(section: str) -> None:
+    """Replace what is between the soak markers in RESULTS.md (append them when absent)."""
+    text = RESULTS.read_text(encoding="utf-8")
+    block = f"{BEGIN}\n{section}\n{END}"
+    if BEGIN in text and END in text:
+        head, rest = text.split(BEGIN, 1)
+        text = head + block + rest.split(END, 1)[1]
+    else:
+        text = text.rstrip("\n") + "\n\n## Soak (benchmarks/soak.py)\n\n" + block + "\n"
+    RESULTS.write_text(text, encoding="utf-8")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the soak; print the windows and the checks; 1 when a check fails."""
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--minutes", type=float, default=10.0, help="length of the soak")
+    parser.add_argument("--window", type=float, default=30.0, help="seconds per window")
+    parser.add_argument("--load", type=float, default=0.7, help="share of capacity offered")
+    parser.add_argument("--probe", type=float, default=10.0, help="seconds per capacity run")
+    parser.add_argument("--max-rss-growth", type=float, default=0.05)
+    parser.add_argument("--max-p99-drift", type=float, default=3.0)
+    parser.add_argument(
+        "--results", action="store_true", help="write RESULTS.md even for a short run"
+    )
+    args = parser.parse_args(argv)
+    if not 0 < args.load <= 1 or args.minutes <= 0 or args.window <= 0:
+        parser.error("--load must be in (0, 1], --minutes and --window positive")
+    windows, capacity = soak(args)
+    checks = verdict(windows, args)
+    for ok, text in checks:
+        print(f"{'met' if ok else 'NOT met'}: {text}")
+    if args.minutes >= 10 or args.results:
+        write_results(report(windows, capacity, checks))
+        print(f"wrote {RESULTS.relative_to(ROOT)}")
+    return 0 if all(ok for ok, _ in checks) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
