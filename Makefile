@@ -13,7 +13,7 @@ install: $(STAMP) $(TF_STAMP)
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev,grpc,torch,sklearn,processing,examples,s3,ray,openvino]'
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev,grpc,otel,torch,sklearn,processing,examples,s3,ray,openvino]'
 	touch $(STAMP)
 
 # Keras, TensorFlow (CPU, ~1.3 GB) and LiteRT: `shipyard convert` from Keras/TensorFlow, --to

@@ -176,7 +176,7 @@ class InferenceServicer:
                 call.trailers.append((_REQUEST_ID, ctx.request_id.encode()))
             current_request.set(ctx)  # the call's own task: no reset needed
             code = StatusCode.OK
-            held = 0
+            held = sent = 0
             try:
                 if inference:
                     ctx.endpoint = name
@@ -201,6 +201,8 @@ class InferenceServicer:
                         admission.release_bytes(held)
                         admission.release_request()
                 ctx.outcome = "success"
+                if observer.access_log_sample:
+                    sent = response.ByteSize()
                 return response
             except ShipyardError as exc:
                 ctx.outcome = outcome(exc)
@@ -217,7 +219,8 @@ class InferenceServicer:
                 code = StatusCode.INTERNAL
                 raise
             finally:
-                observer.finish(ctx, str(int(code)), code is StatusCode.INTERNAL, "POST", name, 0)
+                failed = code is StatusCode.INTERNAL
+                observer.finish(ctx, str(int(code)), failed, "POST", name, sent)
 
         return observed
 
