@@ -18,11 +18,7 @@ SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), 
 
 
 def _queries(dashboard: dict[str, Any]) -> list[str]:
-    exprs = [
-        target["expr"]
-        for panel in dashboard["panels"]
-        for target in panel.get("targets", ())
-    ]
+    exprs = [target["expr"] for panel in dashboard["panels"] for target in panel.get("targets", ())]
     exprs += [
         variable["query"]["query"]
         for variable in dashboard["templating"]["list"]
