@@ -267,3 +267,12 @@ def test_requests_cut_off_by_the_drain_get_a_clean_503(
             assert "shut down" in answer.json()["error"]
     assert "Traceback" not in caplog.text
     assert "CancelledError" not in caplog.text
+
+
+def test_repository_control_bodies_are_small(simple_repository: Path) -> None:
+    """A repository-control body over 64 KiB is refused with 413 before it is parsed."""
+    with running_server(simple_repository, grpc=False) as server:
+        body = b'{"ready": true, "pad": "' + b"x" * (100 * 1024) + b'"}'
+        answer = httpx.post(f"{server.url}/v2/repository/index", content=body, timeout=30)
+    assert answer.status_code == 413
+    assert "repository-control requests are small" in answer.json()["error"]

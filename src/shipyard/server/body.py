@@ -58,9 +58,13 @@ class Held:
 class BodyReader:
     """Reads request bodies against ``max_request_bytes`` and the in-flight byte budget."""
 
-    def __init__(self, max_body: int, admission: Admission) -> None:
+    def __init__(
+        self, max_body: int, admission: Admission, limit: str = "server setting max_request_bytes"
+    ) -> None:
         self.max_body = max_body
         self.admission = admission
+        #: What the 413 message names as the limit.
+        self.limit = limit
 
     def declared(self, request: Request) -> int | None:
         """The request's ``Content-Length`` (None when chunked), checked against the limits.
@@ -75,7 +79,7 @@ class BodyReader:
             raise InvalidInputError(f"invalid Content-Length header {value!r}")
         size = int(value)
         if size > self.max_body:
-            raise PayloadTooLargeError(_too_large(size, self.max_body))
+            raise PayloadTooLargeError(_too_large(size, self.max_body, self.limit))
         return size
 
     async def read(self, request: Request, held: Held) -> bytes | bytearray:
@@ -119,7 +123,7 @@ class BodyReader:
 
     def _check(self, size: int, declared: int | None, held: Held) -> None:
         if size > self.max_body:
-            raise PayloadTooLargeError(_too_large(size, self.max_body))
+            raise PayloadTooLargeError(_too_large(size, self.max_body, self.limit))
         if declared is None and size > held.size:
             held.add(size - held.size)  # chunked: hold what has arrived
         elif declared is not None and size > declared:
@@ -138,8 +142,5 @@ def log_client_gone(request: Request, gone: ClientGone) -> None:
     )
 
 
-def _too_large(size: int, limit: int) -> str:
-    return (
-        f"request body of {size} bytes is over the limit of {limit} bytes "
-        "(server setting max_request_bytes)"
-    )
+def _too_large(size: int, limit: int, what: str) -> str:
+    return f"request body of {size} bytes is over the limit of {limit} bytes ({what})"

@@ -103,7 +103,9 @@ class _Endpoints:
         self.service = service
         self.admission = limits.admission
         self.reader = BodyReader(limits.max_request_bytes, limits.admission)
-        self.control = BodyReader(CONTROL_BODY_BYTES, Admission())
+        self.control = BodyReader(
+            CONTROL_BODY_BYTES, Admission(), "repository-control requests are small"
+        )
         self.decoder = limits.decoder
         self.metrics = metrics
 
