@@ -84,9 +84,9 @@ def test_histograms_light_up_p50_p99_and_batch_sizes(page: Watched, served: Runn
     interpolated inside the buckets as Prometheus' histogram_quantile does, and the
     distribution from the batch histogram.
 
-    Today's server has no histograms yet, so this test appends two series to the server's
-    real /metrics answer in the browser (Playwright's route): 10 requests in (0, 1 ms],
-    50 in (1, 5 ms], 30 in (5, 10 ms], 10 above, between two scrapes.
+    The server's own histograms depend on timing, so this test replaces them in the server's
+    real /metrics answer in the browser (Playwright's route) by two series of known counts:
+    10 requests in (0, 1 ms], 50 in (1, 5 ms], 30 in (5, 10 ms], 10 above, between two scrapes.
     """
     scrapes = {"count": 0}
 
@@ -106,7 +106,13 @@ def test_histograms_light_up_p50_p99_and_batch_sizes(page: Watched, served: Runn
             [1, 2, 4, 8],
             [5 * grown, 8 * grown, 9 * grown, 10 * grown, 10 * grown],
         )
-        route.fulfill(response=real, body=real.text() + latency + batches)
+        own = (REQUEST_HISTOGRAM, BATCH_HISTOGRAM)
+        kept = [
+            line
+            for line in real.text().splitlines()
+            if not any(name in line for name in own)  # the server's own series and headers
+        ]
+        route.fulfill(response=real, body="\n".join(kept) + "\n" + latency + batches)
 
     page.page.route("**/metrics", with_histograms)
     page.open(served.url, "live")
@@ -166,8 +172,8 @@ def test_prometheus_parsing_and_quantiles_in_the_browser(
 
 
 def test_the_metric_names_the_page_reads_are_the_documented_ones(served: RunningServer) -> None:
-    """The names in js/metrics.js's METRICS are the histograms this test file expects and a
-    queue gauge that today's /metrics really has, per model version."""
+    """The names in js/metrics.js's METRICS are the histograms and the queue gauge that
+    /metrics really has, per model version."""
     source = httpx.get(f"{served.url}/ui/js/metrics.js").text
     names = dict(re.findall(r'^  (\w+): "(shipyard_\w+)"', source, re.MULTILINE))
     assert names["requestDuration"] == REQUEST_HISTOGRAM
@@ -175,3 +181,5 @@ def test_the_metric_names_the_page_reads_are_the_documented_ones(served: Running
     assert names["stageDuration"] == "shipyard_stage_duration_seconds"
     metrics = httpx.get(f"{served.url}/metrics").text
     assert f'{names["queueSize"]}{{model="simple",version="1"}}' in metrics
+    for histogram in ("requestDuration", "batchSize", "stageDuration"):
+        assert f"# TYPE {names[histogram]} histogram" in metrics, histogram

@@ -7,8 +7,8 @@ from __future__ import annotations
 import re
 import signal
 import socket
-import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -62,13 +62,10 @@ def test_sigterm_under_load(repository: Path, model_20ms: onnx.ModelProto) -> No
         probe.start()
         wait_until_blocking(lambda: load.sent >= 100, "the load runs", 60)
         # One long request keeps the drain going for ~1.5 s.
-        long_answer: list[httpx.Response] = []
-        long_request = threading.Thread(
-            target=lambda: long_answer.append(
-                httpx.post(f"{server.url}/v2/models/long/infer", json=ROW, timeout=60)
-            )
+        pool = ThreadPoolExecutor(1)
+        long_request = pool.submit(
+            httpx.post, f"{server.url}/v2/models/long/infer", json=ROW, timeout=60
         )
-        long_request.start()
         scrapes = Scrapes(server.url)
         wait_until_blocking(lambda: scrapes.inflight("long") == 1, "the long request runs", 30)
         signalled = time.monotonic()
@@ -77,14 +74,15 @@ def test_sigterm_under_load(repository: Path, model_20ms: onnx.ModelProto) -> No
         refused_at = time.monotonic()
         assert server.process.poll() is None, "still draining: the long request runs"
         status = server.wait(60)
-        long_request.join(timeout=60)
+        long_answer = long_request.result(timeout=60)
+        pool.shutdown()
         outcomes = load.stop()
         probes = probe.stop()
         _, stderr = server.output()
     finally:
         server.stop()
     assert status == 0, stderr[-3000:]
-    assert long_answer[0].status_code == 200, long_answer[0].text  # in flight at SIGTERM
+    assert long_answer.status_code == 200, long_answer.text  # in flight at SIGTERM
     # Readiness went false before the listener closed, and never came back.
     assert stderr.index("shutting down: draining") < stderr.index("Shutting down"), stderr
     ready = [s for _, s, _ in probes]

@@ -226,6 +226,8 @@ class ModelRegistry:
                     entry.state, entry.reason = ModelState.UNAVAILABLE, exc.message
                 raise ModelLoadError(f"failed to load model {name!r}: {exc.message}") from exc
             self.metrics.model_loaded(name, time.perf_counter() - started, ok=True)
+            for served in new.values():  # its series exist (at zero) from the start
+                self.metrics.model(served.name, served.stats.version)
             entry.versions = new
             entry.state, entry.reason = ModelState.READY, ""
             log.info("model %s ready (versions %s)", name, ", ".join(map(str, sorted(new))))

@@ -48,7 +48,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 
 from shipyard.context import REQUEST_ID_HEADER, current_request
 from shipyard.errors import ErrorCode, ShipyardError, UnavailableError, UnsupportedError
-from shipyard.metrics import outcome
+from shipyard.metrics import ServerMetrics, outcome
 from shipyard.protocol.grpc import (
     decode_infer_request,
     decode_repository_parameters,
@@ -131,7 +131,7 @@ class InferenceServicer:
         retry_after_s: int = 1,
     ) -> None:
         self.service = service
-        self.observer = observer or Observer(service.registry.metrics)
+        self.observer = observer or Observer(ServerMetrics())
         self.admission = admission or Admission()
         self._pushback = (b"grpc-retry-pushback-ms", str(retry_after_s * 1000).encode())
 
