@@ -95,8 +95,11 @@ def test_sigterm_under_load(repository: Path, model_20ms: onnx.ModelProto) -> No
         if outcome.status == 503:
             assert outcome.retry_after == "1"
             assert "shutting down" in outcome.error
+    # No answer: the connection was refused, or closed idle (keep-alive) as the request went
+    # out; the server's count below shows none of them was taken. A timeout would be a hang.
     unanswered = [o for o in outcomes if not isinstance(o.status, int)]
-    assert all(o.status in ("ConnectError", "RemoteProtocolError") for o in unanswered)
+    kinds = {o.status for o in unanswered}
+    assert kinds <= {"ConnectError", "RemoteProtocolError", "ReadError", "WriteError"}, kinds
     assert all(o.sent_at >= signalled for o in unanswered), "errors only once draining began"
     # The server's own count of requests it took equals the answers the clients got.
     counts = STOPPED.search(stderr)
