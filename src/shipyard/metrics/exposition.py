@@ -37,6 +37,9 @@ __all__ = [
 StatsSource = Callable[[], Iterable[tuple[ModelStats, int]]]
 #: Each row: a model's name and its state (``READY``, ``LOADING``, ...).
 StateSource = Callable[[], Iterable[tuple[str, str]]]
+#: Each row: a model version's instances: (name, version, working, being replaced,
+#: replaced so far).
+InstanceSource = Callable[[], Iterable[tuple[str, str, int, int, int]]]
 
 #: The states ``shipyard_model_state`` reports (one series each, 1 for the current one).
 MODEL_STATES = ("READY", "LOADING", "UNLOADING", "UNAVAILABLE")
@@ -137,16 +140,41 @@ class ShipyardCollector(Collector):
         metrics: ServerMetrics,
         states: StateSource | None = None,
         gauges: Callable[[], ServerGauges] | None = None,
+        instances: InstanceSource | None = None,
     ) -> None:
         self._metrics = metrics
         self._states = states
         self._gauges = gauges
+        self._instances = instances
 
     def collect(self) -> Iterator[Metric]:
         """Yield the histograms, the answer counters, the load metrics and the gauges."""
         yield from self._requests()
         yield from self._loads()
+        yield from self._instance_pools()
         yield from self._server()
+
+    def _instance_pools(self) -> Iterator[Metric]:
+        if self._instances is None:
+            return
+        working = GaugeMetricFamily(
+            "shipyard_instances", "Working instances of the model version", labels=_MV
+        )
+        replacing = GaugeMetricFamily(
+            "shipyard_instances_replacing",
+            "Instances being replaced (an execution overran execution_timeout_s or died)",
+            labels=_MV,
+        )
+        replaced = CounterMetricFamily(
+            "shipyard_instance_replacements",
+            "Instances retired and replaced since the version loaded",
+            labels=_MV,
+        )
+        for name, version, size, loading, retired in self._instances():
+            working.add_metric([name, version], size)
+            replacing.add_metric([name, version], loading)
+            replaced.add_metric([name, version], retired)
+        yield from (working, replacing, replaced)
 
     def _requests(self) -> Iterator[Metric]:
         request = HistogramMetricFamily(
@@ -260,12 +288,13 @@ def build_metrics_registry(
     metrics: ServerMetrics | None = None,
     states: StateSource | None = None,
     gauges: Callable[[], ServerGauges] | None = None,
+    instances: InstanceSource | None = None,
 ) -> CollectorRegistry:
     """A fresh registry: the statistics, the server's metrics, and the process collectors."""
     registry = CollectorRegistry(auto_describe=True)
     registry.register(StatsCollector(source))
     if metrics is not None:
-        registry.register(ShipyardCollector(metrics, states, gauges))
+        registry.register(ShipyardCollector(metrics, states, gauges, instances))
         ProcessCollector(registry=registry)
         PlatformCollector(registry=registry)
         GCCollector(registry=registry)

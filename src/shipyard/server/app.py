@@ -17,6 +17,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from shipyard import dashboard
+from shipyard.batching import DynamicBatcher
 from shipyard.config import ServerConfig
 from shipyard.errors import ConfigError, NotFoundError
 from shipyard.metrics import (
@@ -290,6 +291,7 @@ class _Operations:
             self.metrics,
             lambda: [(e.name, e.state.value) for e in registry.index()],
             self.gauges,
+            lambda: _instance_pools(registry),
         )
 
     def gauges(self) -> ServerGauges:
@@ -312,6 +314,17 @@ class _Operations:
         if self.tracer is not None:
             self.tracer.shutdown()
         self.metrics.stop_gc_timing()
+
+
+def _instance_pools(registry: ModelRegistry) -> list[tuple[str, str, int, int, int]]:
+    """Per served version with instances of its own: working, being replaced, replaced."""
+    rows = []
+    for served in registry.served():
+        if isinstance(served.batcher, DynamicBatcher):  # an ensemble has no instances
+            pool = served.batcher.instances
+            stats = served.stats
+            rows.append((stats.name, stats.version, pool.size, pool.replacing, pool.retired_count))
+    return rows
 
 
 def _grpc_server(
