@@ -13,9 +13,11 @@ import numpy as np
 from shipyard.errors import InvalidInputError
 from shipyard.types import Array, DataType
 
-__all__ = ["array_from_raw", "array_to_raw", "element_count"]
+__all__ = ["MAX_DIMS", "array_from_raw", "array_to_raw", "element_count"]
 
 _LENGTH = struct.Struct("<I")
+#: The most dimensions a tensor may have (NumPy's own limit); more is a 400.
+MAX_DIMS = 64
 
 
 def element_count(name: str, shape: object, limit: int) -> int:
@@ -24,6 +26,10 @@ def element_count(name: str, shape: object, limit: int) -> int:
         isinstance(d, int) and not isinstance(d, bool) for d in shape
     ):
         raise InvalidInputError(f"input {name!r}: shape must be a list of integers, got {shape!r}")
+    if len(shape) > MAX_DIMS:
+        raise InvalidInputError(
+            f"input {name!r}: shape has {len(shape)} dimensions; at most {MAX_DIMS} are supported"
+        )
     count = 1
     for dim in shape:
         if dim < 0:

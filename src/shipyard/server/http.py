@@ -13,7 +13,6 @@ JSON goes to :class:`~shipyard.server.decoding.DecodePool`. The app is wrapped i
 from __future__ import annotations
 
 import logging
-import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -42,6 +41,7 @@ from shipyard.protocol.rest import (
     encode_repository_index,
     encode_server_metadata,
     encode_statistics,
+    parse_decimal,
 )
 from shipyard.server.admission import Admission
 from shipyard.server.body import BodyReader, ClientGone, Held, log_client_gone
@@ -66,11 +66,10 @@ HTTP_STATUS: dict[ErrorCode, int] = {
 }
 
 HEADER_LENGTH = "inference-header-content-length"
+HEADER_LENGTH_NAME = "Inference-Header-Content-Length"
 #: Largest body of a repository-control request (index, load, unload): they are tiny, and
 #: parsed on the event loop.
 CONTROL_BODY_BYTES = 64 * 1024
-#: A non-negative integer in ASCII digits (str.isdigit also accepts "²", which int() refuses).
-_DIGITS = re.compile(r"[0-9]+")
 _JSON = "application/json"
 
 
@@ -150,9 +149,7 @@ class _Endpoints:
         header = request.headers.get(HEADER_LENGTH)
         header_length = None
         if header is not None:
-            if not _DIGITS.fullmatch(header):
-                raise InvalidInputError(f"invalid Inference-Header-Content-Length {header!r}")
-            header_length = int(header)
+            header_length = parse_decimal(header, HEADER_LENGTH_NAME)
         held = Held(self.admission)
         self.admission.acquire_request()
         try:
@@ -187,8 +184,7 @@ class _Endpoints:
         ctx = _context("predict")
         name, version = _model(request)
         top_k = request.query_params.get("top_k")
-        if top_k is not None and not _DIGITS.fullmatch(top_k):
-            raise InvalidInputError(f"top_k must be an integer >= 1, got {top_k!r}")
+        top_k_count = None if top_k is None else parse_decimal(top_k, "top_k")
         held = Held(self.admission)
         self.admission.acquire_request()
         try:
@@ -205,9 +201,7 @@ class _Endpoints:
             else:
                 instances = decode_instances(body, content_type, target.kind, where)
             ctx.decoded_at = time.perf_counter_ns()
-            prediction = await self.service.predict(
-                name, version, instances, None if top_k is None else int(top_k)
-            )
+            prediction = await self.service.predict(name, version, instances, top_k_count)
         finally:
             held.release()
             self.admission.release_request()
@@ -235,11 +229,10 @@ class _Endpoints:
         parameters: dict[str, JSONValue] = dict(request.query_params)
         media = content_type.split(";")[0].strip().lower()
         if header is not None or media == _JSON:
-            if header is not None and not _DIGITS.fullmatch(header):
-                raise InvalidInputError(f"invalid Inference-Header-Content-Length {header!r}")
+            length = None if header is None else parse_decimal(header, HEADER_LENGTH_NAME)
             infer_request = decode_infer_request(
                 body,
-                None if header is None else int(header),
+                length,
                 name,
                 version,
                 self.service.max_tensor_elements,
