@@ -17,6 +17,9 @@ the client: they name the model and the tensor concerned and never contain a tra
      ├── ConversionError              INVALID_ARGUMENT   ``shipyard convert`` failed at a named step
      │    └── ParityError                                converted outputs differ from the source's
      ├── UnsupportedError             UNIMPLEMENTED      a feature Shipyard does not implement
+     ├── UnauthenticatedError         UNAUTHENTICATED    no API key, or not a valid one
+     ├── PermissionDeniedError        PERMISSION_DENIED  a key without the role; a remote client
+     │                                                   where only loopback may call
      ├── LoadGeneratorError           UNAVAILABLE        bench cannot reach a server or model
      └── InternalError                INTERNAL           a genuine server fault
           └── InstanceFailedError                        a model instance died (its worker crashed)
@@ -41,7 +44,9 @@ __all__ = [
     "OverloadedError",
     "ParityError",
     "PayloadTooLargeError",
+    "PermissionDeniedError",
     "ShipyardError",
+    "UnauthenticatedError",
     "UnavailableError",
     "UnsupportedError",
 ]
@@ -57,6 +62,8 @@ class ErrorCode(enum.Enum):
     DEADLINE_EXCEEDED = "DEADLINE_EXCEEDED"
     UNIMPLEMENTED = "UNIMPLEMENTED"
     INTERNAL = "INTERNAL"
+    UNAUTHENTICATED = "UNAUTHENTICATED"
+    PERMISSION_DENIED = "PERMISSION_DENIED"
 
 
 class ShipyardError(Exception):
@@ -160,6 +167,18 @@ class UnsupportedError(ShipyardError):
     """The request asks for something Shipyard does not implement."""
 
     code = ErrorCode.UNIMPLEMENTED
+
+
+class UnauthenticatedError(ShipyardError):
+    """The call needs an API key and has none, or one the server does not know."""
+
+    code = ErrorCode.UNAUTHENTICATED
+
+
+class PermissionDeniedError(ShipyardError):
+    """The caller is known but may not make this call (its key lacks the role)."""
+
+    code = ErrorCode.PERMISSION_DENIED
 
 
 class LoadGeneratorError(ShipyardError):

@@ -20,7 +20,9 @@ from shipyard.errors import (
     OverloadedError,
     ParityError,
     PayloadTooLargeError,
+    PermissionDeniedError,
     ShipyardError,
+    UnauthenticatedError,
     UnavailableError,
     UnsupportedError,
 )
@@ -42,6 +44,8 @@ _CODES: dict[type[ShipyardError], ErrorCode] = {
     LoadGeneratorError: ErrorCode.UNAVAILABLE,
     InternalError: ErrorCode.INTERNAL,
     InstanceFailedError: ErrorCode.INTERNAL,
+    UnauthenticatedError: ErrorCode.UNAUTHENTICATED,
+    PermissionDeniedError: ErrorCode.PERMISSION_DENIED,
 }
 
 #: Errors whose constructor takes only the message.
@@ -64,6 +68,8 @@ _PARENTS: dict[type[ShipyardError], type[Exception]] = {
     LoadGeneratorError: ShipyardError,
     InternalError: ShipyardError,
     InstanceFailedError: InternalError,
+    UnauthenticatedError: ShipyardError,
+    PermissionDeniedError: ShipyardError,
 }
 
 

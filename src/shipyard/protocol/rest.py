@@ -136,20 +136,22 @@ def decode_infer_request(
             f"{where}: {len(blobs) - offset} bytes of binary data follow the JSON header but no "
             "input claims them (check binary_data_size and Inference-Header-Content-Length)"
         )
-    outputs = None
+    outputs: list[RequestedOutput] | None = None
     raw_outputs = header.get("outputs")
     if raw_outputs is not None:
         if not isinstance(raw_outputs, list):
             raise InvalidInputError(f"{where}: 'outputs' must be a list")
-        # An empty list asks for every output, as an omitted one does: what Triton answers, and
-        # all that gRPC can say (an empty repeated field is the same as none).
-        outputs = []
+        requested = []
         for out in raw_outputs:
             out_name = out.get("name") if isinstance(out, dict) else None
             if not isinstance(out, dict) or not isinstance(out_name, str):
                 raise InvalidInputError(f"{where}: each requested output needs a 'name' string")
-            outputs.append(RequestedOutput(out_name, _parameters(out.get("parameters"), out_name)))
-        outputs = outputs or None
+            requested.append(
+                RequestedOutput(out_name, _parameters(out.get("parameters"), out_name))
+            )
+        # An empty list asks for every output, as an omitted one does: what Triton answers, and
+        # all that gRPC can say (an empty repeated field is the same as none).
+        outputs = requested or None
     parameters = _parameters(header.get("parameters"), where)
     return InferRequest(
         model_name=model_name,

@@ -11,6 +11,7 @@ import asyncio
 import logging
 import signal
 import socket
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import FrameType
@@ -31,10 +32,12 @@ from shipyard.repository.registry import ModelRegistry
 from shipyard.repository.stores import RepositoryStore, open_repository
 from shipyard.repository.watch import RepositoryWatcher
 from shipyard.server.admission import Admission
+from shipyard.server.auth import AuthPolicy
 from shipyard.server.decoding import DecodePool
 from shipyard.server.http import HttpLimits, create_http_app
 from shipyard.server.observe import Observer
 from shipyard.server.service import InferenceService
+from shipyard.server.tls import transport_contexts
 from shipyard.server.tracing import Tracer, otlp_tracer_provider
 
 if TYPE_CHECKING:  # both imported when serving: gRPC needs an extra, uvicorn costs startup
@@ -58,6 +61,10 @@ class ServerInfo:
     #: ``grpc://host:port`` of the gRPC transport; None when gRPC is off.
     grpc_url: str | None = None
     grpc_port: int | None = None
+    #: Whether both transports serve TLS (``https://``; gRPC clients need ``ssl=True``).
+    tls: bool = False
+    #: Who may call what (:meth:`AuthPolicy.describe`), for the startup banner.
+    access: str = ""
 
 
 def bind_socket(
@@ -112,7 +119,12 @@ class ShipyardServer:
         """
         import uvicorn
 
+        from shipyard.server.http_connection import Http1Limits, http_protocol
+
         config = self.config
+        # Keys and certificates are read before anything starts: a bad file fails fast.
+        auth = AuthPolicy.from_config(config)
+        tls = transport_contexts(config)
         # A missing repository (folder, bucket) is a clear error up front; a URL is synced.
         store = await _open_store(config)
         for name in config.models:
@@ -139,7 +151,12 @@ class ShipyardServer:
         try:
             ui = dashboard.routes(service, config) if config.ui else []
             app = create_http_app(
-                service, operations.http_limits(), operations.registry(), operations.observer, ui
+                service,
+                operations.http_limits(),
+                operations.registry(),
+                operations.observer,
+                ui,
+                auth=auth,
             )
             await registry.load_all(config.models)
             operations.watch(registry)
@@ -150,14 +167,19 @@ class ShipyardServer:
             if grpc_port is not None or config.grpc_port:
                 grpc_host = f"[{config.host}]" if ":" in config.host else config.host
                 wanted = config.grpc_port if grpc_port is None else grpc_port
-                self._grpc, grpc_port = _grpc_server(service, config, wanted, operations)
+                grpc_tls = None if tls is None else tls[1]
+                self._grpc, grpc_port = _grpc_server(
+                    service, config, wanted, operations, grpc_tls, auth
+                )
                 grpc_url = f"grpc://{grpc_host}:{grpc_port}"
             info = ServerInfo(
-                f"http://{url_host}:{port}",
+                f"{'http' if tls is None else 'https'}://{url_host}:{port}",
                 port,
                 _model_rows(service),
                 grpc_url=grpc_url,
                 grpc_port=grpc_port if grpc_url else None,
+                tls=tls is not None,
+                access=auth.describe(),
             )
 
             outer = self
@@ -180,14 +202,15 @@ class ShipyardServer:
                 uvicorn.Config(
                     app,
                     loop="none",
-                    http="httptools",
+                    # httptools' parser with Shipyard's time, header and connection limits.
+                    http=http_protocol(Http1Limits.from_config(config)),
                     lifespan="off",
                     access_log=False,
                     log_config=None,
                     server_header=False,
                     date_header=False,
                     timeout_graceful_shutdown=max(1, round(config.drain_timeout_s)),
-                    timeout_keep_alive=30,
+                    ssl_context_factory=None if tls is None else lambda _c, _d: tls[0],
                 )
             )
             if self._grpc is not None:
@@ -328,11 +351,17 @@ def _instance_pools(registry: ModelRegistry) -> list[tuple[str, str, int, int, i
 
 
 def _grpc_server(
-    service: InferenceService, config: ServerConfig, port: int, operations: _Operations
+    service: InferenceService,
+    config: ServerConfig,
+    port: int,
+    operations: _Operations,
+    tls: ssl.SSLContext | None,
+    auth: AuthPolicy,
 ) -> tuple[GrpcServer, int]:
     """Build the gRPC server on ``port`` (0: a free one); returns it and the port it bound.
 
-    Imported only now: gRPC needs an optional extra.
+    ``tls`` is the context offering ALPN ``h2`` (None: cleartext). Imported only now: gRPC
+    needs an optional extra.
     """
     try:
         from shipyard.server.grpc_connection import GrpcServer
@@ -340,7 +369,13 @@ def _grpc_server(
         raise ConfigError(str(exc)) from exc
     sock = bind_socket(config.host, port, "gRPC", "--grpc-port (0 turns gRPC off)")
     server = GrpcServer(
-        service, sock, config, observer=operations.observer, admission=operations.admission
+        service,
+        sock,
+        config,
+        tls,
+        observer=operations.observer,
+        admission=operations.admission,
+        auth=auth,
     )
     return server, sock.getsockname()[1]
 

@@ -21,6 +21,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
@@ -44,6 +45,7 @@ from shipyard.protocol.rest import (
     parse_decimal,
 )
 from shipyard.server.admission import Admission
+from shipyard.server.auth import AuthPolicy, HttpAuth
 from shipyard.server.body import BodyReader, ClientGone, Held, log_client_gone
 from shipyard.server.decoding import DecodePool
 from shipyard.server.observe import ObservedApp, Observer
@@ -63,6 +65,8 @@ HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.DEADLINE_EXCEEDED: 504,
     ErrorCode.UNIMPLEMENTED: 501,
     ErrorCode.INTERNAL: 500,
+    ErrorCode.UNAUTHENTICATED: 401,
+    ErrorCode.PERMISSION_DENIED: 403,
 }
 
 HEADER_LENGTH = "inference-header-content-length"
@@ -354,10 +358,13 @@ def create_http_app(
     metrics: CollectorRegistry,
     observer: Observer,
     extra_routes: Sequence[BaseRoute] = (),
+    *,
+    auth: AuthPolicy | None = None,
 ) -> ObservedApp:
     """Build the ASGI application serving the V2 REST API (plus ``/metrics``).
 
-    ``extra_routes`` (the dashboard's) come last and share the error table.
+    ``extra_routes`` (the dashboard's) come last and share the error table. ``auth``, when
+    given, checks every request before its route runs (:class:`HttpAuth`).
     """
     e = _Endpoints(service, limits, metrics)
     model = "/v2/models/{name}"
@@ -383,8 +390,11 @@ def create_http_app(
             Route(f"{prefix}/config", e.model_config, methods=["GET"]),
             Route(f"{prefix}/stats", e.stats, methods=["GET"]),
         ]
+    # Who may call what: checked before any route reads the request (server/auth.py).
+    middleware = [] if auth is None else [Middleware(HttpAuth, policy=auth, statuses=HTTP_STATUS)]
     app = Starlette(
         routes=[*routes, *extra_routes],
+        middleware=middleware,
         exception_handlers=_error_handlers(limits.retry_after_s),
     )
     return ObservedApp(app, observer, limits.retry_after_s)
