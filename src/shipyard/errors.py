@@ -28,6 +28,7 @@ the client: they name the model and the tensor concerned and never contain a tra
 from __future__ import annotations
 
 import enum
+import reprlib
 
 __all__ = [
     "ConfigError",
@@ -49,7 +50,19 @@ __all__ = [
     "UnauthenticatedError",
     "UnavailableError",
     "UnsupportedError",
+    "brief",
 ]
+
+#: How a client's value is shown in an error message: a few levels, items and characters, so
+#: a value nested 1,000 deep or megabytes long neither recurses nor floods the message.
+_BRIEF = reprlib.Repr()
+_BRIEF.maxlevel, _BRIEF.maxlist, _BRIEF.maxtuple, _BRIEF.maxdict = 3, 8, 8, 4
+_BRIEF.maxstring, _BRIEF.maxlong, _BRIEF.maxother = 60, 40, 60
+
+
+def brief(value: object) -> str:
+    """A bounded ``repr`` of ``value`` (a client's JSON) for an error message."""
+    return _BRIEF.repr(value)
 
 
 class ErrorCode(enum.Enum):

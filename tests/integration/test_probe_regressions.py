@@ -20,7 +20,14 @@ import pytest
 
 from shipyard.protocol import grpc_service_pb2 as pb
 from shipyard.protocol import grpc_service_pb2_grpc as pb_grpc
-from shipyard.testing import RunningServer, add_sub_model, running_server, write_model
+from shipyard.testing import (
+    RunningServer,
+    add_sub_model,
+    identity_model,
+    running_server,
+    write_model,
+)
+from shipyard.types import DataType
 
 ROW = list(range(16))
 #: A batch of two is run as soon as two requests are queued, never before (2 s delay).
@@ -30,10 +37,11 @@ PAIRED += "preferred_batch_sizes = [2]\n"
 
 @pytest.fixture(scope="module")
 def probe_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    """``simple`` (add/sub) and ``paired``, whose batches are exactly two requests."""
+    """``simple`` (add/sub), ``paired`` (batches of exactly two requests) and ``strings``."""
     repo = tmp_path_factory.mktemp("probe")
     write_model(repo, "simple", add_sub_model())
     write_model(repo, "paired", add_sub_model(), config=PAIRED)
+    write_model(repo, "strings", identity_model(DataType.BYTES))
     with running_server(repo) as running:
         yield running
 
@@ -207,3 +215,51 @@ def test_find_model_checks_the_length_before_the_disk(tmp_path: Path) -> None:
 
     with pytest.raises(InvalidInputError, match="at most 255"):
         find_model(tmp_path, "b" * 256)
+
+
+# -- classes of input the fuzzers found (tests/fuzz, tests/adversarial/test_http1_blackbox.py) --
+
+
+def nested(depth: int, leaf: str) -> str:
+    """JSON text of ``leaf`` inside ``depth`` lists."""
+    return "[" * depth + leaf + "]" * depth
+
+
+@pytest.mark.parametrize("depth", [990, 1020])
+def test_bytes_data_nested_a_thousand_deep(http: httpx.Client, depth: int) -> None:
+    """BYTES data nested ~1,000 deep (JSON's limit is 1,024) is flattened without recursion:
+    it was a RecursionError, answered 500."""
+    data = nested(depth, '"a", "b", "c", "d"')
+    body = (
+        '{"inputs": [{"name": "INPUT0", "datatype": "BYTES", "shape": [1, 4], '
+        f'"data": {data}}}]}}'
+    )
+    response = http.post("/v2/models/strings/infer", content=body.encode())
+    assert response.status_code == 200, response.text
+    assert response.json()["outputs"][0]["data"] == ["a", "b", "c", "d"]
+
+
+@pytest.mark.parametrize(
+    ("field", "where"),
+    [
+        ("shape", "shape must be a list of integers"),
+        ("parameters", "'timeout'"),
+        ("outputs", "'classification'"),
+    ],
+)
+def test_deeply_nested_values_in_error_messages(http: httpx.Client, field: str, where: str) -> None:
+    """A shape, timeout or classification nested 990 deep is refused with a short message:
+    repr() of it was a RecursionError (a 500)."""
+    value = nested(990, "1")
+    if field == "shape":
+        body = f'{{"inputs": [{{"name": "INPUT0", "datatype": "FP32", "shape": {value}}}]}}'
+    elif field == "parameters":
+        inputs = json.dumps(infer_body()["inputs"])
+        body = f'{{"inputs": {inputs}, "parameters": {{"timeout": {value}}}}}'
+    else:
+        inputs = json.dumps(infer_body()["inputs"])
+        output = f'{{"name": "OUTPUT0", "parameters": {{"classification": {value}}}}}'
+        body = f'{{"inputs": {inputs}, "outputs": [{output}]}}'
+    message = error_of(http.post("/v2/models/simple/infer", content=body.encode()), 400)
+    assert where in message
+    assert len(message) < 300

@@ -10,7 +10,7 @@ import struct
 
 import numpy as np
 
-from shipyard.errors import InvalidInputError
+from shipyard.errors import InvalidInputError, brief
 from shipyard.types import Array, DataType
 
 __all__ = ["MAX_DIMS", "array_from_raw", "array_to_raw", "element_count"]
@@ -25,7 +25,9 @@ def element_count(name: str, shape: object, limit: int) -> int:
     if not isinstance(shape, list | tuple) or not all(
         isinstance(d, int) and not isinstance(d, bool) for d in shape
     ):
-        raise InvalidInputError(f"input {name!r}: shape must be a list of integers, got {shape!r}")
+        raise InvalidInputError(
+            f"input {name!r}: shape must be a list of integers, got {brief(shape)}"
+        )
     if len(shape) > MAX_DIMS:
         raise InvalidInputError(
             f"input {name!r}: shape has {len(shape)} dimensions; at most {MAX_DIMS} are supported"

@@ -281,14 +281,19 @@ def _exact_ints(name: str, datatype: DataType, shape: list[int], flat: list[JSON
 
 
 def _flatten(data: list[JSONValue]) -> list[JSONValue]:
+    """The leaves of nested lists, in order; a loop, not recursion: JSON nests 1,000 deep."""
     if not any(isinstance(v, list) for v in data):
         return data
     flat: list[JSONValue] = []
-    for value in data:
-        if isinstance(value, list):
-            flat.extend(_flatten(value))
-        else:
+    stack = [iter(data)]
+    while stack:
+        for value in stack[-1]:
+            if isinstance(value, list):
+                stack.append(iter(value))
+                break
             flat.append(value)
+        else:
+            stack.pop()
     return flat
 
 
