@@ -1,17 +1,22 @@
-"""API keys with roles on a live server: unmodified tritonclient passes its key, health stays
-open, and each route answers 401 or 403 as its role requires. Without a key file, repository
-control answers loopback clients only."""
+"""API keys with roles on a live server, both transports: unmodified tritonclient passes its
+key (``headers=`` on HTTP, metadata on gRPC), health stays open, and each route or RPC answers
+401/UNAUTHENTICATED or 403/PERMISSION_DENIED as its role requires. Without a key file,
+repository control answers loopback clients only."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import grpc
 import httpx
 import numpy as np
 import pytest
+import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
 from shipyard.metrics import build_metrics_registry
@@ -53,7 +58,7 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def keyed(repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     """A server with the key file, /metrics closed."""
     keys = key_file(tmp_path_factory.mktemp("keys"))
-    with running_server(repo, grpc=False, api_keys=keys, metrics_auth=True) as running:
+    with running_server(repo, api_keys=keys, metrics_auth=True) as running:
         yield running
 
 
@@ -137,6 +142,8 @@ def test_missing_or_wrong_key_is_401(http: httpx.Client, authorization: str | No
         ("GET", "/v2/models/stats", ["root"], ["reader", "scraper"]),
         ("POST", "/v2/repository/index", ["root"], ["reader", "scraper"]),
         ("GET", "/metrics", ["root", "scraper"], ["reader"]),
+        ("GET", "/ui/api/models", ["reader", "root"], ["scraper"]),
+        ("GET", "/ui/api/server", ["root"], ["reader", "scraper"]),
     ],
 )
 def test_each_route_needs_its_role(
@@ -150,10 +157,13 @@ def test_each_route_needs_its_role(
         assert_refused(http.request(method, path, headers=bearer(name)), 403, "needs role")
 
 
-def test_health_is_open(http: httpx.Client) -> None:
-    """Liveness and readiness need no key."""
+def test_health_and_dashboard_pages_are_open(http: httpx.Client) -> None:
+    """Liveness, readiness, the dashboard's pages and its session answer need no key."""
     assert http.get("/v2/health/live").status_code == 200
     assert http.get("/v2/health/ready").status_code == 200
+    assert http.get("/ui/").status_code == 200
+    assert http.get("/ui/api/session").status_code == 200
+    assert_refused(http.get("/ui/api/models"), 401, "API key")
 
 
 def test_metrics_auth_closes_metrics(http: httpx.Client) -> None:
@@ -170,7 +180,7 @@ def test_banner_line_says_keys_are_needed(keyed: RunningServer) -> None:
 @pytest.fixture(scope="module")
 def keyless(repo: Path) -> Iterator[RunningServer]:
     """A server without a key file."""
-    with running_server(repo, grpc=False) as running:
+    with running_server(repo) as running:
         yield running
 
 
@@ -188,7 +198,8 @@ def from_remote(server: RunningServer, method: str, path: str) -> httpx.Response
     """Call ``server``'s HTTP application in-process, as a client at 203.0.113.9 would."""
     service = server.server.service
     assert service is not None
-    app = create_http_app(service, 1 << 20, build_metrics_registry(lambda: []), AuthPolicy(None))
+    metrics = build_metrics_registry(lambda: [])
+    app = create_http_app(service, 1 << 20, metrics, auth=AuthPolicy(None))
     transport = httpx.ASGITransport(app=app, client=("203.0.113.9", 40000))
 
     async def call() -> httpx.Response:
@@ -213,3 +224,99 @@ def test_without_keys_remote_clients_may_read(keyless: RunningServer) -> None:
     """Without a key file, a remote client still reads health and metadata."""
     assert from_remote(keyless, "GET", "/v2/health/live").status_code == 200
     assert from_remote(keyless, "GET", "/v2").json()["name"] == "shipyard"
+
+
+# -- gRPC ----------------------------------------------------------------------------------------
+
+
+def metadata(name: str) -> dict[str, str]:
+    """The ``authorization`` metadata of key ``name`` (gRPC metadata keys are lowercase)."""
+    return {"authorization": f"Bearer {KEYS[name]}"}
+
+
+def grpc_inputs() -> list[grpcclient.InferInput]:
+    """INPUT0 and INPUT1 of the add/sub model, for tritonclient.grpc."""
+    tensors = []
+    for name in ("INPUT0", "INPUT1"):
+        tensor = grpcclient.InferInput(name, [1, 16], "FP32")
+        tensor.set_data_from_numpy(np.ones((1, 16), np.float32))
+        tensors.append(tensor)
+    return tensors
+
+
+def grpc_status(call: Any) -> str:
+    """The status tritonclient.grpc reports for ``call``'s failure."""
+    with pytest.raises(InferenceServerException) as caught:
+        call()
+    return str(caught.value.status())
+
+
+def test_tritonclient_grpc_passes_its_key_as_metadata(keyed: RunningServer) -> None:
+    """tritonclient.grpc's ``headers=`` become the call's metadata: the infer key infers, the
+    admin key controls the repository and reads every model's statistics."""
+    client = grpcclient.InferenceServerClient(keyed.grpc_address)
+    try:
+        result = client.infer("simple", grpc_inputs(), headers=metadata("reader"))
+        np.testing.assert_array_equal(result.as_numpy("OUTPUT0"), np.full((1, 16), 2.0))
+        assert client.get_model_metadata("simple", headers=metadata("reader")).name == "simple"
+        assert client.get_inference_statistics("simple", headers=metadata("reader"))
+        client.unload_model("spare", headers=metadata("root"))
+        client.load_model("spare", headers=metadata("root"))
+        assert client.get_inference_statistics(headers=metadata("root"))
+    finally:
+        client.close()
+
+
+def test_grpc_without_a_key_is_unauthenticated(keyed: RunningServer) -> None:
+    """No key, or an unknown one: UNAUTHENTICATED with the same message as HTTP's 401."""
+    client = grpcclient.InferenceServerClient(keyed.grpc_address)
+    try:
+        status = grpc_status(lambda: client.infer("simple", grpc_inputs()))
+        assert status == "StatusCode.UNAUTHENTICATED"
+        wrong = {"authorization": "Bearer sy_wrong"}
+        status = grpc_status(lambda: client.get_model_metadata("simple", headers=wrong))
+        assert status == "StatusCode.UNAUTHENTICATED"
+    finally:
+        client.close()
+
+
+def test_grpc_wrong_role_is_permission_denied(keyed: RunningServer) -> None:
+    """The infer key may not unload or read every model's statistics; the metrics key may not
+    infer: PERMISSION_DENIED."""
+    client = grpcclient.InferenceServerClient(keyed.grpc_address)
+    try:
+        for call in (
+            lambda: client.unload_model("spare", headers=metadata("reader")),
+            lambda: client.get_model_repository_index(headers=metadata("reader")),
+            lambda: client.get_inference_statistics(headers=metadata("reader")),
+            lambda: client.infer("simple", grpc_inputs(), headers=metadata("scraper")),
+        ):
+            assert grpc_status(call) == "StatusCode.PERMISSION_DENIED"
+        assert client.is_model_ready("spare", headers=metadata("reader"))  # nothing unloaded
+    finally:
+        client.close()
+
+
+def test_grpc_health_is_open(keyed: RunningServer) -> None:
+    """ServerLive, ServerReady and grpc.health.v1 Check need no key."""
+    client = grpcclient.InferenceServerClient(keyed.grpc_address)
+    try:
+        assert client.is_server_live()
+        assert client.is_server_ready()
+    finally:
+        client.close()
+    with grpc.insecure_channel(keyed.grpc_address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        response = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=TIMEOUT_S)
+    assert response.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_grpc_without_keys_loopback_may_control(keyless: RunningServer) -> None:
+    """Without a key file, a loopback gRPC client may unload and load."""
+    client = grpcclient.InferenceServerClient(keyless.grpc_address)
+    try:
+        client.unload_model("spare")
+        client.load_model("spare")
+        assert client.is_model_ready("spare")
+    finally:
+        client.close()

@@ -1,5 +1,6 @@
 """TLS on a live server, with certificates made by trustme: HTTPS for unmodified
-tritonclient.http, a clean refusal for plaintext clients, and mutual TLS."""
+tritonclient.http, gRPC over TLS (ALPN h2) for unmodified tritonclient.grpc, a clean refusal
+for plaintext clients, and mutual TLS on both transports."""
 
 from __future__ import annotations
 
@@ -9,14 +10,18 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import grpc
 import httpx
 import numpy as np
 import pytest
+import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 import trustme
+from tritonclient.utils import InferenceServerException
 
 from shipyard.config import ServerConfig
 from shipyard.errors import ConfigError
+from shipyard.protocol import grpc_service_pb2 as pb
 from shipyard.server.tls import server_context
 from shipyard.testing import RunningServer, add_sub_model, running_server, write_model
 
@@ -62,19 +67,16 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def tls_server(repo: Path, certs: Certificates) -> Iterator[RunningServer]:
-    """A server on HTTPS, certificate for 127.0.0.1."""
-    with running_server(
-        repo, grpc=False, tls_cert=certs.server_cert, tls_key=certs.server_key
-    ) as running:
+    """A server on HTTPS and gRPC over TLS, certificate for 127.0.0.1."""
+    with running_server(repo, tls_cert=certs.server_cert, tls_key=certs.server_key) as running:
         yield running
 
 
 @pytest.fixture(scope="module")
 def mtls_server(repo: Path, certs: Certificates) -> Iterator[RunningServer]:
-    """A server on HTTPS that requires a client certificate signed by the CA."""
+    """A server on both transports that requires a client certificate signed by the CA."""
     with running_server(
         repo,
-        grpc=False,
         tls_cert=certs.server_cert,
         tls_key=certs.server_key,
         tls_client_ca=certs.ca,
@@ -215,3 +217,83 @@ def test_tritonclient_refuses_a_server_its_ca_did_not_sign(tls_server: RunningSe
                 client.is_server_ready()
         finally:
             client.close()
+
+
+# -- gRPC ----------------------------------------------------------------------------------------
+
+
+def infer_grpc(client: grpcclient.InferenceServerClient) -> np.ndarray:
+    """OUTPUT0 of the add/sub model for 0..15 twice, over gRPC."""
+    inputs = []
+    for name in ("INPUT0", "INPUT1"):
+        tensor = grpcclient.InferInput(name, [1, 16], "FP32")
+        tensor.set_data_from_numpy(np.arange(16, dtype=np.float32).reshape(1, 16))
+        inputs.append(tensor)
+    return client.infer("simple", inputs, client_timeout=TIMEOUT_S).as_numpy("OUTPUT0")
+
+
+def test_unmodified_tritonclient_grpc_over_tls(
+    tls_server: RunningServer, certs: Certificates
+) -> None:
+    """tritonclient.grpc with ssl=True and the CA as root certificate negotiates h2 and infers."""
+    client = grpcclient.InferenceServerClient(
+        tls_server.grpc_address, ssl=True, root_certificates=str(certs.ca)
+    )
+    try:
+        assert client.is_server_live()
+        np.testing.assert_array_equal(infer_grpc(client), 2 * np.arange(16).reshape(1, 16))
+    finally:
+        client.close()
+
+
+def test_grpc_port_negotiates_h2_by_alpn(tls_server: RunningServer, certs: Certificates) -> None:
+    """The gRPC port offers h2, and only h2, by ALPN."""
+    host, port = tls_server.grpc_address.rsplit(":", 1)
+    for offered, chosen in ((["h2", "http/1.1"], "h2"), (["http/1.1"], None)):
+        context = ssl.create_default_context(cafile=str(certs.ca))
+        context.set_alpn_protocols(offered)
+        with (
+            socket.create_connection((host, int(port)), timeout=TIMEOUT_S) as raw,
+            context.wrap_socket(raw, server_hostname=host) as tls,
+        ):
+            assert tls.selected_alpn_protocol() == chosen
+
+
+def test_plaintext_grpc_client_is_refused_cleanly(
+    tls_server: RunningServer, certs: Certificates
+) -> None:
+    """A cleartext gRPC client gets UNAVAILABLE at once, and TLS clients are still served."""
+    client = grpcclient.InferenceServerClient(tls_server.grpc_address)
+    try:
+        with pytest.raises(InferenceServerException) as caught:
+            client.is_server_live(client_timeout=TIMEOUT_S)
+        assert caught.value.status() == "StatusCode.UNAVAILABLE"
+    finally:
+        client.close()
+    test_unmodified_tritonclient_grpc_over_tls(tls_server, certs)
+
+
+def test_mutual_tls_over_grpc(mtls_server: RunningServer, certs: Certificates) -> None:
+    """With a client CA, gRPC serves a client presenting a signed certificate and refuses one
+    that presents none (UNAVAILABLE: the handshake fails)."""
+    client = grpcclient.InferenceServerClient(
+        mtls_server.grpc_address,
+        ssl=True,
+        root_certificates=str(certs.ca),
+        private_key=str(certs.client_key),
+        certificate_chain=str(certs.client_cert),
+    )
+    try:
+        np.testing.assert_array_equal(infer_grpc(client), 2 * np.arange(16).reshape(1, 16))
+    finally:
+        client.close()
+    credentials = grpc.ssl_channel_credentials(root_certificates=certs.ca.read_bytes())
+    with grpc.secure_channel(mtls_server.grpc_address, credentials) as channel:
+        live = channel.unary_unary(
+            "/inference.GRPCInferenceService/ServerLive",
+            request_serializer=lambda message: message.SerializeToString(),
+            response_deserializer=lambda data: data,
+        )
+        with pytest.raises(grpc.RpcError) as caught:
+            live(pb.ServerLiveRequest(), timeout=TIMEOUT_S)
+    assert caught.value.code() is grpc.StatusCode.UNAVAILABLE

@@ -172,6 +172,12 @@ def test_loopback_addresses(host: str | None, loopback: bool) -> None:
         ("/v2/health/other", Access.ADMIN),
         ("/v2/logging", Access.ADMIN),
         ("/ui/", Access.OPEN),
+        ("/ui/app.js", Access.OPEN),
+        ("/ui/api/session", Access.OPEN),
+        ("/ui/api/models", Access.INFER),
+        ("/ui/api/models/m/versions/1/report", Access.INFER),
+        ("/ui/api/server", Access.ADMIN),
+        ("/ui/api/other", Access.ADMIN),
         ("/", Access.OPEN),
     ],
 )

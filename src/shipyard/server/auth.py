@@ -306,8 +306,12 @@ class HttpAuth:
 
 
 def http_access(path: str) -> Access:
-    """What an HTTP request to ``path`` needs (routes outside ``/v2`` are the router's)."""
-    if path in ("/v2/health/live", "/v2/health/ready"):
+    """What an HTTP request to ``path`` needs.
+
+    Unknown routes under ``/v2`` and ``/ui/api`` need admin (today's 404s, tomorrow's routes);
+    the dashboard's pages and ``/ui/api/session`` (what this client is offered) are open.
+    """
+    if path in ("/v2/health/live", "/v2/health/ready", "/ui/api/session"):
         return Access.OPEN
     if path == "/metrics":
         return Access.METRICS
@@ -315,10 +319,10 @@ def http_access(path: str) -> Access:
         return Access.CONTROL
     if path == "/v2/models/stats":
         return Access.ADMIN
-    if path == "/v2" or path.startswith("/v2/models/"):
+    if path == "/v2" or path.startswith(("/v2/models/", "/ui/api/models")):
         return Access.INFER
-    if path.startswith("/v2/"):
-        return Access.ADMIN  # any other /v2 route, today's 404s or tomorrow's routes
+    if path.startswith(("/v2/", "/ui/api/")):
+        return Access.ADMIN  # /ui/api/server (settings, hardware) and any route to come
     return Access.OPEN
 
 
