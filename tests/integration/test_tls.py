@@ -4,6 +4,7 @@ for plaintext clients, and mutual TLS on both transports."""
 
 from __future__ import annotations
 
+import json
 import socket
 import ssl
 from collections.abc import Iterator
@@ -21,9 +22,13 @@ from tritonclient.utils import InferenceServerException
 
 from shipyard.config import ServerConfig
 from shipyard.errors import ConfigError
+from shipyard.loadgen import grpc as grpc_load
+from shipyard.loadgen import http as http_load
+from shipyard.loadgen.__main__ import main as loadgen_main
 from shipyard.protocol import grpc_service_pb2 as pb
 from shipyard.server.tls import server_context
 from shipyard.testing import RunningServer, add_sub_model, running_server, write_model
+from shipyard.types import DataType
 
 TIMEOUT_S = 20.0
 
@@ -297,3 +302,34 @@ def test_mutual_tls_over_grpc(mtls_server: RunningServer, certs: Certificates) -
         with pytest.raises(grpc.RpcError) as caught:
             live(pb.ServerLiveRequest(), timeout=TIMEOUT_S)
     assert caught.value.code() is grpc.StatusCode.UNAVAILABLE
+
+
+# -- the load generator ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_load_generator_over_tls(
+    tls_server: RunningServer,
+    certs: Certificates,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    protocol: str,
+) -> None:
+    """`python -m shipyard.loadgen --tls-ca` drives HTTPS and gRPC over TLS without errors."""
+    array = np.ones((1, 16), np.float32)
+    inputs = [("INPUT0", DataType.FP32, array), ("INPUT1", DataType.FP32, array)]
+    if protocol == "grpc":
+        host, port = tls_server.grpc_address.rsplit(":", 1)
+        request = grpc_load.encode_request("simple", None, inputs)
+    else:
+        host, port = tls_server.address.rsplit(":", 1)
+        body, headers = http_load.encode_request(inputs, binary=True)
+        request = http_load.raw_request(host, int(port), "/v2/models/simple/infer", body, headers)
+    path = tmp_path / "request.bin"
+    path.write_bytes(request)
+    argv = ["--host", host, "--port", port, "--protocol", protocol, "--request", str(path)]
+    argv += ["--tls-ca", str(certs.ca), "--concurrency", "4", "--warmup", "0.1"]
+    assert loadgen_main([*argv, "--duration", "0.5"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["error_count"] == 0, summary
+    assert summary["requests"] > 0

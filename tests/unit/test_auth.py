@@ -130,6 +130,14 @@ def test_without_keys_only_repository_control_is_limited_to_loopback() -> None:
         assert policy.allows(access, None, loopback=False) is (access is not Access.CONTROL)
 
 
+def test_is_open_agrees_with_authorize() -> None:
+    """is_open() holds only where authorize() lets anyone through, without a key, from
+    anywhere; and wherever it does not hold, a remote client without a key is refused."""
+    for policy in (POLICY, AuthPolicy(None), AuthPolicy([key("r", Role.INFER)])):
+        for access in Access:
+            assert policy.is_open(access) is policy.allows(access, None, loopback=False)
+
+
 def test_metrics_open_unless_metrics_auth() -> None:
     """/metrics needs no key unless metrics_auth."""
     assert AuthPolicy([key("reader", Role.INFER)]).allows(Access.METRICS, None, False)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import ssl
 import urllib.parse
 from collections.abc import Sequence
 from typing import Any, cast
@@ -271,13 +272,16 @@ def _outcome(response: http2.Response) -> tuple[str, str]:
 class _Channel:
     """Calls from every lane over one HTTP/2 connection, reconnecting when it goes away."""
 
-    def __init__(self, host: str, port: int, authority: str, payload: bytes) -> None:
+    def __init__(
+        self, host: str, port: int, authority: str, payload: bytes, tls: ssl.SSLContext | None
+    ) -> None:
         self.host = host
         self.port = port
+        self.tls = tls
         self.headers = http2.encode_headers(
             [
                 (b":method", b"POST"),
-                (b":scheme", b"http"),
+                (b":scheme", b"http" if tls is None else b"https"),
                 (b":path", INFER_METHOD.encode()),
                 (b":authority", authority.encode()),
                 (b"content-type", b"application/grpc"),
@@ -299,7 +303,7 @@ class _Channel:
         loop = asyncio.get_running_loop()
         connection = _Connection(self)
         self.connected_ns = clock()
-        await connect(connection, self.host, self.port)
+        await connect(connection, self.host, self.port, self.tls)
         try:  # calls wait for the server's SETTINGS, so they respect its stream limit
             await asyncio.wait_for(asyncio.shield(connection.ready), timeout=CONNECT_TIMEOUT_S)
         except (OSError, TimeoutError) as exc:
@@ -394,13 +398,14 @@ class GrpcTransport:
     Shipyard's own minimal gRPC client (frames from :mod:`shipyard.protocol.http2`): per call
     it writes a constant header block and the pre-serialized message and reads the status from
     the trailers, so the load generator stays far from being the bottleneck it measures, as
-    the HTTP one does. Calls started in one loop iteration leave in one write.
+    the HTTP one does. Calls started in one loop iteration leave in one write. ``tls``, when
+    given, is the client context of a TLS connection (it must offer ALPN ``h2``).
     """
 
-    def __init__(self, address: str, payload: bytes) -> None:
+    def __init__(self, address: str, payload: bytes, tls: ssl.SSLContext | None = None) -> None:
         self.address = address
         host, _, port = address.rpartition(":")
-        self.channel = _Channel(host.strip("[]"), int(port), address, payload)
+        self.channel = _Channel(host.strip("[]"), int(port), address, payload, tls)
 
     async def open(self, count: int, driver: Driver) -> Sequence[_Lane]:
         await self.channel.connect()

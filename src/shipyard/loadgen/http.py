@@ -16,6 +16,7 @@ import asyncio
 import http.client
 import json
 import socket
+import ssl
 import urllib.parse
 from collections.abc import Sequence
 from typing import Any, cast
@@ -292,16 +293,23 @@ class _Connection(asyncio.Protocol):
 
 
 class HttpTransport:
-    """Opens keep-alive connections to ``host:port`` that all send ``request``."""
+    """Opens keep-alive connections to ``host:port`` that all send ``request``.
 
-    def __init__(self, host: str, port: int, request: bytes) -> None:
+    ``tls``, when given, is the client context of HTTPS connections (it should offer ALPN
+    ``http/1.1``, see :func:`shipyard.loadgen.runner.client_context`).
+    """
+
+    def __init__(
+        self, host: str, port: int, request: bytes, tls: ssl.SSLContext | None = None
+    ) -> None:
         self.host = host
         self.port = port
         self.request = request
+        self.tls = tls
 
     async def connect(self, connection: _Connection) -> None:
         """(Re)connect ``connection``'s socket."""
-        await connect(connection, self.host, self.port)
+        await connect(connection, self.host, self.port, self.tls)
 
     async def open(self, count: int, driver: Driver) -> Sequence[_Connection]:
         connections = [_Connection(self, driver) for _ in range(count)]

@@ -184,6 +184,15 @@ class AuthPolicy:
         keys = None if config.api_keys is None else load_keys(config.api_keys)
         return cls(keys, config.metrics_auth)
 
+    def is_open(self, access: Access) -> bool:
+        """Whether a call that needs ``access`` goes ahead whoever sends it, from anywhere.
+
+        The adapters skip reading the credentials and the peer's address for these calls.
+        """
+        if access is Access.OPEN or (access is Access.METRICS and not self.metrics_auth):
+            return True
+        return self.keys is None and access is not Access.CONTROL
+
     def authorize(self, access: Access, authorization: str | None, loopback: bool) -> ApiKey | None:
         """Return the caller's key (None when the call needs none), or raise.
 
@@ -275,7 +284,7 @@ class HttpAuth:
             await self.app(scope, receive, send)
             return
         access = http_access(scope["path"])
-        if access is not Access.OPEN:
+        if not self.policy.is_open(access):
             authorization = None
             for name, value in scope["headers"]:
                 if name == b"authorization":
@@ -365,9 +374,12 @@ def check_grpc_call(
 
     Raise UnauthenticatedError or PermissionDeniedError (UNAUTHENTICATED / PERMISSION_DENIED).
     """
+    access = grpc_access(method, request)
+    if policy.is_open(access):
+        return None
     authorization = None
     for name, value in metadata:
         if name == b"authorization":
             authorization = value.decode("latin-1")
             break
-    return policy.authorize(grpc_access(method, request), authorization, is_loopback(peer))
+    return policy.authorize(access, authorization, is_loopback(peer))
