@@ -175,6 +175,11 @@ class Generator:
         if choice < 5:
             body, headers = self.infer_body()
             version = rng.choice(["", "/versions/1", "/versions/0", "/versions/01", "/versions/x"])
+            if rng.randrange(8) == 0:  # the same bodies on /explain, with its query parameters
+                key = rng.choice(["masks", "patch", "stride", "target", "method", "input", "x"])
+                value = rng.choice(["", "0", "3", "²", "9" * rng.randrange(1, 5000), "rise"])
+                path = f"/v2/models/{model}{version}/explain?{key}={value}"
+                return "POST", path, body, {**headers, "Content-Type": b"application/json"}
             return "POST", f"/v2/models/{model}{version}/infer", body, headers
         if choice == 5:
             query = rng.choice(["", "?top_k=" + "9" * rng.randrange(1, 5000), "?top_k=-1"])

@@ -123,6 +123,17 @@ def test_header_length_of_many_digits_is_400(http: httpx.Client, digits: int) ->
     assert_serves(http)
 
 
+def test_header_length_of_many_digits_on_explain_is_400(http: httpx.Client) -> None:
+    """/explain reads the same header the same way: thousands of digits are a 400."""
+    response = http.post(
+        "/v2/models/simple/explain",
+        content=json.dumps(infer_body()).encode(),
+        headers={"Inference-Header-Content-Length": "9" * 5000, "Content-Type": "application/json"},
+    )
+    assert "Inference-Header-Content-Length" in error_of(response, 400)
+    assert_serves(http)
+
+
 def test_leading_zeros_do_not_count_as_digits(http: httpx.Client) -> None:
     """5,000 digits that are zeros but the last still name a small, valid length."""
     body = json.dumps(infer_body()).encode()
@@ -262,4 +273,42 @@ def test_deeply_nested_values_in_error_messages(http: httpx.Client, field: str, 
         body = f'{{"inputs": {inputs}, "outputs": [{output}]}}'
     message = error_of(http.post("/v2/models/simple/infer", content=body.encode()), 400)
     assert where in message
+    assert len(message) < 300
+
+
+@pytest.mark.parametrize(
+    ("query", "fragment"),
+    [
+        ({"masks": "\u00b2"}, "masks must be an integer"),
+        ({"masks": "9" * 5000}, "masks must be an integer"),
+        ({"patch": "0" * 4999 + "x"}, "patch must be an integer"),
+        ({"target": "9" * 5000, "input": "INPUT0"}, "is not a label of the output"),
+    ],
+)
+def test_explain_query_numbers_are_400(
+    http: httpx.Client, query: dict[str, str], fragment: str
+) -> None:
+    """/explain's query numbers: "²" and thousands of digits are a 400 (int() raised, a 500)."""
+    response = http.post(
+        "/v2/models/simple/explain",
+        params=query,
+        content=json.dumps(infer_body()).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    message = error_of(response, 400)
+    assert fragment in message
+    assert len(message) < 300
+
+
+def test_explain_deeply_nested_method_is_400(http: httpx.Client) -> None:
+    """An explain parameter nested 990 deep is refused with a short message, not a 500."""
+    inputs = json.dumps(infer_body()["inputs"])
+    body = f'{{"inputs": {inputs}, "parameters": {{"method": {nested(990, "1")}}}}}'
+    response = http.post(
+        "/v2/models/simple/explain",
+        content=body.encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    message = error_of(response, 400)
+    assert "method must be occlusion or rise" in message
     assert len(message) < 300
