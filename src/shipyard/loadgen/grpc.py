@@ -40,6 +40,7 @@ from shipyard.loadgen.runner import (
     Driver,
     clock,
     connect,
+    wait_lost,
 )
 from shipyard.loadgen.stats import OK
 from shipyard.protocol.binary import array_to_raw
@@ -168,6 +169,8 @@ class _Connection(asyncio.Protocol):
         self._flush_scheduled = False
         #: Resolved when the server's first SETTINGS arrive (its stream limit is known then).
         self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        #: Resolved when the connection is gone.
+        self.lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
@@ -222,6 +225,8 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
+        if not self.lost.done():
+            self.lost.set_result(None)
         if not self.ready.done():
             self.ready.set_exception(ConnectionError(f"{exc or 'closed by the server'}"))
             self.ready.exception()  # connect() may have stopped waiting: do not log it unseen
@@ -377,19 +382,22 @@ class _Channel:
         lane.stream_id = 0
         lane.connection = None
 
-    def close(self) -> None:
+    def close(self) -> list[_Connection]:
+        """Close every connection (GOAWAY first); return them, to wait until they are gone."""
         self.closing = True
         if self.connecting is not None:
             self.connecting.cancel()
         if self.watchdog is not None:
             self.watchdog.cancel()
             self.watchdog = None
-        for connection in list(self.connections):
+        closed = list(self.connections)
+        for connection in closed:
             if connection.transport is not None:
                 connection.h2.goaway()
                 connection.flush()
                 connection.transport.close()
         self.connections.clear()
+        return closed
 
 
 class GrpcTransport:
@@ -412,5 +420,5 @@ class GrpcTransport:
         return [_Lane(self.channel, driver) for _ in range(count)]
 
     async def aclose(self) -> None:
-        self.channel.close()
-        await asyncio.sleep(0)  # let the transport's close callbacks run
+        closed = self.channel.close()
+        await wait_lost([(c.lost, c.transport) for c in closed])

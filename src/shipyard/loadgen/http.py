@@ -28,6 +28,7 @@ from shipyard.loadgen.runner import (
     Driver,
     clock,
     connect,
+    wait_lost,
 )
 from shipyard.loadgen.stats import OK
 from shipyard.protocol.binary import array_to_raw
@@ -196,11 +197,14 @@ class _Connection(asyncio.Protocol):
         self.closing = False
         self.transport: asyncio.Transport | None = None
         self.reconnecting: asyncio.Task[None] | None = None
+        #: Done once the current transport is gone (set up by connection_made).
+        self.lost: asyncio.Future[None] | None = None
 
     # -- asyncio.Protocol --------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        self.lost = asyncio.get_running_loop().create_future()
         sock = transport.get_extra_info("socket")
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -239,6 +243,8 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
+        if self.lost is not None and not self.lost.done():
+            self.lost.set_result(None)
         self.buffer.clear()
         self.need = -1
         if self.busy and not self.closing:
@@ -306,6 +312,7 @@ class HttpTransport:
         self.port = port
         self.request = request
         self.tls = tls
+        self.connections: list[_Connection] = []
 
     async def connect(self, connection: _Connection) -> None:
         """(Re)connect ``connection``'s socket."""
@@ -313,6 +320,7 @@ class HttpTransport:
 
     async def open(self, count: int, driver: Driver) -> Sequence[_Connection]:
         connections = [_Connection(self, driver) for _ in range(count)]
+        self.connections = connections
         results = await asyncio.gather(
             *(self.connect(c) for c in connections), return_exceptions=True
         )
@@ -324,4 +332,4 @@ class HttpTransport:
         return connections
 
     async def aclose(self) -> None:
-        await asyncio.sleep(0)  # let the transports' close callbacks run
+        await wait_lost([(c.lost, c.transport) for c in self.connections])

@@ -31,7 +31,16 @@ from shipyard import eventloop
 from shipyard.errors import LoadGeneratorError
 from shipyard.loadgen.stats import Recorder, Summary
 
-__all__ = ["Driver", "Slot", "Transport", "client_context", "connect", "measure", "run"]
+__all__ = [
+    "Driver",
+    "Slot",
+    "Transport",
+    "client_context",
+    "connect",
+    "measure",
+    "run",
+    "wait_lost",
+]
 
 #: How long requests still in flight when the window closes get to finish.
 DRAIN_S = 10.0
@@ -147,6 +156,27 @@ def client_context(ca: Path | None, alpn: str) -> ssl.SSLContext:
     context = ssl.create_default_context(cafile=None if ca is None else str(ca))
     context.set_alpn_protocols([alpn])
     return context
+
+
+#: How long closed connections get to go (a TLS close needs a round trip) before being aborted.
+CLOSE_S = 2.0
+
+
+async def wait_lost(
+    connections: Sequence[tuple[asyncio.Future[None] | None, asyncio.Transport | None]],
+) -> None:
+    """Wait (at most :data:`CLOSE_S`) until closed connections are gone, then abort the rest.
+
+    ``connections`` pairs each connection's future (done once its ``connection_lost`` ran)
+    with its transport; the event loop must not close while a TLS connection still closes.
+    """
+    pending = {lost for lost, _ in connections if lost is not None and not lost.done()}
+    if pending:
+        await asyncio.wait(pending, timeout=CLOSE_S)
+    for lost, transport in connections:
+        if lost is not None and not lost.done() and transport is not None:
+            transport.abort()
+    await asyncio.sleep(0)  # let the transports' close callbacks run
 
 
 async def connect(
