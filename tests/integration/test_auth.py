@@ -19,9 +19,12 @@ import tritonclient.http as httpclient
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
-from shipyard.metrics import build_metrics_registry
+from shipyard.metrics import ServerMetrics, build_metrics_registry
+from shipyard.server.admission import Admission
 from shipyard.server.auth import AuthPolicy, hash_key
-from shipyard.server.http import create_http_app
+from shipyard.server.decoding import DecodePool
+from shipyard.server.http import HttpLimits, create_http_app
+from shipyard.server.observe import Observer
 from shipyard.testing import RunningServer, add_sub_model, running_server, write_model
 
 KEYS = {"reader": "sy_reader-key", "root": "sy_root-key", "scraper": "sy_scraper-key"}
@@ -198,8 +201,10 @@ def from_remote(server: RunningServer, method: str, path: str) -> httpx.Response
     """Call ``server``'s HTTP application in-process, as a client at 203.0.113.9 would."""
     service = server.server.service
     assert service is not None
+    limits = HttpLimits(1 << 20, Admission(), DecodePool(0, 1 << 20))
     metrics = build_metrics_registry(lambda: [])
-    app = create_http_app(service, 1 << 20, metrics, auth=AuthPolicy(None))
+    observer = Observer(ServerMetrics())
+    app = create_http_app(service, limits, metrics, observer, auth=AuthPolicy(None))
     transport = httpx.ASGITransport(app=app, client=("203.0.113.9", 40000))
 
     async def call() -> httpx.Response:

@@ -250,6 +250,23 @@ def test_bytes_data_nested_a_thousand_deep(http: httpx.Client, depth: int) -> No
     assert response.json()["outputs"][0]["data"] == ["a", "b", "c", "d"]
 
 
+@pytest.mark.parametrize("binary", [False, True])
+def test_empty_shape_whose_other_dimensions_overflow_is_400(
+    http: httpx.Client, binary: bool
+) -> None:
+    """[0, 55056, 55108, 55111, 55161] has no elements, but NumPy refuses to make it (found by
+    the binary parser's fuzzer): a 400 naming the limit, JSON or binary, not a 500."""
+    tensor: dict[str, Any] = {"name": "INPUT0", "datatype": "FP32"}
+    tensor["shape"] = [0, 55056, 55108, 55111, 55161]
+    if binary:
+        tensor["parameters"] = {"binary_data_size": 0}
+    else:
+        tensor["data"] = []
+    message = error_of(http.post("/v2/models/simple/infer", json={"inputs": [tensor]}), 400)
+    assert "is empty but its other dimensions exceed" in message
+    assert_serves(http)
+
+
 @pytest.mark.parametrize(
     ("field", "where"),
     [

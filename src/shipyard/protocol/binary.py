@@ -33,10 +33,18 @@ def element_count(name: str, shape: object, limit: int) -> int:
             f"input {name!r}: shape has {len(shape)} dimensions; at most {MAX_DIMS} are supported"
         )
     count = 1
+    others = 1  # the product of the dimensions that are not 0
     for dim in shape:
         if dim < 0:
             raise InvalidInputError(f"input {name!r}: shape {list(shape)} has a negative dimension")
         count *= dim
+        others *= dim or 1
+    if count == 0 and others > limit:
+        # Empty, but NumPy still refuses a shape whose other dimensions overflow.
+        raise InvalidInputError(
+            f"input {name!r}: shape {list(shape)} is empty but its other dimensions exceed the "
+            f"server's limit of {limit} elements (max_tensor_elements)"
+        )
     if count > limit:
         raise InvalidInputError(
             f"input {name!r}: shape {list(shape)} has {count} elements, over the server's "
