@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import dataclasses
-import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -23,13 +22,13 @@ from shipyard.config.model import (
     OpenVinoConfig,
     PostprocessConfig,
     PreprocessConfig,
-    PythonConfig,
     PythonPostprocessConfig,
     PythonPreprocessConfig,
     ScaleConfig,
     StepConfig,
     VersionPolicy,
 )
+from shipyard.config.python_toml import frozen, python_config, python_function
 from shipyard.config.resolve import check_int, check_keys, check_number, check_table
 from shipyard.errors import ConfigError
 from shipyard.types import DataType, TensorSpec
@@ -60,14 +59,6 @@ def _tensor_specs(value: Any, where: str) -> tuple[TensorSpec, ...]:
     return tuple(specs)
 
 
-def _frozen(value: Any) -> Any:
-    if isinstance(value, list):
-        return tuple(_frozen(v) for v in value)
-    if isinstance(value, Mapping):
-        return tuple((k, _frozen(v)) for k, v in value.items())
-    return value
-
-
 def _steps(value: Any, where: str) -> tuple[StepConfig, ...]:
     if not isinstance(value, list):
         raise ConfigError(f'{where} must be an array of steps, e.g. [{{op = "softmax"}}]')
@@ -77,7 +68,7 @@ def _steps(value: Any, where: str) -> tuple[StepConfig, ...]:
         op = table.get("op")
         if not isinstance(op, str) or not op:
             raise ConfigError(f"{where}[{i}] needs an 'op' string, e.g. op = \"resize\"")
-        options = tuple((k, _frozen(v)) for k, v in table.items() if k != "op")
+        options = tuple((k, frozen(v)) for k, v in table.items() if k != "op")
         steps.append(StepConfig(op, options))
     return tuple(steps)
 
@@ -126,7 +117,7 @@ def _preprocess(
         table = check_table(item, at)
         if _kind(table, at) == "python":
             check_keys(table, {"kind", "function", "inputs", "targets"}, at)
-            function = _python_function(table.get("function"), f"{at}.function")
+            function = python_function(table.get("function"), f"{at}.function")
             _need_specs(table, "inputs", at, "preprocess")
             python.append(
                 PythonPreprocessConfig(
@@ -159,7 +150,7 @@ def _postprocess(
         table = check_table(item, at)
         if _kind(table, at) == "python":
             check_keys(table, {"kind", "function", "sources", "outputs"}, at)
-            function = _python_function(table.get("function"), f"{at}.function")
+            function = python_function(table.get("function"), f"{at}.function")
             _need_specs(table, "outputs", at, "postprocess")
             python.append(
                 PythonPostprocessConfig(
@@ -340,48 +331,6 @@ def _scale(value: Any) -> ScaleConfig:
     return ScaleConfig(low, high, max_ongoing_requests=ongoing, **numbers)
 
 
-_FUNCTION = re.compile(r"[A-Za-z_][A-Za-z0-9_]*:[A-Za-z_][A-Za-z0-9_]*")
-
-
-def _python_function(value: Any, where: str) -> str:
-    if not isinstance(value, str) or not _FUNCTION.fullmatch(value):
-        raise ConfigError(
-            f'{where} must be "module:name" (a module of the version folder and a function or '
-            f"PythonModel class in it), got {value!r}"
-        )
-    return value
-
-
-def _plain(value: Any) -> bool:
-    if isinstance(value, list):
-        return all(_plain(v) for v in value)
-    return isinstance(value, bool | int | float | str)
-
-
-def _python(value: Any) -> PythonConfig:
-    table = check_table(value, "python")
-    check_keys(table, {f.name for f in dataclasses.fields(PythonConfig)}, "python")
-    default = PythonConfig()
-    settings = check_table(table.get("settings", {}), "python.settings")
-    for key, item in settings.items():
-        if not _plain(item):
-            raise ConfigError(
-                f"python.settings.{key}: a setting is a number, a string, a boolean or an "
-                f"array of them, got {item!r}"
-            )
-    return PythonConfig(
-        workers=check_int(table.get("workers", default.workers), "python.workers", 1),
-        settings=tuple((k, _frozen(v)) for k, v in settings.items()),
-        start_timeout_s=check_number(
-            table.get("start_timeout_s", default.start_timeout_s), "python.start_timeout_s", 1.0
-        ),
-        shared_memory_bytes=check_int(
-            table.get("shared_memory_bytes", default.shared_memory_bytes),
-            "python.shared_memory_bytes",
-        ),
-    )
-
-
 def _tensor_map(value: Any, where: str) -> tuple[tuple[str, str], ...]:
     table = check_table(value, where)
     if not table:
@@ -483,7 +432,7 @@ def parse_model_config(name: str, table: Mapping[str, Any]) -> ModelConfig:
         execution_timeout_s=check_number(
             table.get("execution_timeout_s", 0.0), "execution_timeout_s"
         ),
-        python=_python(table.get("python", {})),
+        python=python_config(table.get("python", {})),
         python_preprocess=python_preprocess,
         python_postprocess=python_postprocess,
         steps=steps,
