@@ -704,11 +704,22 @@ def targets(rows: list[Row]) -> list[str]:
     return out
 
 
+def openvino_lines(rows: list[Row]) -> list[str]:
+    """The OpenVINO table of the report, if there are OpenVINO rows.
+
+    Imported only then: a checkout on PYTHONPATH without the OpenVINO backend can still be
+    measured with ``--only``.
+    """
+    if not any("OpenVINO" in r.target for r in rows):
+        return []
+    from openvino_rows import openvino_table
+
+    return ["", "OpenVINO (`--openvino`; issue #16):", "", *openvino_table(rows)]
+
+
 def report(
     rows: list[Row], info: dict[str, str], load_before: str, load_after: str, args: Any
 ) -> str:
-    from openvino_rows import openvino_table
-
     floor_name = next((r.target for r in rows if r.target.startswith("floor")), "floor")
     lines = [
         f"Run of {info['date']}: `{' '.join(['benchmarks/serve_overhead.py', *args.argv])}`",
@@ -739,11 +750,7 @@ def report(
             if resnet_table(rows)
             else []
         ),
-        *(
-            ["", "OpenVINO (`--openvino`; issue #16):", "", *openvino_table(rows)]
-            if any("OpenVINO" in r.target for r in rows)
-            else []
-        ),
+        *openvino_lines(rows),
         "",
         "Targets (issues #2, #3 and #10, reported, not asserted):",
         "",
