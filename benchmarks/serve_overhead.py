@@ -21,7 +21,9 @@ measures the comparison rows:
   settings (``intra_op_threads = "auto"``) at concurrency 1 and 8, binary;
 * optionally the same models on OpenVINO (``--openvino``; ``openvino_rows.py``);
 * optionally Triton's perf_analyzer as a second load generator (``--perf-analyzer``; installed
-  by ``setup_perf_analyzer.sh``).
+  by ``setup_perf_analyzer.sh``);
+* optionally the same ``shipyard serve`` rows with TLS on both transports (``--tls``: a
+  certificate for 127.0.0.1 made by trustme, HTTPS and gRPC over TLS from the load generator).
 
 Prints one table and writes it, with the machine's description, between the markers in
 ``benchmarks/RESULTS.md`` (not for ``--quick`` runs unless ``--results`` is given).
@@ -46,6 +48,7 @@ import os
 import platform
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -247,11 +250,47 @@ def free_port() -> int:
         return port
 
 
+@dataclasses.dataclass(frozen=True)
+class Tls:
+    """A CA and the server certificate it signed for 127.0.0.1 (PEM files)."""
+
+    ca: Path
+    cert: Path
+    key: Path
+
+    @classmethod
+    def make(cls, folder: Path) -> Tls:
+        """Make the CA and the certificate with trustme (a dev dependency) in ``folder``."""
+        import trustme
+
+        ca = trustme.CA()
+        issued = ca.issue_cert(HOST)
+        tls = cls(folder / "ca.pem", folder / "server.pem", folder / "server.key")
+        ca.cert_pem.write_to_path(tls.ca)
+        issued.private_key_pem.write_to_path(tls.key)
+        for index, pem in enumerate(issued.cert_chain_pems):
+            pem.write_to_path(tls.cert, append=index > 0)
+        return tls
+
+    def context(self) -> ssl.SSLContext:
+        """A client context that trusts the CA."""
+        return ssl.create_default_context(cafile=str(self.ca))
+
+
 def call(
-    port: int, method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None
+    port: int,
+    method: str,
+    path: str,
+    body: bytes = b"",
+    headers: dict[str, str] | None = None,
+    tls: Tls | None = None,
 ) -> tuple[int, dict[str, str], bytes]:
-    """One HTTP request to the local server (10 s timeout)."""
-    conn = http.client.HTTPConnection(HOST, port, timeout=10)
+    """One HTTP(S) request to the local server (10 s timeout)."""
+    conn = (
+        http.client.HTTPConnection(HOST, port, timeout=10)
+        if tls is None
+        else http.client.HTTPSConnection(HOST, port, timeout=10, context=tls.context())
+    )
     try:
         conn.request(method, path, body=body or None, headers=headers or {})
         response = conn.getresponse()
@@ -260,14 +299,16 @@ def call(
         conn.close()
 
 
-def wait_ready(process: Process, port: int, deadline_s: float = 60.0) -> None:
+def wait_ready(
+    process: Process, port: int, deadline_s: float = 60.0, tls: Tls | None = None
+) -> None:
     """Poll ``/v2/health/ready`` until 200, the process exits, or the deadline passes."""
     deadline = time.monotonic() + deadline_s
     while time.monotonic() < deadline:
         if process.proc.poll() is not None:
             raise RuntimeError(f"{process.argv[0]} exited early:\n{process.output()}")
         with contextlib.suppress(OSError):
-            if call(port, "GET", "/v2/health/ready")[0] == 200:
+            if call(port, "GET", "/v2/health/ready", tls=tls)[0] == 200:
                 return
         time.sleep(0.1)
     raise RuntimeError(f"not ready after {deadline_s:.0f} s:\n{process.output()}")
@@ -282,18 +323,24 @@ def printed_port(process: Process, scheme: str) -> int:
 
 
 @contextlib.contextmanager
-def shipyard_server(repository: Path, workers: int = 1) -> Iterator[tuple[int, int]]:
+def shipyard_server(
+    repository: Path, workers: int = 1, tls: Tls | None = None
+) -> Iterator[tuple[int, int]]:
     """``shipyard serve REPO`` in a subprocess; yields its HTTP and gRPC ports once ready.
 
     HTTP takes a free port (``--http-port 0``); gRPC one picked here by binding port 0 and
     releasing it (``--grpc-port 0`` turns gRPC off). Both are read back from the startup output.
     ``workers`` > 1 serves with ``--workers`` (ready once every worker is).
+    With ``tls``, both transports serve TLS with its certificate.
     """
     shipyard = Path(sys.executable).parent / "shipyard"
     argv = [str(shipyard), "serve", str(repository), "--http-port", "0"]
     argv += ["--grpc-port", str(free_port())]
     if workers > 1:
         argv += ["--workers", str(workers)]
+    if tls is not None:
+        argv += ["--tls-cert", str(tls.cert), "--tls-key", str(tls.key)]
+    scheme = "http" if tls is None else "https"
     process = Process([*argv, "--log-level", "warning", "--drain-timeout", "2"])
     try:
         deadline = time.monotonic() + 60
@@ -301,9 +348,9 @@ def shipyard_server(repository: Path, workers: int = 1) -> Iterator[tuple[int, i
         while not (port and grpc_port):
             if process.proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"shipyard serve did not print its URLs:\n{process.output()}")
-            port, grpc_port = printed_port(process, "http"), printed_port(process, "grpc")
+            port, grpc_port = printed_port(process, scheme), printed_port(process, "grpc")
             time.sleep(0.05)
-        wait_ready(process, port)
+        wait_ready(process, port, tls=tls)
         yield port, grpc_port
     finally:
         process.stop()
@@ -394,9 +441,10 @@ def check_answer(
     headers: dict[str, str],
     expected: np.ndarray,
     atol: float = 1e-5,
+    tls: Tls | None = None,
 ) -> None:
     """Send one request and compare the outputs with raw ONNX Runtime's."""
-    status, response_headers, payload = call(port, "POST", path, body, headers)
+    status, response_headers, payload = call(port, "POST", path, body, headers, tls)
     if status != 200:
         raise RuntimeError(f"{path}: HTTP {status}: {payload[:300]!r}")
     length = {k.lower(): v for k, v in response_headers.items()}.get(
@@ -410,11 +458,21 @@ def check_answer(
         raise RuntimeError(f"{path}: wrong answer {got} (expected {expected})")
 
 
-def check_grpc_answer(port: int, payload: bytes, expected: np.ndarray) -> None:
+def check_grpc_answer(
+    port: int, payload: bytes, expected: np.ndarray, tls: Tls | None = None
+) -> None:
     """Send the gRPC request once and compare the probabilities with raw ONNX Runtime's."""
     import grpc
 
-    with grpc.insecure_channel(f"{HOST}:{port}") as channel:
+    address = f"{HOST}:{port}"
+    channel = (
+        grpc.insecure_channel(address)
+        if tls is None
+        else grpc.secure_channel(
+            address, grpc.ssl_channel_credentials(root_certificates=tls.ca.read_bytes())
+        )
+    )
+    with channel:
         call = channel.unary_unary("/inference.GRPCInferenceService/ModelInfer")
         response = pb.ModelInferResponse.FromString(call(payload, timeout=10))
     got = np.frombuffer(response.raw_output_contents[0], dtype="<f4")
@@ -430,12 +488,15 @@ def load(
     duration_s: float,
     scratch: Path,
     protocol: str = "http",
+    tls: Tls | None = None,
 ) -> dict[str, Any]:
     """Run ``python -m shipyard.loadgen`` in its own process; return its JSON summary."""
     path = scratch / "request.bin"
     path.write_bytes(request)
     argv = [sys.executable, "-m", "shipyard.loadgen", "--port", str(port), "--request", str(path)]
     argv += ["--protocol", protocol, "--concurrency", str(concurrency)]
+    if tls is not None:
+        argv += ["--tls-ca", str(tls.ca)]
     argv += ["--warmup", str(warmup_s), "--duration", str(duration_s)]
     done = subprocess.run(
         argv, capture_output=True, text=True, timeout=warmup_s + duration_s + 60, check=False
@@ -765,6 +826,11 @@ def main(argv: list[str] | None = None) -> None:
         "--perf-analyzer", action="store_true", help="add rows measured by Triton's perf_analyzer"
     )
     parser.add_argument(
+        "--tls",
+        action="store_true",
+        help="add the shipyard rows (json, binary, grpc) again with TLS on both transports",
+    )
+    parser.add_argument(
         "--wait-for-idle",
         type=float,
         default=0.0,
@@ -828,6 +894,8 @@ def main(argv: list[str] | None = None) -> None:
             with shipyard_server(repository, workers) as (port, grpc_port):
                 target = f"shipyard ({workers} workers)"
                 rows += serve_rows(target, port, grpc_port, args, scratch, pixels, expected)
+        if args.tls:
+            rows += tls_rows(args, scratch, repository, bodies, expected, pixels)
 
         if not args.no_tuning and "tuning" in args.only:
             print("shipyard serve, ONNX Runtime settings, binary, concurrency 64")
@@ -896,6 +964,40 @@ def openvino_rows(args: Any, scratch: Path) -> list[Row]:
     from openvino_rows import openvino_rows as rows
 
     return rows(args, scratch)
+
+
+def tls_rows(
+    args: Any,
+    scratch: Path,
+    repository: Path,
+    bodies: dict[str, tuple[bytes, dict[str, str]]],
+    expected: np.ndarray,
+    pixels: np.ndarray,
+) -> list[Row]:
+    """The shipyard rows of ``--only``'s json, binary and grpc groups, with TLS on."""
+    print("shipyard serve, TLS on both transports")
+    tls = Tls.make(scratch)
+    infer_path = f"/v2/models/{MODEL}/infer"
+    rows = []
+    with shipyard_server(repository, tls=tls) as (port, grpc_port):
+        for encoding in ("json", "binary"):
+            if encoding not in args.only:
+                continue
+            body, headers = bodies[encoding]
+            check_answer(port, infer_path, body, headers, expected, tls=tls)
+            request = raw_request(port, infer_path, body, headers)
+            for c in args.concurrency:
+                result = load(port, request, c, args.warmup, args.duration, scratch, tls=tls)
+                rows.append(load_row("shipyard (TLS)", encoding, result))
+        if "grpc" in args.only:
+            payload = grpc_request(MODEL, None, [(INPUT, DataType.FP32, pixels)])
+            check_grpc_answer(grpc_port, payload, expected, tls)
+            for c in args.concurrency:
+                result = load(
+                    grpc_port, payload, c, args.warmup, args.duration, scratch, "grpc", tls
+                )
+                rows.append(load_row("shipyard (TLS)", "grpc raw", result))
+    return rows
 
 
 def resnet_rows(args: Any, scratch: Path) -> list[Row]:

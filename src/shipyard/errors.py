@@ -17,6 +17,9 @@ the client: they name the model and the tensor concerned and never contain a tra
      ├── ConversionError              INVALID_ARGUMENT   ``shipyard convert`` failed at a named step
      │    └── ParityError                                converted outputs differ from the source's
      ├── UnsupportedError             UNIMPLEMENTED      a feature Shipyard does not implement
+     ├── UnauthenticatedError         UNAUTHENTICATED    no API key, or not a valid one
+     ├── PermissionDeniedError        PERMISSION_DENIED  a key without the role; a remote client
+     │                                                   where only loopback may call
      ├── LoadGeneratorError           UNAVAILABLE        bench cannot reach a server or model
      └── InternalError                INTERNAL           a genuine server fault
           └── InstanceFailedError                        a model instance died (its worker crashed)
@@ -25,6 +28,7 @@ the client: they name the model and the tensor concerned and never contain a tra
 from __future__ import annotations
 
 import enum
+import reprlib
 
 __all__ = [
     "ConfigError",
@@ -41,10 +45,24 @@ __all__ = [
     "OverloadedError",
     "ParityError",
     "PayloadTooLargeError",
+    "PermissionDeniedError",
     "ShipyardError",
+    "UnauthenticatedError",
     "UnavailableError",
     "UnsupportedError",
+    "brief",
 ]
+
+#: How a client's value is shown in an error message: a few levels, items and characters, so
+#: a value nested 1,000 deep or megabytes long neither recurses nor floods the message.
+_BRIEF = reprlib.Repr()
+_BRIEF.maxlevel, _BRIEF.maxlist, _BRIEF.maxtuple, _BRIEF.maxdict = 3, 8, 8, 4
+_BRIEF.maxstring, _BRIEF.maxlong, _BRIEF.maxother = 60, 40, 60
+
+
+def brief(value: object) -> str:
+    """A bounded ``repr`` of ``value`` (a client's JSON) for an error message."""
+    return _BRIEF.repr(value)
 
 
 class ErrorCode(enum.Enum):
@@ -57,6 +75,8 @@ class ErrorCode(enum.Enum):
     DEADLINE_EXCEEDED = "DEADLINE_EXCEEDED"
     UNIMPLEMENTED = "UNIMPLEMENTED"
     INTERNAL = "INTERNAL"
+    UNAUTHENTICATED = "UNAUTHENTICATED"
+    PERMISSION_DENIED = "PERMISSION_DENIED"
 
 
 class ShipyardError(Exception):
@@ -160,6 +180,18 @@ class UnsupportedError(ShipyardError):
     """The request asks for something Shipyard does not implement."""
 
     code = ErrorCode.UNIMPLEMENTED
+
+
+class UnauthenticatedError(ShipyardError):
+    """The call needs an API key and has none, or one the server does not know."""
+
+    code = ErrorCode.UNAUTHENTICATED
+
+
+class PermissionDeniedError(ShipyardError):
+    """The caller is known but may not make this call (its key lacks the role)."""
+
+    code = ErrorCode.PERMISSION_DENIED
 
 
 class LoadGeneratorError(ShipyardError):

@@ -14,13 +14,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
 from shipyard.testing import RunningServer, add_sub_model, running_server, write_model
 from shipyard.testing.processing import embedding_model, train_tokenizer
 from tests.examples.conftest import (  # noqa: F401 (fixtures used by this folder's tests)
-    MNIST_BUILD,
     ROOT,
     SHIPYARD,
     load_example,
@@ -164,6 +164,11 @@ def dashboard_repo(mnist_repo: Path, tmp_path_factory: pytest.TempPathFactory) -
     model_dir = repo / "mnist"
     shutil.copyfile(ROOT / "examples" / "mnist" / "labels.txt", model_dir / "labels.txt")
     demo.add_processing(model_dir, demo.MNIST_PROCESSING)
+    # The fixture's own validation file: examples/mnist/build/validation.npz exists only
+    # after `make demo`, and a clean clone's tests must not depend on it.
+    _, (test_images, test_labels) = demo.load_split()
+    validation = repo.parent / "validation.npz"
+    np.savez(validation, input=demo.to_input(test_images[:1000]), labels=test_labels[:1000])
     result = run(
         SHIPYARD,
         "optimize",
@@ -171,7 +176,7 @@ def dashboard_repo(mnist_repo: Path, tmp_path_factory: pytest.TempPathFactory) -
         "--quantize",
         "int8-dynamic",
         "--validation",
-        MNIST_BUILD / "validation.npz",
+        validation,
         "--objective",
         "size",
         "--bench-seconds",

@@ -20,7 +20,9 @@ from shipyard.errors import (
     OverloadedError,
     ParityError,
     PayloadTooLargeError,
+    PermissionDeniedError,
     ShipyardError,
+    UnauthenticatedError,
     UnavailableError,
     UnsupportedError,
 )
@@ -42,6 +44,8 @@ _CODES: dict[type[ShipyardError], ErrorCode] = {
     LoadGeneratorError: ErrorCode.UNAVAILABLE,
     InternalError: ErrorCode.INTERNAL,
     InstanceFailedError: ErrorCode.INTERNAL,
+    UnauthenticatedError: ErrorCode.UNAUTHENTICATED,
+    PermissionDeniedError: ErrorCode.PERMISSION_DENIED,
 }
 
 #: Errors whose constructor takes only the message.
@@ -64,6 +68,8 @@ _PARENTS: dict[type[ShipyardError], type[Exception]] = {
     LoadGeneratorError: ShipyardError,
     InternalError: ShipyardError,
     InstanceFailedError: InternalError,
+    UnauthenticatedError: ShipyardError,
+    PermissionDeniedError: ShipyardError,
 }
 
 
@@ -113,9 +119,10 @@ def test_hierarchy_matches_the_documented_tree(
 
 
 def test_every_exported_error_is_covered_and_named_error() -> None:
-    """__all__ exports exactly the tested classes plus ErrorCode; every class ends in Error."""
+    """__all__ exports exactly the tested classes plus ErrorCode and brief(); every class ends
+    in Error."""
     exported = {getattr(errors, name) for name in errors.__all__}
-    assert exported == {*_CODES, ErrorCode}
+    assert exported == {*_CODES, ErrorCode, errors.brief}
     assert all(cls.__name__.endswith("Error") for cls in _CODES)
 
 
@@ -138,3 +145,13 @@ def test_catching_a_parent_catches_the_child() -> None:
         raise OverloadedError("queue full")
     with pytest.raises(InvalidInputError):
         raise PayloadTooLargeError("too big")
+
+
+def test_brief_bounds_a_clients_value() -> None:
+    """brief() shows a value nested 5,000 deep or a megabyte long in a few dozen characters."""
+    deep: object = 1
+    for _ in range(5000):
+        deep = [deep]
+    assert errors.brief(deep) == "[[[[...]]]]"
+    assert len(errors.brief("x" * 1_000_000)) < 80
+    assert errors.brief([1, "a", None]) == "[1, 'a', None]"

@@ -95,10 +95,10 @@ def test_outputs_omitted_means_all() -> None:
     assert decode(one_input(shape=[1], datatype="FP32", data=[1])).outputs is None
 
 
-def test_empty_outputs_list_is_kept() -> None:
-    """An explicit empty 'outputs' list is kept as an empty list, not 'all'."""
+def test_empty_outputs_list_means_every_output() -> None:
+    """An explicit empty 'outputs' list asks for every output, as Triton and gRPC read it."""
     header = {**one_input(shape=[1], datatype="FP32", data=[1]), "outputs": []}
-    assert decode(header).outputs == []
+    assert decode(header).outputs is None
 
 
 @pytest.mark.parametrize(

@@ -453,7 +453,8 @@ def test_load_and_unload(models: Path) -> None:
         ("load", {"file:1/model.onnx": "AAAA"}, UnsupportedError, "'file' parameter"),
         ("load", {"colour": 1}, InvalidInputError, "load: unknown parameter 'colour'"),
         ("load", {"unload_dependents": True}, InvalidInputError, "unknown parameter"),
-        ("unload", {"config": "{}"}, UnsupportedError, "not supported"),
+        ("unload", {"config": "{}"}, InvalidInputError, "unload: unknown parameter 'config'"),
+        ("unload", {"file:1/model.onnx": "AAAA"}, InvalidInputError, "unknown parameter 'file:"),
         ("unload", {"force": True}, InvalidInputError, "unload: unknown parameter 'force'"),
     ],
 )

@@ -1,8 +1,8 @@
 """The ``shipyard`` command: parse arguments, call the library, print the result.
 
 One module per command (``serve``, ``repo``, ``convert``, ``hw``, ``optimize``, ``predict``,
-``bench``, ``tune``, ``ray``, ``explain``, ``top``); what they share (the console, one-line
-errors, REPO/NAME, the accuracy guard's options, the models table) is in
+``bench``, ``tune``, ``ray``, ``explain``, ``top``, ``keys``); what they share (the console,
+one-line errors, REPO/NAME, the accuracy guard's options, the models table) is in
 :mod:`~shipyard.cli.common`. Every command that takes a model version calls the flag
 ``--version``; ``shipyard --version`` (before any command) prints Shipyard's own.
 """
@@ -16,6 +16,7 @@ from shipyard.cli.bench import bench_command
 from shipyard.cli.convert import convert_command
 from shipyard.cli.explain import explain_command
 from shipyard.cli.hw import hw_command
+from shipyard.cli.keys import keys
 from shipyard.cli.optimize import optimize_command
 from shipyard.cli.predict import predict_command
 from shipyard.cli.ray import ray_group
@@ -44,3 +45,4 @@ main.add_command(tune_command)
 main.add_command(ray_group)
 main.add_command(explain_command)
 main.add_command(top_command)
+main.add_command(keys)

@@ -61,6 +61,59 @@ __all__ = ["serve"]
     default=None,
     help="A TOML file with a [server] table.",
 )
+# -- exposure: TLS, API keys and HTTP/1.1 connection limits (docs/security.md). The other
+# limits are in the [server] table and the environment (docs/configuration.md).
+@click.option(
+    "--tls-cert",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="PEM certificate chain: serve HTTPS and gRPC over TLS (with --tls-key).",
+)
+@click.option(
+    "--tls-key", type=click.Path(path_type=Path, dir_okay=False), default=None, help="PEM key."
+)
+@click.option(
+    "--tls-client-ca",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="PEM CA: require client certificates it signed (mutual TLS).",
+)
+@click.option(
+    "--api-keys",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="TOML file of API keys with roles (make one with `shipyard keys new`).",
+)
+@click.option(
+    "--metrics-auth",
+    is_flag=True,
+    default=None,
+    help="/metrics needs a key (role metrics or admin) [default: open].",
+)
+@click.option(
+    "--http-max-connections", type=int, default=None, help="HTTP connections [default: 1000]."
+)
+@click.option(
+    "--http-header-timeout",
+    "http_header_timeout_s",
+    type=float,
+    default=None,
+    help="Seconds a request has to send its headers [default: 10].",
+)
+@click.option(
+    "--http-body-timeout",
+    "http_body_timeout_s",
+    type=float,
+    default=None,
+    help="Seconds a request has to send its body [default: 60].",
+)
+@click.option(
+    "--http-idle-timeout",
+    "http_idle_timeout_s",
+    type=float,
+    default=None,
+    help="Seconds an idle keep-alive connection stays open [default: 30].",
+)
 @click.option(
     "--max-request-bytes", type=int, default=None, help="Largest request body [default: 64 MiB]."
 )
@@ -193,12 +246,14 @@ def serve(repository: str, config_file: Path | None, **flags: Any) -> None:
         if config.ui:
             console.print(f"  UI    {info.http_url}/ui/   (dashboard; --no-ui turns it off)")
         if info.grpc_url:
-            console.print(f"  gRPC  {info.grpc_url}   (inference.GRPCInferenceService)")
+            tls = ", TLS" if info.tls else ""
+            console.print(f"  gRPC  {info.grpc_url}   (inference.GRPCInferenceService{tls})")
         if config.allow_python_models:
             console.print(
                 "  Python models allowed (--allow-python-models): model.py and Python steps "
                 "from the repository run in worker processes"
             )
+        console.print(f"  Access: {info.access}")
         print_model_table(info.models)
         name = next((r["name"] for r in info.models if r["versions"]), "<model>")
         console.print(f"Try: curl {info.http_url}/v2/models/{name}")

@@ -61,6 +61,37 @@ def _check_grpc_limits(config: ServerConfig) -> None:
             raise ConfigError(f"{key} must be a finite number of seconds {bound}, got {value}")
 
 
+#: The HTTP/1.1 connection limits of ServerConfig and their smallest values.
+_HTTP_COUNTS = {"http_max_connections": 1, "http_max_header_bytes": 1024}
+_HTTP_TIMEOUTS = ("http_header_timeout_s", "http_body_timeout_s", "http_idle_timeout_s")
+#: Settings that name a file, or None.
+_OPTIONAL_PATHS = ("tls_cert", "tls_key", "tls_client_ca", "api_keys")
+
+
+def _check_http_limits(config: ServerConfig) -> None:
+    """Refuse HTTP connection limits out of range."""
+    for key, smallest in _HTTP_COUNTS.items():
+        value = getattr(config, key)
+        if not smallest <= value <= 2**31 - 1:
+            raise ConfigError(f"{key} must be in {smallest}..2147483647, got {value}")
+    for key in _HTTP_TIMEOUTS:
+        value = getattr(config, key)
+        if not 0 < value < float("inf"):  # also refuses NaN
+            raise ConfigError(f"{key} must be a finite number of seconds > 0, got {value}")
+
+
+def _check_security(config: ServerConfig) -> None:
+    """Refuse TLS and key settings that cannot work together (the files are read at start)."""
+    if (config.tls_cert is None) != (config.tls_key is None):
+        raise ConfigError("tls_cert and tls_key go together: give both (--tls-cert, --tls-key)")
+    if config.tls_client_ca is not None and config.tls_cert is None:
+        raise ConfigError(
+            "tls_client_ca (mutual TLS) needs TLS itself: give tls_cert and tls_key too"
+        )
+    if config.metrics_auth and config.api_keys is None:
+        raise ConfigError("metrics_auth needs API keys to check: give api_keys (--api-keys)")
+
+
 @dataclass(frozen=True, slots=True)
 class ServerConfig:
     """Settings of one server process. See ``docs/configuration.md``."""
@@ -147,6 +178,30 @@ class ServerConfig:
     otel: bool = False
     #: Seconds between scans of the repository for changed models (0: no polling).
     poll_interval_s: float = 0.0
+    # -- HTTP/1.1 connection limits: what one client may cost (docs/configuration.md).
+    #: Seconds a request has to send its headers, from its first byte (from the connection's
+    #: opening for the first request); past it, 408 and close.
+    http_header_timeout_s: float = 10.0
+    #: Seconds a request has to send its body once its headers are in; past it, 408 and close.
+    http_body_timeout_s: float = 60.0
+    #: Seconds an idle keep-alive connection stays open.
+    http_idle_timeout_s: float = 30.0
+    #: HTTP connections open at once; past it a new one is answered 503 and closed.
+    http_max_connections: int = 1000
+    #: Largest request line and headers of one request (431 above it).
+    http_max_header_bytes: int = 64 * 1024
+    # -- TLS and API keys, on both transports (docs/security.md).
+    #: PEM certificate chain; with ``tls_key``, HTTP serves HTTPS and gRPC TLS (ALPN h2).
+    tls_cert: Path | None = None
+    #: PEM private key of ``tls_cert``.
+    tls_key: Path | None = None
+    #: PEM CA bundle: clients must present a certificate it signed (mutual TLS).
+    tls_client_ca: Path | None = None
+    #: TOML file of API keys (``[[key]]`` name, sha256, roles); None: no keys, and repository
+    #: control answers loopback clients only.
+    api_keys: Path | None = None
+    #: Whether ``/metrics`` needs a key (role ``metrics`` or ``admin``); it is open by default.
+    metrics_auth: bool = False
 
     @classmethod
     def resolve(
@@ -184,11 +239,12 @@ class ServerConfig:
                     "max_request_bytes",
                     "max_tensor_elements",
                     *_GRPC_INT_LIMITS,
+                    *_HTTP_COUNTS,
                 ):
                     if isinstance(value, bool | float):  # int() would truncate or accept true
                         raise TypeError(f"{key} must be an integer")
                     out[key] = int(value)
-                elif key == "drain_timeout_s" or key in _GRPC_FLOAT_LIMITS:
+                elif key == "drain_timeout_s" or key in (*_GRPC_FLOAT_LIMITS, *_HTTP_TIMEOUTS):
                     out[key] = float(value)
                 elif key == "ui":
                     out[key] = check_bool(value, "server config: ui")
@@ -198,6 +254,10 @@ class ServerConfig:
                     out[key] = _workers(value)
                 elif key in _OPERATIONS:
                     out[key] = _operations_value(key, value)
+                elif key in _OPTIONAL_PATHS:
+                    out[key] = None if value is None or value == "" else Path(value)
+                elif key == "metrics_auth":
+                    out[key] = check_bool(value, "server config: metrics_auth")
                 else:
                     out[key] = str(value)
             except (TypeError, ValueError) as exc:
@@ -222,6 +282,8 @@ class ServerConfig:
             raise ConfigError("max_request_bytes must be >= 1024 and max_tensor_elements >= 1")
         if not config.drain_timeout_s >= 0:  # also refuses NaN
             raise ConfigError("drain_timeout_s must be >= 0")
+        _check_http_limits(config)
+        _check_security(config)
         if config.log_level.lower() not in LOG_LEVELS:
             raise ConfigError(
                 f"log_level must be one of {', '.join(LOG_LEVELS)}, got {config.log_level!r}"

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from shipyard.errors import InvalidInputError
+from shipyard.errors import InvalidInputError, brief
 from shipyard.explain.options import ExplainOptions, check_count, parse_options
 from shipyard.explain.perturb import Occlusion, Rise, feature_chunks, word_texts
 from shipyard.explain.runner import ModelRunner, map_chunks
@@ -386,7 +386,7 @@ def _target_index(
     if isinstance(target, str):
         if labels is None or target not in labels:
             raise InvalidInputError(
-                f"{where}: target {target!r} is not a label of the output"
+                f"{where}: target {brief(target)} is not a label of the output"
                 + ("" if labels is None else f" ({', '.join(labels[:20])})")
             )
         return labels.index(target)

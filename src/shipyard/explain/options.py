@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import contextlib
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from shipyard.errors import InvalidInputError
+from shipyard.errors import InvalidInputError, brief
 
 __all__ = ["KNOWN", "ExplainOptions", "check_count", "parse_options"]
 
@@ -37,6 +38,8 @@ KNOWN = (
 )
 #: Parameters of the Open Inference Protocol that an explain request may carry and ignores.
 _IGNORED = ("timeout", "binary_data_output")
+#: An integer in ASCII digits (str.isdigit also accepts "²", which int() refuses).
+_DIGITS = re.compile(r"[0-9]+")
 Method = Literal["occlusion", "rise"]
 
 
@@ -58,11 +61,22 @@ class ExplainOptions:
     reference: str | None = None
 
 
+def _query_int(value: str) -> int | str:
+    """A query string's integer (ASCII digits, at most 18 of them), else the text as it was:
+    ``int()`` takes "²" and refuses more than 4,300 digits, both 500s before."""
+    text = value.strip()
+    if _DIGITS.fullmatch(text) and len(text.lstrip("0")) <= 18:
+        return int(text)
+    return value
+
+
 def _int(where: str, key: str, value: Any, minimum: int = 1) -> int:
-    if isinstance(value, str) and value.strip().isdigit():  # from a query string
-        value = int(value)
+    if isinstance(value, str):  # from a query string
+        value = _query_int(value)
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise InvalidInputError(f"{where}: {key} must be an integer >= {minimum}, got {value!r}")
+        raise InvalidInputError(
+            f"{where}: {key} must be an integer >= {minimum}, got {brief(value)}"
+        )
     return value
 
 
@@ -71,13 +85,13 @@ def _float(where: str, key: str, value: Any) -> float:
         with contextlib.suppress(ValueError):
             value = float(value)
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise InvalidInputError(f"{where}: {key} must be a finite number, got {value!r}")
+        raise InvalidInputError(f"{where}: {key} must be a finite number, got {brief(value)}")
     return float(value)
 
 
 def _text(where: str, key: str, value: Any) -> str:
     if not isinstance(value, str) or not value:
-        raise InvalidInputError(f"{where}: {key} must be a non-empty string, got {value!r}")
+        raise InvalidInputError(f"{where}: {key} must be a non-empty string, got {brief(value)}")
     return value
 
 
@@ -91,15 +105,15 @@ def parse_options(parameters: Mapping[str, Any], where: str) -> ExplainOptions:
     get = parameters.get
     method = get("method", "occlusion")
     if method not in ("occlusion", "rise"):
-        raise InvalidInputError(f"{where}: method must be occlusion or rise, got {method!r}")
+        raise InvalidInputError(f"{where}: method must be occlusion or rise, got {brief(method)}")
     probability = _float(where, "probability", get("probability", 0.5))
     if not 0 < probability < 1:
         raise InvalidInputError(f"{where}: probability must be in (0, 1), got {probability:g}")
     target = get("target")
     if target is not None:
-        if isinstance(target, str) and target.strip().isdigit():
-            target = int(target)
-        elif isinstance(target, str):
+        if isinstance(target, str):
+            target = _query_int(target)
+        if isinstance(target, str):
             target = _text(where, "target", target)
         else:
             target = _int(where, "target", target, minimum=0)

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from shipyard.errors import LoadGeneratorError
-from shipyard.loadgen.runner import Transport, run
+from shipyard.loadgen.runner import Transport, client_context, run
 
 __all__ = ["main"]
 
@@ -32,17 +32,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=None, help="open loop: requests/s")
     parser.add_argument("--warmup", type=float, default=1.0, help="seconds not recorded")
     parser.add_argument("--duration", type=float, default=10.0, help="seconds recorded")
+    parser.add_argument("--tls", action="store_true", help="connect with TLS (system CAs)")
+    parser.add_argument("--tls-ca", type=Path, default=None, help="TLS, trusting this CA (PEM)")
     args = parser.parse_args(argv)
     request = args.request.read_bytes()
+    tls = None
+    if args.tls or args.tls_ca is not None:
+        tls = client_context(args.tls_ca, "h2" if args.protocol == "grpc" else "http/1.1")
     transport: Transport
     if args.protocol == "grpc":
         from shipyard.loadgen.grpc import GrpcTransport
 
-        transport = GrpcTransport(f"{args.host}:{args.port}", request)
+        transport = GrpcTransport(f"{args.host}:{args.port}", request, tls)
     else:
         from shipyard.loadgen.http import HttpTransport
 
-        transport = HttpTransport(args.host, args.port, request)
+        transport = HttpTransport(args.host, args.port, request, tls)
     try:
         summary = run(transport, args.concurrency, args.warmup, args.duration, args.rate)
     except LoadGeneratorError as exc:

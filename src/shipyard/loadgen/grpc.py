@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import ssl
 import urllib.parse
 from collections.abc import Sequence
 from typing import Any, cast
@@ -39,6 +40,7 @@ from shipyard.loadgen.runner import (
     Driver,
     clock,
     connect,
+    wait_lost,
 )
 from shipyard.loadgen.stats import OK
 from shipyard.protocol.binary import array_to_raw
@@ -167,6 +169,8 @@ class _Connection(asyncio.Protocol):
         self._flush_scheduled = False
         #: Resolved when the server's first SETTINGS arrive (its stream limit is known then).
         self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        #: Resolved when the connection is gone.
+        self.lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
@@ -221,6 +225,8 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
+        if not self.lost.done():
+            self.lost.set_result(None)
         if not self.ready.done():
             self.ready.set_exception(ConnectionError(f"{exc or 'closed by the server'}"))
             self.ready.exception()  # connect() may have stopped waiting: do not log it unseen
@@ -271,13 +277,16 @@ def _outcome(response: http2.Response) -> tuple[str, str]:
 class _Channel:
     """Calls from every lane over one HTTP/2 connection, reconnecting when it goes away."""
 
-    def __init__(self, host: str, port: int, authority: str, payload: bytes) -> None:
+    def __init__(
+        self, host: str, port: int, authority: str, payload: bytes, tls: ssl.SSLContext | None
+    ) -> None:
         self.host = host
         self.port = port
+        self.tls = tls
         self.headers = http2.encode_headers(
             [
                 (b":method", b"POST"),
-                (b":scheme", b"http"),
+                (b":scheme", b"http" if tls is None else b"https"),
                 (b":path", INFER_METHOD.encode()),
                 (b":authority", authority.encode()),
                 (b"content-type", b"application/grpc"),
@@ -299,7 +308,7 @@ class _Channel:
         loop = asyncio.get_running_loop()
         connection = _Connection(self)
         self.connected_ns = clock()
-        await connect(connection, self.host, self.port)
+        await connect(connection, self.host, self.port, self.tls)
         try:  # calls wait for the server's SETTINGS, so they respect its stream limit
             await asyncio.wait_for(asyncio.shield(connection.ready), timeout=CONNECT_TIMEOUT_S)
         except (OSError, TimeoutError) as exc:
@@ -373,19 +382,22 @@ class _Channel:
         lane.stream_id = 0
         lane.connection = None
 
-    def close(self) -> None:
+    def close(self) -> list[_Connection]:
+        """Close every connection (GOAWAY first); return them, to wait until they are gone."""
         self.closing = True
         if self.connecting is not None:
             self.connecting.cancel()
         if self.watchdog is not None:
             self.watchdog.cancel()
             self.watchdog = None
-        for connection in list(self.connections):
+        closed = list(self.connections)
+        for connection in closed:
             if connection.transport is not None:
                 connection.h2.goaway()
                 connection.flush()
                 connection.transport.close()
         self.connections.clear()
+        return closed
 
 
 class GrpcTransport:
@@ -394,18 +406,19 @@ class GrpcTransport:
     Shipyard's own minimal gRPC client (frames from :mod:`shipyard.protocol.http2`): per call
     it writes a constant header block and the pre-serialized message and reads the status from
     the trailers, so the load generator stays far from being the bottleneck it measures, as
-    the HTTP one does. Calls started in one loop iteration leave in one write.
+    the HTTP one does. Calls started in one loop iteration leave in one write. ``tls``, when
+    given, is the client context of a TLS connection (it must offer ALPN ``h2``).
     """
 
-    def __init__(self, address: str, payload: bytes) -> None:
+    def __init__(self, address: str, payload: bytes, tls: ssl.SSLContext | None = None) -> None:
         self.address = address
         host, _, port = address.rpartition(":")
-        self.channel = _Channel(host.strip("[]"), int(port), address, payload)
+        self.channel = _Channel(host.strip("[]"), int(port), address, payload, tls)
 
     async def open(self, count: int, driver: Driver) -> Sequence[_Lane]:
         await self.channel.connect()
         return [_Lane(self.channel, driver) for _ in range(count)]
 
     async def aclose(self) -> None:
-        self.channel.close()
-        await asyncio.sleep(0)  # let the transport's close callbacks run
+        closed = self.channel.close()
+        await wait_lost([(c.lost, c.transport) for c in closed])

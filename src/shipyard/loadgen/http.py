@@ -16,6 +16,7 @@ import asyncio
 import http.client
 import json
 import socket
+import ssl
 import urllib.parse
 from collections.abc import Sequence
 from typing import Any, cast
@@ -27,6 +28,7 @@ from shipyard.loadgen.runner import (
     Driver,
     clock,
     connect,
+    wait_lost,
 )
 from shipyard.loadgen.stats import OK
 from shipyard.protocol.binary import array_to_raw
@@ -195,11 +197,14 @@ class _Connection(asyncio.Protocol):
         self.closing = False
         self.transport: asyncio.Transport | None = None
         self.reconnecting: asyncio.Task[None] | None = None
+        #: Done once the current transport is gone (set up by connection_made).
+        self.lost: asyncio.Future[None] | None = None
 
     # -- asyncio.Protocol --------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        self.lost = asyncio.get_running_loop().create_future()
         sock = transport.get_extra_info("socket")
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -238,6 +243,8 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
+        if self.lost is not None and not self.lost.done():
+            self.lost.set_result(None)
         self.buffer.clear()
         self.need = -1
         if self.busy and not self.closing:
@@ -292,19 +299,28 @@ class _Connection(asyncio.Protocol):
 
 
 class HttpTransport:
-    """Opens keep-alive connections to ``host:port`` that all send ``request``."""
+    """Opens keep-alive connections to ``host:port`` that all send ``request``.
 
-    def __init__(self, host: str, port: int, request: bytes) -> None:
+    ``tls``, when given, is the client context of HTTPS connections (it should offer ALPN
+    ``http/1.1``, see :func:`shipyard.loadgen.runner.client_context`).
+    """
+
+    def __init__(
+        self, host: str, port: int, request: bytes, tls: ssl.SSLContext | None = None
+    ) -> None:
         self.host = host
         self.port = port
         self.request = request
+        self.tls = tls
+        self.connections: list[_Connection] = []
 
     async def connect(self, connection: _Connection) -> None:
         """(Re)connect ``connection``'s socket."""
-        await connect(connection, self.host, self.port)
+        await connect(connection, self.host, self.port, self.tls)
 
     async def open(self, count: int, driver: Driver) -> Sequence[_Connection]:
         connections = [_Connection(self, driver) for _ in range(count)]
+        self.connections = connections
         results = await asyncio.gather(
             *(self.connect(c) for c in connections), return_exceptions=True
         )
@@ -316,4 +332,4 @@ class HttpTransport:
         return connections
 
     async def aclose(self) -> None:
-        await asyncio.sleep(0)  # let the transports' close callbacks run
+        await wait_lost([(c.lost, c.transport) for c in self.connections])

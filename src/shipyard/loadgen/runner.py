@@ -21,15 +21,26 @@ import asyncio
 import collections
 import contextlib
 import math
+import ssl
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Protocol, TypeVar
 
 from shipyard import eventloop
 from shipyard.errors import LoadGeneratorError
 from shipyard.loadgen.stats import Recorder, Summary
 
-__all__ = ["Driver", "Slot", "Transport", "connect", "measure", "run"]
+__all__ = [
+    "Driver",
+    "Slot",
+    "Transport",
+    "client_context",
+    "connect",
+    "measure",
+    "run",
+    "wait_lost",
+]
 
 #: How long requests still in flight when the window closes get to finish.
 DRAIN_S = 10.0
@@ -139,12 +150,45 @@ async def _schedule(driver: Driver, rate: float, first_ns: int, end_ns: int) -> 
     return sent
 
 
-async def connect(protocol: asyncio.Protocol, host: str, port: int) -> None:
-    """Open a TCP connection for ``protocol``; LoadGeneratorError when it cannot be had."""
+def client_context(ca: Path | None, alpn: str) -> ssl.SSLContext:
+    """A TLS client context that verifies the server with ``ca`` (None: the system's CAs)
+    and offers ALPN ``alpn`` (``http/1.1`` for HTTP, ``h2`` for gRPC)."""
+    context = ssl.create_default_context(cafile=None if ca is None else str(ca))
+    context.set_alpn_protocols([alpn])
+    return context
+
+
+#: How long closed connections get to go (a TLS close needs a round trip) before being aborted.
+CLOSE_S = 2.0
+
+
+async def wait_lost(
+    connections: Sequence[tuple[asyncio.Future[None] | None, asyncio.Transport | None]],
+) -> None:
+    """Wait (at most :data:`CLOSE_S`) until closed connections are gone, then abort the rest.
+
+    ``connections`` pairs each connection's future (done once its ``connection_lost`` ran)
+    with its transport; the event loop must not close while a TLS connection still closes.
+    """
+    pending = {lost for lost, _ in connections if lost is not None and not lost.done()}
+    if pending:
+        await asyncio.wait(pending, timeout=CLOSE_S)
+    for lost, transport in connections:
+        if lost is not None and not lost.done() and transport is not None:
+            transport.abort()
+    await asyncio.sleep(0)  # let the transports' close callbacks run
+
+
+async def connect(
+    protocol: asyncio.Protocol, host: str, port: int, tls: ssl.SSLContext | None = None
+) -> None:
+    """Open a TCP connection for ``protocol`` (TLS with ``tls``, its handshake included);
+    LoadGeneratorError when it cannot be had."""
     loop = asyncio.get_running_loop()
     try:
         await asyncio.wait_for(
-            loop.create_connection(lambda: protocol, host, port), timeout=CONNECT_TIMEOUT_S
+            loop.create_connection(lambda: protocol, host, port, ssl=tls),
+            timeout=CONNECT_TIMEOUT_S,
         )
     except (OSError, TimeoutError) as exc:
         raise LoadGeneratorError(f"cannot connect to {host}:{port}: {exc or 'timed out'}") from exc

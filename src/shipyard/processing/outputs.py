@@ -17,7 +17,7 @@ from typing import Literal
 import numpy as np
 
 from shipyard.config import PostprocessConfig
-from shipyard.errors import ConfigError, InternalError, InvalidInputError
+from shipyard.errors import ConfigError, InternalError, InvalidInputError, brief
 from shipyard.processing.steps import OUTPUT_STEPS, Options, model_file, unknown_step
 from shipyard.types import Array, DataType, TensorSpec
 
@@ -90,7 +90,7 @@ def check_classification(name: str, count: object, datatype: DataType) -> int:
     """Return a ``classification`` count; refuse a bad one, or a non-numeric output, with 400."""
     if isinstance(count, bool) or not isinstance(count, int) or count < 1:
         raise InvalidInputError(
-            f"output {name!r}: 'classification' must be an integer >= 1, got {count!r}"
+            f"output {name!r}: 'classification' must be an integer >= 1, got {brief(count)}"
         )
     if datatype in (DataType.BYTES, DataType.BOOL):
         raise InvalidInputError(

@@ -10,12 +10,14 @@ import struct
 
 import numpy as np
 
-from shipyard.errors import InvalidInputError
+from shipyard.errors import InvalidInputError, brief
 from shipyard.types import Array, DataType
 
-__all__ = ["array_from_raw", "array_to_raw", "element_count"]
+__all__ = ["MAX_DIMS", "array_from_raw", "array_to_raw", "element_count"]
 
 _LENGTH = struct.Struct("<I")
+#: The most dimensions a tensor may have (NumPy's own limit); more is a 400.
+MAX_DIMS = 64
 
 
 def element_count(name: str, shape: object, limit: int) -> int:
@@ -23,12 +25,26 @@ def element_count(name: str, shape: object, limit: int) -> int:
     if not isinstance(shape, list | tuple) or not all(
         isinstance(d, int) and not isinstance(d, bool) for d in shape
     ):
-        raise InvalidInputError(f"input {name!r}: shape must be a list of integers, got {shape!r}")
+        raise InvalidInputError(
+            f"input {name!r}: shape must be a list of integers, got {brief(shape)}"
+        )
+    if len(shape) > MAX_DIMS:
+        raise InvalidInputError(
+            f"input {name!r}: shape has {len(shape)} dimensions; at most {MAX_DIMS} are supported"
+        )
     count = 1
+    others = 1  # the product of the dimensions that are not 0
     for dim in shape:
         if dim < 0:
             raise InvalidInputError(f"input {name!r}: shape {list(shape)} has a negative dimension")
         count *= dim
+        others *= dim or 1
+    if count == 0 and others > limit:
+        # Empty, but NumPy still refuses a shape whose other dimensions overflow.
+        raise InvalidInputError(
+            f"input {name!r}: shape {list(shape)} is empty but its other dimensions exceed the "
+            f"server's limit of {limit} elements (max_tensor_elements)"
+        )
     if count > limit:
         raise InvalidInputError(
             f"input {name!r}: shape {list(shape)} has {count} elements, over the server's "

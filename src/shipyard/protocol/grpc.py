@@ -18,7 +18,7 @@ import numpy as np
 from shipyard.config import ModelConfig
 from shipyard.errors import InternalError, InvalidInputError
 from shipyard.protocol import grpc_service_pb2 as pb
-from shipyard.protocol.binary import array_from_raw, array_to_raw, element_count
+from shipyard.protocol.binary import MAX_DIMS, array_from_raw, array_to_raw, element_count
 from shipyard.protocol.model_config import triton_dims, triton_platform
 from shipyard.protocol.parameters import pop_timeout_us
 from shipyard.stats import Duration, ModelStats
@@ -74,8 +74,6 @@ _NARROW_INTS = (
     DataType.UINT16,
 )
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
-#: The most dimensions a tensor may have (numpy's limit); more is INVALID_ARGUMENT.
-MAX_DIMS = 64
 #: Datatype by wire name: one dict lookup instead of an enum call per input.
 _DATATYPES: dict[str, DataType] = {t.value: t for t in DataType}
 

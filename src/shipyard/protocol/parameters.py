@@ -6,7 +6,7 @@ checked in this one place and reaches the core request as :attr:`InferRequest.ti
 
 from __future__ import annotations
 
-from shipyard.errors import InvalidInputError
+from shipyard.errors import InvalidInputError, brief
 from shipyard.types import Parameters
 
 __all__ = ["pop_timeout_us"]
@@ -23,6 +23,6 @@ def pop_timeout_us(parameters: Parameters, model_name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise InvalidInputError(
             f"model {model_name!r}: parameter 'timeout' must be a non-negative integer "
-            f"(microseconds), got {value!r}"
+            f"(microseconds), got {brief(value)}"
         )
     return value

@@ -9,6 +9,7 @@ configuration, statistics, repository index) become the JSON objects of the V2 R
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import cast
 
@@ -46,9 +47,31 @@ __all__ = [
     "encode_repository_index",
     "encode_server_metadata",
     "encode_statistics",
+    "parse_decimal",
 ]
 
 _FLOATS = (DataType.FP32, DataType.FP64)
+#: A non-negative integer in ASCII digits (str.isdigit also accepts "²", which int() refuses).
+_DIGITS = re.compile(r"[0-9]+")
+#: More significant digits than this are over every limit (and int() refuses past 4,300).
+MAX_DECIMAL_DIGITS = 18
+
+
+def parse_decimal(text: str, what: str) -> int:
+    """Parse a non-negative decimal integer from a header or query value.
+
+    Raise InvalidInputError naming ``what`` unless ``text`` is ASCII digits with at most
+    :data:`MAX_DECIMAL_DIGITS` significant ones; the message shows at most 40 characters.
+    """
+    if not _DIGITS.fullmatch(text):
+        shown = repr(text[:40]) + ("..." if len(text) > 40 else "")
+        raise InvalidInputError(f"invalid {what} {shown}: expected a non-negative integer")
+    digits = text.lstrip("0") or "0"
+    if len(digits) > MAX_DECIMAL_DIGITS:
+        raise InvalidInputError(
+            f"invalid {what}: {len(digits)} digits, more than the {MAX_DECIMAL_DIGITS} accepted"
+        )
+    return int(digits)
 
 
 def encode_json(value: object) -> bytes:
@@ -113,17 +136,22 @@ def decode_infer_request(
             f"{where}: {len(blobs) - offset} bytes of binary data follow the JSON header but no "
             "input claims them (check binary_data_size and Inference-Header-Content-Length)"
         )
-    outputs = None
+    outputs: list[RequestedOutput] | None = None
     raw_outputs = header.get("outputs")
     if raw_outputs is not None:
         if not isinstance(raw_outputs, list):
             raise InvalidInputError(f"{where}: 'outputs' must be a list")
-        outputs = []
+        requested = []
         for out in raw_outputs:
             out_name = out.get("name") if isinstance(out, dict) else None
             if not isinstance(out, dict) or not isinstance(out_name, str):
                 raise InvalidInputError(f"{where}: each requested output needs a 'name' string")
-            outputs.append(RequestedOutput(out_name, _parameters(out.get("parameters"), out_name)))
+            requested.append(
+                RequestedOutput(out_name, _parameters(out.get("parameters"), out_name))
+            )
+        # An empty list asks for every output, as an omitted one does: what Triton answers, and
+        # all that gRPC can say (an empty repeated field is the same as none).
+        outputs = requested or None
     parameters = _parameters(header.get("parameters"), where)
     return InferRequest(
         model_name=model_name,
@@ -253,14 +281,19 @@ def _exact_ints(name: str, datatype: DataType, shape: list[int], flat: list[JSON
 
 
 def _flatten(data: list[JSONValue]) -> list[JSONValue]:
+    """The leaves of nested lists, in order; a loop, not recursion: JSON nests 1,000 deep."""
     if not any(isinstance(v, list) for v in data):
         return data
     flat: list[JSONValue] = []
-    for value in data:
-        if isinstance(value, list):
-            flat.extend(_flatten(value))
-        else:
+    stack = [iter(data)]
+    while stack:
+        for value in stack[-1]:
+            if isinstance(value, list):
+                stack.append(iter(value))
+                break
             flat.append(value)
+        else:
+            stack.pop()
     return flat
 
 

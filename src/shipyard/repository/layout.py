@@ -1,8 +1,8 @@
 """The on-disk layout: ``<repo>/<name>/model.toml`` and ``<repo>/<name>/<version>/model.*``.
 
-Names are ``[A-Za-z0-9_.-]+`` and never a path; versions are positive integers. Folders whose
-name starts with a dot are ignored: that is where a version is written before it is published
-by an atomic rename.
+Names are ``[A-Za-z0-9_.-]+`` of at most 255 characters and never a path; versions are
+positive integers. Folders whose name starts with a dot are ignored: that is where a version is
+written before it is published by an atomic rename.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from shipyard.errors import ConfigError, InvalidInputError, NotFoundError
 
 __all__ = [
     "CONFIG_FILENAME",
+    "MAX_NAME_LENGTH",
     "Fingerprint",
     "ModelSource",
     "check_model_name",
@@ -26,6 +27,8 @@ __all__ = [
 
 CONFIG_FILENAME = "model.toml"
 _NAME = re.compile(r"[A-Za-z0-9_.\-]+")
+#: The longest model name: a folder name of 255 bytes is the limit of common filesystems.
+MAX_NAME_LENGTH = 255
 #: A version folder's name: a positive integer in ASCII digits, no leading zero.
 _VERSION = re.compile(r"[1-9][0-9]*")
 
@@ -37,6 +40,11 @@ def parse_version(text: str) -> int | None:
 
 def check_model_name(name: str) -> str:
     """Return ``name`` if it is a valid model name, else raise InvalidInputError."""
+    if len(name) > MAX_NAME_LENGTH:
+        raise InvalidInputError(
+            f"invalid model name {name[:32]!r}... ({len(name)} characters): at most "
+            f"{MAX_NAME_LENGTH} are allowed"
+        )
     if not _NAME.fullmatch(name) or name in (".", ".."):
         raise InvalidInputError(
             f"invalid model name {name!r}: use letters, digits, '_', '.' and '-' only"

@@ -12,6 +12,7 @@ import asyncio
 import logging
 import signal
 import socket
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import FrameType
@@ -32,10 +33,12 @@ from shipyard.repository.registry import ModelRegistry
 from shipyard.repository.stores import RepositoryStore, open_repository
 from shipyard.repository.watch import RepositoryWatcher
 from shipyard.server.admission import Admission
+from shipyard.server.auth import AuthPolicy
 from shipyard.server.decoding import DecodePool
 from shipyard.server.http import HttpLimits, create_http_app
 from shipyard.server.observe import Observer
 from shipyard.server.service import Cluster, InferenceService
+from shipyard.server.tls import transport_contexts
 from shipyard.server.tracing import Tracer, otlp_tracer_provider
 
 if TYPE_CHECKING:  # both imported when serving: gRPC needs an extra, uvicorn costs startup
@@ -59,6 +62,10 @@ class ServerInfo:
     #: ``grpc://host:port`` of the gRPC transport; None when gRPC is off.
     grpc_url: str | None = None
     grpc_port: int | None = None
+    #: Whether both transports serve TLS (``https://``; gRPC clients need ``ssl=True``).
+    tls: bool = False
+    #: Who may call what (:meth:`AuthPolicy.describe`), for the startup banner.
+    access: str = ""
 
 
 class ClusterMember(Cluster, Protocol):
@@ -140,7 +147,12 @@ class ShipyardServer:
         """
         import uvicorn
 
+        from shipyard.server.http_connection import Http1Limits, http_protocol
+
         config = self.config
+        # Keys and certificates are read before anything starts: a bad file fails fast.
+        auth = AuthPolicy.from_config(config)
+        tls = transport_contexts(config)
         # A missing repository (folder, bucket) is a clear error up front; a URL is synced.
         store = await _open_store(config)
         for name in config.models:
@@ -170,7 +182,12 @@ class ShipyardServer:
             ui = dashboard.routes(service, config) if config.ui else []
             metrics_registry = operations.registry()
             app = create_http_app(
-                service, operations.http_limits(), metrics_registry, operations.observer, ui
+                service,
+                operations.http_limits(),
+                metrics_registry,
+                operations.observer,
+                ui,
+                auth=auth,
             )
             await registry.load_all(config.models)
             if self.cluster is not None:
@@ -185,16 +202,19 @@ class ShipyardServer:
             if grpc_socket is not None or grpc_port is not None or config.grpc_port:
                 grpc_host = f"[{config.host}]" if ":" in config.host else config.host
                 wanted = config.grpc_port if grpc_port is None else grpc_port
+                grpc_tls = None if tls is None else tls[1]
                 self._grpc, grpc_port = _grpc_server(
-                    service, config, wanted, operations, grpc_socket
+                    service, config, wanted, operations, grpc_tls, auth, grpc_socket
                 )
                 grpc_url = f"grpc://{grpc_host}:{grpc_port}"
             info = ServerInfo(
-                f"http://{url_host}:{port}",
+                f"{'http' if tls is None else 'https'}://{url_host}:{port}",
                 port,
                 _model_rows(service),
                 grpc_url=grpc_url,
                 grpc_port=grpc_port if grpc_url else None,
+                tls=tls is not None,
+                access=auth.describe(),
             )
 
             outer = self
@@ -217,14 +237,15 @@ class ShipyardServer:
                 uvicorn.Config(
                     app,
                     loop="none",
-                    http="httptools",
+                    # httptools' parser with Shipyard's time, header and connection limits.
+                    http=http_protocol(Http1Limits.from_config(config)),
                     lifespan="off",
                     access_log=False,
                     log_config=None,
                     server_header=False,
                     date_header=False,
                     timeout_graceful_shutdown=max(1, round(config.drain_timeout_s)),
-                    timeout_keep_alive=30,
+                    ssl_context_factory=None if tls is None else lambda _c, _d: tls[0],
                 )
             )
             if self._grpc is not None:
@@ -372,12 +393,15 @@ def _grpc_server(
     config: ServerConfig,
     port: int,
     operations: _Operations,
+    tls: ssl.SSLContext | None,
+    auth: AuthPolicy,
     sock: socket.socket | None = None,
 ) -> tuple[GrpcServer, int]:
     """Build the gRPC server on ``sock``, or on ``port`` (0: a free one); returns it and the
     port it listens on.
 
-    Imported only now: gRPC needs an optional extra.
+    ``tls`` is the context offering ALPN ``h2`` (None: cleartext). Imported only now: gRPC
+    needs an optional extra.
     """
     try:
         from shipyard.server.grpc_connection import GrpcServer
@@ -386,7 +410,13 @@ def _grpc_server(
     if sock is None:
         sock = bind_socket(config.host, port, "gRPC", "--grpc-port (0 turns gRPC off)")
     server = GrpcServer(
-        service, sock, config, observer=operations.observer, admission=operations.admission
+        service,
+        sock,
+        config,
+        tls,
+        observer=operations.observer,
+        admission=operations.admission,
+        auth=auth,
     )
     return server, sock.getsockname()[1]
 

@@ -10,19 +10,16 @@ A client that disconnects mid-body is one log line, not an error.
 from __future__ import annotations
 
 import logging
-import re
 
 from starlette.requests import Request
 
 from shipyard.errors import InvalidInputError, PayloadTooLargeError
+from shipyard.protocol.rest import parse_decimal
 from shipyard.server.admission import Admission
 
 __all__ = ["BodyReader", "ClientGone", "Held", "log_client_gone"]
 
 log = logging.getLogger(__name__)
-
-#: A non-negative integer in ASCII digits (str.isdigit also accepts "²", which int() refuses).
-_DIGITS = re.compile(r"[0-9]+")
 
 
 class ClientGone(Exception):  # noqa: N818 - not an error: the client left
@@ -75,9 +72,7 @@ class BodyReader:
         value = request.headers.get("content-length")
         if value is None:
             return None
-        if not _DIGITS.fullmatch(value):
-            raise InvalidInputError(f"invalid Content-Length header {value!r}")
-        size = int(value)
+        size = parse_decimal(value, "Content-Length header")
         if size > self.max_body:
             raise PayloadTooLargeError(_too_large(size, self.max_body, self.limit))
         return size

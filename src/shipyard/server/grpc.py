@@ -78,6 +78,8 @@ GRPC_STATUS: dict[ErrorCode, StatusCode] = {
     ErrorCode.DEADLINE_EXCEEDED: StatusCode.DEADLINE_EXCEEDED,
     ErrorCode.UNIMPLEMENTED: StatusCode.UNIMPLEMENTED,
     ErrorCode.INTERNAL: StatusCode.INTERNAL,
+    ErrorCode.UNAUTHENTICATED: StatusCode.UNAUTHENTICATED,
+    ErrorCode.PERMISSION_DENIED: StatusCode.PERMISSION_DENIED,
 }
 
 #: The request's queue timeout ends this share of the time left before the call's deadline (at

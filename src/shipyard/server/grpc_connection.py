@@ -52,6 +52,7 @@ from shipyard.protocol.grpc_wire import (
     unframe_message,
 )
 from shipyard.server.admission import Admission
+from shipyard.server.auth import AuthPolicy, check_grpc_call
 from shipyard.server.observe import Observer
 from shipyard.server.service import InferenceService
 
@@ -146,11 +147,15 @@ class GrpcConnection(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0
         self._finishing = False
+        #: The client's address (for repository control without keys: loopback only).
+        self.peer: str | None = None
 
     # -- asyncio.Protocol -----------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        peer = transport.get_extra_info("peername")
+        self.peer = peer[0] if isinstance(peer, tuple) and peer else None
         self.server.connections.add(self)
         if self.server.closing:
             self.h2.goaway()
@@ -249,8 +254,8 @@ class GrpcConnection(asyncio.Protocol):
                 self._fail_now(stream_id, StatusCode.INVALID_ARGUMENT, message)
                 return
             deadline = time.monotonic() + seconds
-        # The call's metadata (request.headers) is complete here, before any service code runs:
-        # the one place for a check of who may call what.
+        # The call's metadata (request.headers) is complete here; _run checks it against the
+        # auth policy once the message is parsed, before any service code runs.
         call = _Call(name, entry[0], entry[1], payload, deadline, request.headers)
         self.tasks[stream_id] = self._loop.create_task(self._run(stream_id, call))
 
@@ -262,6 +267,9 @@ class GrpcConnection(asyncio.Protocol):
                 request = call.parse(call.message)
             except Exception as exc:  # protobuf's DecodeError
                 raise InvalidInputError(f"{call.path}: cannot parse the message ({exc})") from exc
+            auth = self.server.auth
+            if auth is not None:  # who may call what, before any service code (server/auth.py)
+                check_grpc_call(auth, call.path, request, call.metadata, self.peer)
             deadline = call.deadline
             remaining_s = None if deadline is None else deadline - time.monotonic()
             response = await call.handler(request, remaining_s)
@@ -398,7 +406,8 @@ class GrpcServer:
 
     ``ssl``, when given, is passed to the event loop's server (TLS; the context must offer
     ALPN ``h2``); the handshake timeout then also bounds the TLS handshake. ``observer`` and
-    ``admission`` are the server's (request IDs, metrics, limits shared with HTTP).
+    ``admission`` are the server's (request IDs, metrics, limits shared with HTTP). ``auth``,
+    when given, decides who may make each call (``authorization`` metadata, the peer's address).
     """
 
     def __init__(
@@ -409,6 +418,7 @@ class GrpcServer:
         ssl_context: ssl.SSLContext | None = None,
         observer: Observer | None = None,
         admission: Admission | None = None,
+        auth: AuthPolicy | None = None,
     ) -> None:
         inference = InferenceServicer(service, observer, admission, config.retry_after_s)
         methods = {**inference.methods(), **HealthServicer(service).methods()}
@@ -417,6 +427,7 @@ class GrpcServer:
         self.limits = connection_limits(config)
         self.max_connections = config.grpc_max_connections
         self.ssl_context = ssl_context
+        self.auth = auth
         self.connections: set[GrpcConnection] = set()
         #: Connections refused since the start (over grpc_max_connections).
         self.refused = 0

@@ -13,7 +13,6 @@ JSON goes to :class:`~shipyard.server.decoding.DecodePool`. The app is wrapped i
 from __future__ import annotations
 
 import logging
-import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
@@ -42,8 +42,10 @@ from shipyard.protocol.rest import (
     encode_repository_index,
     encode_server_metadata,
     encode_statistics,
+    parse_decimal,
 )
 from shipyard.server.admission import Admission
+from shipyard.server.auth import AuthPolicy, HttpAuth
 from shipyard.server.body import BodyReader, ClientGone, Held, log_client_gone
 from shipyard.server.decoding import DecodePool
 from shipyard.server.observe import ObservedApp, Observer
@@ -63,14 +65,15 @@ HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.DEADLINE_EXCEEDED: 504,
     ErrorCode.UNIMPLEMENTED: 501,
     ErrorCode.INTERNAL: 500,
+    ErrorCode.UNAUTHENTICATED: 401,
+    ErrorCode.PERMISSION_DENIED: 403,
 }
 
 HEADER_LENGTH = "inference-header-content-length"
+HEADER_LENGTH_NAME = "Inference-Header-Content-Length"
 #: Largest body of a repository-control request (index, load, unload): they are tiny, and
 #: parsed on the event loop.
 CONTROL_BODY_BYTES = 64 * 1024
-#: A non-negative integer in ASCII digits (str.isdigit also accepts "²", which int() refuses).
-_DIGITS = re.compile(r"[0-9]+")
 _JSON = "application/json"
 
 
@@ -150,9 +153,7 @@ class _Endpoints:
         header = request.headers.get(HEADER_LENGTH)
         header_length = None
         if header is not None:
-            if not _DIGITS.fullmatch(header):
-                raise InvalidInputError(f"invalid Inference-Header-Content-Length {header!r}")
-            header_length = int(header)
+            header_length = parse_decimal(header, HEADER_LENGTH_NAME)
         held = Held(self.admission)
         self.admission.acquire_request()
         try:
@@ -187,8 +188,7 @@ class _Endpoints:
         ctx = _context("predict")
         name, version = _model(request)
         top_k = request.query_params.get("top_k")
-        if top_k is not None and not _DIGITS.fullmatch(top_k):
-            raise InvalidInputError(f"top_k must be an integer >= 1, got {top_k!r}")
+        top_k_count = None if top_k is None else parse_decimal(top_k, "top_k")
         held = Held(self.admission)
         self.admission.acquire_request()
         try:
@@ -205,9 +205,7 @@ class _Endpoints:
             else:
                 instances = decode_instances(body, content_type, target.kind, where)
             ctx.decoded_at = time.perf_counter_ns()
-            prediction = await self.service.predict(
-                name, version, instances, None if top_k is None else int(top_k)
-            )
+            prediction = await self.service.predict(name, version, instances, top_k_count)
         finally:
             held.release()
             self.admission.release_request()
@@ -235,11 +233,10 @@ class _Endpoints:
         parameters: dict[str, JSONValue] = dict(request.query_params)
         media = content_type.split(";")[0].strip().lower()
         if header is not None or media == _JSON:
-            if header is not None and not _DIGITS.fullmatch(header):
-                raise InvalidInputError(f"invalid Inference-Header-Content-Length {header!r}")
+            length = None if header is None else parse_decimal(header, HEADER_LENGTH_NAME)
             infer_request = decode_infer_request(
                 body,
-                None if header is None else int(header),
+                length,
                 name,
                 version,
                 self.service.max_tensor_elements,
@@ -363,10 +360,13 @@ def create_http_app(
     metrics: CollectorRegistry,
     observer: Observer,
     extra_routes: Sequence[BaseRoute] = (),
+    *,
+    auth: AuthPolicy | None = None,
 ) -> ObservedApp:
     """Build the ASGI application serving the V2 REST API (plus ``/metrics``).
 
-    ``extra_routes`` (the dashboard's) come last and share the error table.
+    ``extra_routes`` (the dashboard's) come last and share the error table. ``auth``, when
+    given, checks every request before its route runs (:class:`HttpAuth`).
     """
     e = _Endpoints(service, limits, metrics)
     model = "/v2/models/{name}"
@@ -392,8 +392,11 @@ def create_http_app(
             Route(f"{prefix}/config", e.model_config, methods=["GET"]),
             Route(f"{prefix}/stats", e.stats, methods=["GET"]),
         ]
+    # Who may call what: checked before any route reads the request (server/auth.py).
+    middleware = [] if auth is None else [Middleware(HttpAuth, policy=auth, statuses=HTTP_STATUS)]
     app = Starlette(
         routes=[*routes, *extra_routes],
+        middleware=middleware,
         exception_handlers=_error_handlers(limits.retry_after_s),
     )
     return ObservedApp(app, observer, limits.retry_after_s)

@@ -130,7 +130,7 @@ class ObservedApp:
             if name == _REQUEST_ID:
                 request_id = value
             elif name == b"content-length":
-                length = int(value) if value.isdigit() else 0
+                length = int(value) if value.isdigit() and len(value) <= 18 else 0
             elif name == b"traceparent":
                 traceparent = value.decode("latin-1")
             elif name == b"tracestate":

@@ -315,7 +315,7 @@ class InferenceService:
         self, served: ServedVersion, request: InferRequest, signature: tuple[TensorSpec, ...]
     ) -> list[str]:
         names = [spec.name for spec in signature]
-        if request.outputs is None:
+        if not request.outputs:  # None or [] (protobuf cannot tell them apart): every output
             return names
         wanted: list[str] = []
         for output in request.outputs:
@@ -460,10 +460,12 @@ def _signature(served: ServedVersion) -> tuple[tuple[TensorSpec, ...], tuple[Ten
 def _refuse_parameters(
     parameters: Mapping[str, object] | None, action: str, allowed: tuple[str, ...] = ()
 ) -> None:
+    """Refuse every parameter but ``allowed``: Triton's load-only ``config`` and ``file:``
+    (a feature Shipyard lacks) with UnsupportedError on load, anything else as invalid."""
     for key in parameters or {}:
         if key in allowed:
             continue
-        if key == "config" or key.startswith("file:"):
+        if action == "load" and (key == "config" or key.startswith("file:")):
             raise UnsupportedError(
                 f"{action}: the {key.split(':')[0]!r} parameter is not supported; Shipyard loads "
                 "models only from its repository on disk"

@@ -27,7 +27,7 @@ class RunningServer:
     @property
     def address(self) -> str:
         """``host:port``, the form tritonclient takes."""
-        return self.url.removeprefix("http://")
+        return self.url.split("://", 1)[1]
 
     @property
     def grpc_address(self) -> str:
