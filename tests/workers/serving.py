@@ -15,6 +15,7 @@ import queue
 import re
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -30,7 +31,7 @@ from shipyard.testing import wait_until_blocking
 __all__ = ["ServeWorkers", "alive", "free_port", "owner", "serve_workers"]
 
 SHIPYARD = str(Path(sys.executable).parent / "shipyard")
-URL = re.compile(r"HTTP\s+(http://127\.0\.0\.1:(\d+))")
+URL = re.compile(r"HTTP\s+(https?://127\.0\.0\.1:(\d+))")
 
 
 def free_port() -> int:
@@ -88,7 +89,14 @@ class ServeWorkers:
         *args: str,
         grpc: bool = True,
         env: dict[str, str] | None = None,
+        ca: Path | None = None,
     ) -> None:
+        """``ca``: the CA that signed the server's certificate, when ``args`` turn TLS on."""
+        self.ca = ca
+        #: How clients verify the server: a context trusting ``ca`` (TLS), or True (plain).
+        self.verify: ssl.SSLContext | bool = (
+            True if ca is None else ssl.create_default_context(cafile=str(ca))
+        )
         self.grpc_port = free_port() if grpc else 0
         command = [SHIPYARD, "serve", str(repository), "--workers", str(workers)]
         command += ["--http-port", "0", "--grpc-port", str(self.grpc_port), *args]
@@ -144,7 +152,8 @@ class ServeWorkers:
     def ready(self) -> bool:
         """``GET /v2/health/ready`` on a new connection: True on 200."""
         try:
-            return httpx.get(f"{self.url}/v2/health/ready", timeout=30).status_code == 200
+            ready = httpx.get(f"{self.url}/v2/health/ready", timeout=30, verify=self.verify)
+            return ready.status_code == 200
         except httpx.TransportError:
             return False
 
@@ -199,9 +208,10 @@ def serve_workers(
     *args: str,
     grpc: bool = True,
     env: dict[str, str] | None = None,
+    ca: Path | None = None,
 ) -> Iterator[ServeWorkers]:
     """Start the server, yield it once every worker is ready, stop it (and check) on exit."""
-    server = ServeWorkers(repository, workers, *args, grpc=grpc, env=env)
+    server = ServeWorkers(repository, workers, *args, grpc=grpc, env=env, ca=ca)
     try:
         server.wait_ready()
         yield server
