@@ -22,6 +22,10 @@ SIGTERM or SIGINT: the supervisor closes its copies of the sockets and sends eve
 SIGTERM, which drains it (its own sockets close, in-flight requests finish within
 ``drain_timeout_s``); a second SIGINT is passed on as SIGINT (stop waiting for connections).
 It exits 0 once every worker has exited 0.
+
+TLS and API keys: the supervisor reads the key file and the certificates before it starts any
+worker (a bad one is one error naming the file); each worker reads them again from the
+settings in its spec and serves with them, as one process does.
 """
 
 from __future__ import annotations
@@ -45,6 +49,8 @@ from shipyard.backends.threads import CORES_ENV, usable_cores
 from shipyard.config import ServerConfig
 from shipyard.errors import ConfigError
 from shipyard.server.app import ServerInfo, bind_socket
+from shipyard.server.auth import AuthPolicy
+from shipyard.server.tls import transport_contexts
 from shipyard.workers import channel
 from shipyard.workers.broker import Broker, Slot, SlotState
 from shipyard.workers.polling import poll_repository
@@ -120,9 +126,14 @@ class Supervisor:
         """Serve until SIGINT/SIGTERM; return the exit status (0: every worker exited 0).
 
         ``on_ready`` is called once every worker serves. Raises ConfigError when the server
-        cannot start: a port in use, or a worker that failed to start (its error).
+        cannot start: a key file or TLS certificate that cannot be read (checked before any
+        worker starts), a port in use, or a worker that failed to start (its error).
         """
         loop = asyncio.get_running_loop()
+        # Read the keys and certificates as one process does before it serves: a bad file is
+        # one error naming it, not N workers each failing on it.
+        AuthPolicy.from_config(self.config)
+        transport_contexts(self.config)
         for index in range(self.count):
             self._bind(index)
         self._folder = _control_folder(channel.worker_path(Path(), self.count - 1).name)
