@@ -9,7 +9,10 @@
 #
 #     bash benchmarks/scaling.sh [DURATION_S]        # default 20 s per row
 #
-# It needs `shipyard serve --workers` (issue 14, part 1); until that exists it stops at once.
+# WORKERS and CONCURRENCY override the lists (a smoke run: WORKERS="1 2" CONCURRENCY=64
+# bash benchmarks/scaling.sh 3); PY and SHIPYARD name the interpreter and the CLI. The load
+# generator is one process: its CPU column near 100% means it, not the server, was the limit.
+# It needs `shipyard serve --workers` (issue 14, part 1); an older shipyard stops at once.
 set -euo pipefail
 
 PY=${PY:-.venv/bin/python}
@@ -61,8 +64,8 @@ rss_mb() {  # the server and its children (the workers), in MiB
 
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), load $(cut -d' ' -f1-3 /proc/loadavg)"
 echo
-echo "| workers | concurrency | req/s | p50 ms | p99 ms | server RSS MiB | errors |"
-echo "|---:|---:|---:|---:|---:|---:|---:|"
+echo "| workers | concurrency | req/s | p50 ms | p99 ms | server RSS MiB | errors | loadgen CPU |"
+echo "|---:|---:|---:|---:|---:|---:|---:|---:|"
 for n in $WORKERS; do
     port=$(free_port)
     "$SHIPYARD" serve "$work/repo" --workers "$n" --http-port "$port" --grpc-port 0 \
@@ -87,8 +90,13 @@ PYEOF
         "$PY" -m shipyard.loadgen --port "$port" --request "$work/request.bin" --protocol http \
             --concurrency "$c" --warmup 2 --duration "$DURATION" > "$work/result.json"
         rss=$(rss_mb "$server")
-        "$PY" -c 'import json,sys; r=json.load(open(sys.argv[1])); print(f"| {sys.argv[2]} | {sys.argv[3]} | {r[\"rps\"]:.0f} | {r[\"p50_ms\"]:.1f} | {r[\"p99_ms\"]:.1f} | {sys.argv[4]} | {r[\"error_count\"]} |")' \
-            "$work/result.json" "$n" "$c" "$rss"
+        "$PY" - "$work/result.json" "$n" "$c" "$rss" <<'PYEOF'
+import json, sys
+r = json.load(open(sys.argv[1]))
+n, c, rss = sys.argv[2:5]
+print(f"| {n} | {c} | {r['rps']:.0f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {rss} "
+      f"| {r['error_count']} | {r['client_cpu']:.0%} |")
+PYEOF
     done
     kill -INT "$server"; wait "$server" || true; server=""
 done

@@ -13,6 +13,9 @@ measures the comparison rows:
   created on first use ("x floor" column, same concurrency);
 * the server's ONNX Runtime settings at concurrency 64 with binary tensors: intra-op threads
   1 vs 2 and instance_count 1 vs 2 (via ``model.toml``);
+* the same JSON, binary and gRPC rows with ``shipyard serve --workers N`` (the ``workers``
+  group, N from ``--workers``, 2 by default): N worker processes sharing the ports; the plain
+  "shipyard" rows are the one-process baseline;
 * a compute-bound model, ResNet-18 (``resnet18.py``, ~1.8 GFLOP per image): raw ONNX Runtime
   at batch 1 with its default threads and with one, against ``shipyard serve`` with default
   settings (``intra_op_threads = "auto"``) at concurrency 1 and 8, binary;
@@ -78,7 +81,7 @@ FLOOR_VENV = ROOT / ".bench-venv"
 FLOOR_PACKAGES = ["fastapi", "uvicorn[standard]", "onnxruntime", "numpy"]
 #: The server's ONNX Runtime settings compared at concurrency 64, binary (model.toml text).
 #: The groups of rows, in the order they run (--only picks some).
-GROUPS = ("raw", "floor", "json", "binary", "grpc", "tuning", "resnet")
+GROUPS = ("raw", "floor", "json", "binary", "grpc", "workers", "tuning", "resnet")
 TUNING = {
     "intra=1 inst=1": "",
     "intra=2 inst=1": "[onnxruntime]\nintra_op_threads = 2\n",
@@ -320,16 +323,21 @@ def printed_port(process: Process, scheme: str) -> int:
 
 
 @contextlib.contextmanager
-def shipyard_server(repository: Path, tls: Tls | None = None) -> Iterator[tuple[int, int]]:
+def shipyard_server(
+    repository: Path, workers: int = 1, tls: Tls | None = None
+) -> Iterator[tuple[int, int]]:
     """``shipyard serve REPO`` in a subprocess; yields its HTTP and gRPC ports once ready.
 
     HTTP takes a free port (``--http-port 0``); gRPC one picked here by binding port 0 and
     releasing it (``--grpc-port 0`` turns gRPC off). Both are read back from the startup output.
+    ``workers`` > 1 serves with ``--workers`` (ready once every worker is).
     With ``tls``, both transports serve TLS with its certificate.
     """
     shipyard = Path(sys.executable).parent / "shipyard"
     argv = [str(shipyard), "serve", str(repository), "--http-port", "0"]
     argv += ["--grpc-port", str(free_port())]
+    if workers > 1:
+        argv += ["--workers", str(workers)]
     if tls is not None:
         argv += ["--tls-cert", str(tls.cert), "--tls-key", str(tls.key)]
     scheme = "http" if tls is None else "https"
@@ -653,6 +661,10 @@ def targets(rows: list[Row]) -> list[str]:
     floor = next((r for r in rows if r.target.startswith("floor") and r.concurrency == 64), None)
     binary, as_json = find("shipyard", "binary", 64), find("shipyard", "json", 64)
     over_grpc = find("shipyard", "grpc raw", 64)
+    workers = sorted(
+        (r for r in rows if r.target.startswith("shipyard (") and "workers)" in r.target),
+        key=lambda r: (r.target, r.encoding, r.concurrency),
+    )
     pa_binary = find("shipyard (perf_analyzer)", "binary", 64)
     pa_grpc = find("shipyard (perf_analyzer)", "grpc raw", 64)
     c1 = find("shipyard", "binary", 1)
@@ -694,6 +706,14 @@ def targets(rows: list[Row]) -> list[str]:
             f"c=1 binary p99 within 0.5 ms of raw ORT batch 1: {c1.p99_ms:.2f} ms vs "
             f"{ort1.p99_ms:.2f} ms p99 ({ort1.p50_ms:.2f} ms p50), +{gap:.2f} ms",
         )
+    for row in workers:  # issue #14: --workers N against one process, same rows
+        one = find("shipyard", row.encoding, row.concurrency)
+        if one and row.concurrency == max(r.concurrency for r in workers):
+            out.append(
+                f"- {row.target} / one process, {row.encoding} c={row.concurrency}: "
+                f"{row.rps / one.rps:.2f}x ({row.rps:,.0f} vs {one.rps:,.0f} req/s; on "
+                f"{os.cpu_count()} cores, load generator included)"
+            )
     if resnet_ort and resnet_c8:
         ratio = resnet_c8.rps / resnet_ort.rps
         line(
@@ -752,7 +772,7 @@ def report(
         ),
         *openvino_lines(rows),
         "",
-        "Targets (issues #2, #3 and #10, reported, not asserted):",
+        "Targets (issues #2, #3, #10 and #14, reported, not asserted):",
         "",
         *targets(rows),
     ]
@@ -788,6 +808,13 @@ def main(argv: list[str] | None = None) -> None:
         choices=["fastapi", "starlette"],
         default="fastapi",
         help="the floor's framework [fastapi, in .bench-venv]",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        nargs="+",
+        default=[2],
+        help="worker counts of the 'workers' rows (serve --workers N) [2]",
     )
     parser.add_argument("--no-tuning", action="store_true", help="skip the ORT settings rows")
     parser.add_argument("--no-resnet", action="store_true", help="skip the ResNet-18 rows")
@@ -863,23 +890,17 @@ def main(argv: list[str] | None = None) -> None:
 
         print("shipyard serve")
         with shipyard_server(repository) as (port, grpc_port):
-            for encoding in ("json", "binary"):
-                if encoding not in args.only:
-                    continue
-                body, headers = bodies[encoding]
-                check_answer(port, infer_path, body, headers, expected)
-                request = raw_request(port, infer_path, body, headers)
-                for c in args.concurrency:
-                    result = load(port, request, c, args.warmup, args.duration, scratch)
-                    rows.append(load_row("shipyard", encoding, result))
-            payload = grpc_request(MODEL, None, [(INPUT, DataType.FP32, pixels)])
-            check_grpc_answer(grpc_port, payload, expected)
-            for c in args.concurrency if "grpc" in args.only else ():
-                result = load(grpc_port, payload, c, args.warmup, args.duration, scratch, "grpc")
-                rows.append(load_row("shipyard", "grpc raw", result))
+            rows += serve_rows("shipyard", port, grpc_port, args, scratch, pixels, expected)
             if args.perf_analyzer:
                 rows += run_perf_analyzer(port, grpc_port, args, scratch, pixels)
 
+        for workers in args.workers if "workers" in args.only else ():
+            if workers < 2:
+                continue  # one worker is the "shipyard" rows above
+            print(f"shipyard serve --workers {workers}")
+            with shipyard_server(repository, workers) as (port, grpc_port):
+                target = f"shipyard ({workers} workers)"
+                rows += serve_rows(target, port, grpc_port, args, scratch, pixels, expected)
         if args.tls:
             rows += tls_rows(args, scratch, repository, bodies, expected, pixels)
 
@@ -911,6 +932,40 @@ def main(argv: list[str] | None = None) -> None:
         print("quick run: RESULTS.md left alone (pass --results PATH to write)")
 
 
+def serve_rows(
+    target: str,
+    port: int,
+    grpc_port: int,
+    args: Any,
+    scratch: Path,
+    pixels: np.ndarray,
+    expected: np.ndarray,
+) -> list[Row]:
+    """The JSON, binary and gRPC rows against a running server: those ``--only`` picks, or
+    all three when it picks none of them but the ``workers`` rows (which compare with them)."""
+    rows = []
+    bodies = requests(pixels)
+    infer_path = f"/v2/models/{MODEL}/infer"
+    picked = [g for g in ("json", "binary", "grpc") if g in args.only]
+    if not picked and "workers" in args.only:
+        picked = ["json", "binary", "grpc"]
+    for encoding in ("json", "binary"):
+        if encoding not in picked:
+            continue
+        body, headers = bodies[encoding]
+        check_answer(port, infer_path, body, headers, expected)
+        request = raw_request(port, infer_path, body, headers)
+        for c in args.concurrency:
+            result = load(port, request, c, args.warmup, args.duration, scratch)
+            rows.append(load_row(target, encoding, result))
+    payload = grpc_request(MODEL, None, [(INPUT, DataType.FP32, pixels)])
+    check_grpc_answer(grpc_port, payload, expected)
+    for c in args.concurrency if "grpc" in picked else ():
+        result = load(grpc_port, payload, c, args.warmup, args.duration, scratch, "grpc")
+        rows.append(load_row(target, "grpc raw", result))
+    return rows
+
+
 def openvino_rows(args: Any, scratch: Path) -> list[Row]:
     """The OpenVINO rows (benchmarks/openvino_rows.py; needs the openvino extra)."""
     from openvino_rows import openvino_rows as rows
@@ -931,7 +986,7 @@ def tls_rows(
     tls = Tls.make(scratch)
     infer_path = f"/v2/models/{MODEL}/infer"
     rows = []
-    with shipyard_server(repository, tls) as (port, grpc_port):
+    with shipyard_server(repository, tls=tls) as (port, grpc_port):
         for encoding in ("json", "binary"):
             if encoding not in args.only:
                 continue

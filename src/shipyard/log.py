@@ -24,6 +24,7 @@ __all__ = [
     "JsonFormatter",
     "RequestContextFilter",
     "TextFormatter",
+    "WorkerFilter",
     "configure_logging",
 ]
 
@@ -35,6 +36,7 @@ ACCESS_LOGGER = "shipyard.access"
 _STANDARD = frozenset(
     vars(logging.LogRecord("", 0, "", 0, "", None, None)).keys()
     | {"message", "asctime", "request_id", "model", "version", "trace_id", "color_message"}
+    | {"worker"}
 )
 
 
@@ -60,7 +62,8 @@ class RequestContextFilter(logging.Filter):
 
 
 class TextFormatter(logging.Formatter):
-    """``HH:MM:SS LEVEL logger [request_id model/version]: message`` (brackets: in a request)."""
+    """``HH:MM:SS LEVEL [worker N] logger [request_id model/version]: message`` (the worker
+    under ``serve --workers``, the brackets in a request)."""
 
     def __init__(self) -> None:
         super().__init__(datefmt="%H:%M:%S")
@@ -73,9 +76,11 @@ class TextFormatter(logging.Formatter):
             model = getattr(record, "model", None)
             served = f" {model}/{getattr(record, 'version', None) or '-'}" if model else ""
             where = f" [{request_id}{served}]"
+        worker = getattr(record, "worker", None)
+        who = "" if worker is None else f"worker {worker} "
         line = (
             f"{self.formatTime(record, self.datefmt)} {record.levelname:<7} "
-            f"{record.name}{where}: {record.getMessage()}"
+            f"{who}{record.name}{where}: {record.getMessage()}"
         )
         if record.exc_info:
             line = f"{line}\n{self.formatException(record.exc_info)}"
@@ -102,6 +107,9 @@ class JsonFormatter(logging.Formatter):
         trace_id = getattr(record, "trace_id", None)
         if trace_id:
             entry["trace_id"] = trace_id
+        worker = getattr(record, "worker", None)
+        if worker is not None:
+            entry["worker"] = worker
         for key, value in vars(record).items():
             if key not in _STANDARD and key not in entry:
                 entry[key] = value
@@ -110,19 +118,35 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(entry, default=str).decode()
 
 
+class WorkerFilter(logging.Filter):
+    """Put the id of this worker process (``serve --workers``) on every record as ``worker``."""
+
+    def __init__(self, worker: int) -> None:
+        super().__init__()
+        self.worker = worker
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Add the field; never drops a record."""
+        record.worker = self.worker
+        return True
+
+
 def configure_logging(
-    level: str, log_format: str = "text", access_log: bool = False
+    level: str, log_format: str = "text", access_log: bool = False, worker: int | None = None
 ) -> logging.Handler:
     """Send Shipyard's and uvicorn's logs to stderr at ``level``, as ``text`` or ``json`` lines.
 
     The access log (logger ``shipyard.access``, INFO) is written only with ``access_log``.
-    Returns the handler installed on the root logger.
+    ``worker``: this process's id among ``serve --workers``, on every line (``worker 1``
+    after the level; ``"worker": 1`` in JSON). Returns the handler installed on the root logger.
     """
     if log_format not in LOG_FORMATS:
         raise ValueError(f"log format must be one of {', '.join(LOG_FORMATS)}, got {log_format!r}")
     handler = logging.StreamHandler()
     handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
     handler.addFilter(RequestContextFilter())
+    if worker is not None:
+        handler.addFilter(WorkerFilter(worker))
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

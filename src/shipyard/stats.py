@@ -26,6 +26,11 @@ class Duration:
         self.count += count
         self.ns += ns
 
+    def merge(self, other: Duration) -> None:
+        """Add ``other``'s events (the same counter in another worker process)."""
+        self.count += other.count
+        self.ns += other.ns
+
 
 @dataclass(slots=True)
 class BatchStats:
@@ -34,6 +39,12 @@ class BatchStats:
     compute_input: Duration = field(default_factory=Duration)
     compute_infer: Duration = field(default_factory=Duration)
     compute_output: Duration = field(default_factory=Duration)
+
+    def merge(self, other: BatchStats) -> None:
+        """Add ``other``'s executions (the same batch size in another worker process)."""
+        self.compute_input.merge(other.compute_input)
+        self.compute_infer.merge(other.compute_infer)
+        self.compute_output.merge(other.compute_output)
 
 
 @dataclass(slots=True)
@@ -70,3 +81,23 @@ class ModelStats:
         stats.compute_input.add(input_ns)
         stats.compute_infer.add(infer_ns)
         stats.compute_output.add(output_ns)
+
+    def merge(self, other: ModelStats) -> None:
+        """Add ``other``'s counters: the same model version in another worker process.
+
+        Counts and durations add up; ``last_inference_ms`` is the later of the two.
+        """
+        self.last_inference_ms = max(self.last_inference_ms, other.last_inference_ms)
+        self.inference_count += other.inference_count
+        self.execution_count += other.execution_count
+        for mine, theirs in (
+            (self.success, other.success),
+            (self.fail, other.fail),
+            (self.queue, other.queue),
+            (self.compute_input, other.compute_input),
+            (self.compute_infer, other.compute_infer),
+            (self.compute_output, other.compute_output),
+        ):
+            mine.merge(theirs)
+        for size, batch in other.batches.items():
+            self.batches.setdefault(size, BatchStats()).merge(batch)

@@ -47,7 +47,11 @@ class Certificates:
 @pytest.fixture(scope="module")
 def certs(tmp_path_factory: pytest.TempPathFactory) -> Certificates:
     """Certificates for 127.0.0.1 and a client, from one trustme CA."""
-    folder = tmp_path_factory.mktemp("certs")
+    return make_certificates(tmp_path_factory.mktemp("certs"))
+
+
+def make_certificates(folder: Path) -> Certificates:
+    """Write certificates for 127.0.0.1 and a client, from one new trustme CA, in ``folder``."""
     ca = trustme.CA()
     server = ca.issue_cert("127.0.0.1", "localhost")
     client = ca.issue_cert("client@shipyard.test")

@@ -378,6 +378,9 @@ def test_resolve_file_without_server_table(tmp_path: Path) -> None:
             {"SHIPYARD_GRPC_MAX_CONCURRENT_STREAMS": "0"},
             "grpc_max_concurrent_streams must be in 1..2147483647, got 0",
         ),
+        ({"SHIPYARD_WORKERS": "0"}, r"invalid workers '0': expected 1..1024 or 'auto'"),
+        ({"SHIPYARD_WORKERS": "many"}, r"invalid workers 'many': expected an integer or 'auto'"),
+        ({"SHIPYARD_WORKERS": "1025"}, r"invalid workers '1025'"),
     ],
 )
 def test_resolve_bad_env_values(env: dict[str, str], message: str) -> None:
@@ -506,3 +509,20 @@ def test_ui_refuses_anything_but_a_switch(tmp_path: Path, value: Any) -> None:
     """A ``ui`` value that is not a bool or an on/off word is a ConfigError naming it."""
     with pytest.raises(ConfigError, match="server config: ui must be true or false"):
         ServerConfig.resolve(env={}, flags={"ui": value})
+
+
+@pytest.mark.parametrize(
+    ("value", "workers"), [("auto", "auto"), ("AUTO", "auto"), ("3", 3), (2, 2), (1024, 1024)]
+)
+def test_workers_is_a_count_or_auto(value: object, workers: object) -> None:
+    """--workers / SHIPYARD_WORKERS / [server] workers take a count in 1..1024 or "auto"."""
+    assert ServerConfig.resolve(env={}, flags={"workers": value}).workers == workers
+    assert ServerConfig.resolve(env={"SHIPYARD_WORKERS": str(value)}).workers == workers
+
+
+@pytest.mark.parametrize("value", [True, 2.0, 0, -1])
+def test_workers_refuses_other_types_in_the_file(tmp_path: Path, value: object) -> None:
+    """A boolean, a float or a count below 1 in the [server] table is a ConfigError."""
+    body = f"[server]\nworkers = {str(value).lower()}\n"
+    with pytest.raises(ConfigError, match="invalid workers"):
+        ServerConfig.resolve(_server_file(tmp_path, body), env={})

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pytest
@@ -21,6 +21,7 @@ from shipyard.errors import (
 from shipyard.protocol.rest import encode_model_config, encode_server_metadata, encode_statistics
 from shipyard.repository.registry import ModelRegistry
 from shipyard.server.service import EXTENSIONS, InferenceService
+from shipyard.stats import ModelStats
 from shipyard.testing.models import add_sub_model, identity_model, write_model
 from shipyard.types import DataType, InferRequest, RequestedOutput, Tensor
 
@@ -482,3 +483,60 @@ def test_repository_refuses_path_like_names(models: Path, name: str) -> None:
             await service.unload_model(name)
 
     with_service(models, body)
+
+
+# -- with --workers: the whole server through its Cluster ---------------------------------------
+
+
+class _Cluster:
+    """A stand-in for the other workers: records what the service asks of it."""
+
+    def __init__(self, ready: bool) -> None:
+        self.is_ready = ready
+        self.actions: list[tuple[str, str]] = []
+
+    async def ready(self) -> bool:
+        return self.is_ready
+
+    async def statistics(self, name: str | None, version: str | None) -> list[ModelStats]:
+        stats = ModelStats(name or "all", version or "1")
+        stats.success.add(5, 42)
+        return [stats]
+
+    async def apply(self, action: Literal["load", "unload"], name: str) -> None:
+        self.actions.append((action, name))
+
+    async def metrics_text(self) -> bytes:
+        return b""
+
+
+def test_with_a_cluster_the_server_answers_for_every_worker(models: Path) -> None:
+    """Readiness needs this process and the cluster; statistics come from the cluster; load
+    and unload go to the cluster (which runs them everywhere), not to this registry alone."""
+
+    async def main() -> None:
+        registry = ModelRegistry(models, drain_timeout_s=1.0)
+        await registry.load_all(("simple",))
+        cluster = _Cluster(ready=False)
+        service = InferenceService(registry, 10_000, cluster)
+        try:
+            assert service.ready()
+            assert not await service.server_ready()
+            cluster.is_ready = True
+            assert await service.server_ready()
+            service.start_draining()
+            assert not await service.server_ready()  # this process first, without asking
+            stats = await service.server_statistics("simple")
+            assert stats[0].success.count == 42
+            await service.unload_model("simple")
+            await service.load_model("small")
+            assert cluster.actions == [("unload", "simple"), ("load", "small")]
+            assert registry.known("simple")
+            assert not registry.known("small")  # the cluster loads it, this call does not
+            with pytest.raises(InvalidInputError, match="unknown parameter"):
+                await service.load_model("small", {"bogus": 1})
+            assert len(cluster.actions) == 2  # refused before anything was sent
+        finally:
+            await registry.close()
+
+    asyncio.run(main())

@@ -7,8 +7,15 @@ from pathlib import Path
 import pytest
 
 from shipyard.backends.onnxruntime import OnnxRuntimeBackend
-from shipyard.backends.threads import HEAVY_MS, choose_threads, time_execution, usable_cores
+from shipyard.backends.threads import (
+    CORES_ENV,
+    HEAVY_MS,
+    choose_threads,
+    time_execution,
+    usable_cores,
+)
 from shipyard.config import ModelConfig, OnnxRuntimeConfig
+from shipyard.errors import ConfigError
 from shipyard.testing.models import cnn_model, identity_model, slow_model, write_model
 
 
@@ -76,3 +83,31 @@ def test_explicit_threads_are_kept(tmp_path: Path) -> None:
     backend = OnnxRuntimeBackend(tmp_path / "m" / "1" / "model.onnx", config)
     assert (backend.threads.threads, backend.threads.cost_ms) == (3, None)
     assert backend.threads.reason == "set in model.toml"
+
+
+def test_cores_env_caps_the_usable_cores(monkeypatch: pytest.MonkeyPatch) -> None:
+    """SHIPYARD_CORES (a worker's share under --workers) caps the cores, never raises them."""
+    monkeypatch.delenv(CORES_ENV, raising=False)
+    cores = usable_cores()
+    monkeypatch.setenv(CORES_ENV, "1")
+    assert usable_cores() == 1
+    monkeypatch.setenv(CORES_ENV, str(cores + 5))
+    assert usable_cores() == cores
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "two", "1.5", "²"])
+def test_cores_env_refuses_what_is_not_a_count(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    """A SHIPYARD_CORES that is not a positive integer is a ConfigError naming it."""
+    monkeypatch.setenv(CORES_ENV, value)
+    with pytest.raises(ConfigError, match="SHIPYARD_CORES must be a positive integer"):
+        usable_cores()
+
+
+def test_a_heavy_model_takes_only_the_cores_it_is_given(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With SHIPYARD_CORES=1, a compute-bound "auto" model runs on one thread."""
+    monkeypatch.setenv(CORES_ENV, "1")
+    backend = _backend(tmp_path, slow_model(16).SerializeToString())
+    assert backend.threads.threads == 1
+    assert "1 core(s) for 1 instance(s)" in backend.threads.reason

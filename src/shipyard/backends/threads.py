@@ -10,8 +10,10 @@ takes seconds does not take many more to load).
   CPU to parse, validate, batch and answer on the reference machine), so the loop needs the
   other cores more than the model does.
 - A compute-bound model (ResNet-18 at ~80 ms, MiniLM at ~5 ms) dwarfs that per-request cost:
-  it gets the cores this process may use (``os.sched_getaffinity``) divided among its
-  instances (``instance_count``), so instances x threads never exceed the cores.
+  it gets the cores this process may use (:func:`usable_cores`) divided among its
+  instances (``instance_count``), so instances x threads never exceed the cores. Under
+  ``shipyard serve --workers N`` each worker's share is its cores divided by N
+  (:data:`CORES_ENV`, set by the supervisor), so workers x threads never exceed them either.
 
 ``shipyard tune`` measures thread counts under real load and writes an explicit number, which
 always wins over "auto". When the execution cannot be timed (the model rejects random inputs,
@@ -25,8 +27,20 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-__all__ = ["HEAVY_MS", "ThreadChoice", "choose_threads", "time_execution", "usable_cores"]
+from shipyard.errors import ConfigError
 
+__all__ = [
+    "CORES_ENV",
+    "HEAVY_MS",
+    "ThreadChoice",
+    "choose_threads",
+    "time_execution",
+    "usable_cores",
+]
+
+#: The environment variable that caps the cores this process may use: a positive integer
+#: (``--workers`` gives each worker its share; a container with a CPU quota may set it).
+CORES_ENV = "SHIPYARD_CORES"
 #: A batch-1 execution at least this long (ms, one thread) counts as compute-bound: over ten
 #: times the event loop's per-request cost.
 HEAVY_MS = 2.0
@@ -48,11 +62,20 @@ class ThreadChoice:
 
 
 def usable_cores() -> int:
-    """The cores this process may run on."""
+    """The cores this process may run on (``os.sched_getaffinity``), at most :data:`CORES_ENV`.
+
+    Raises ConfigError when :data:`CORES_ENV` is set to anything but a positive integer.
+    """
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        cores = max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
+        cores = max(1, os.cpu_count() or 1)
+    cap = os.environ.get(CORES_ENV, "").strip()
+    if not cap:
+        return cores
+    if not (cap.isascii() and cap.isdigit() and int(cap) > 0):
+        raise ConfigError(f"{CORES_ENV} must be a positive integer (a count of cores), got {cap!r}")
+    return min(cores, int(cap))
 
 
 def time_execution(

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import gc
+import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -207,6 +209,12 @@ __all__ = ["serve"]
     default=None,
     help="Seconds between scans of the repository for changed models (0: off) [default: 0].",
 )
+# -- worker processes (docs/scaling.md) -------------------------------------------------------
+@click.option(
+    "--workers",
+    default=None,
+    help="Worker processes sharing the ports, or 'auto' (one per core) [default: 1].",
+)
 def serve(repository: str, config_file: Path | None, **flags: Any) -> None:
     """Serve every model in REPOSITORY over HTTP and gRPC until SIGINT/SIGTERM.
 
@@ -221,9 +229,17 @@ def serve(repository: str, config_file: Path | None, **flags: Any) -> None:
     except ShipyardError as exc:
         fail(exc.message)
     configure_logging(config.log_level, config.log_format, config.access_log)
+    from shipyard.workers.supervisor import worker_count
+
+    try:
+        workers = worker_count(config)  # also checks SHIPYARD_CORES
+    except ShipyardError as exc:
+        fail(exc.message)
 
     def ready(info: ServerInfo) -> None:
         console.print(f"Shipyard {__version__} serving {config.repository}")
+        if workers > 1:
+            console.print(f"  Workers {workers} processes (supervisor pid {os.getpid()})")
         console.print(
             f"  HTTP  {info.http_url}   (Open Inference Protocol v2, metrics at /metrics)"
         )
@@ -247,6 +263,13 @@ def serve(repository: str, config_file: Path | None, **flags: Any) -> None:
         # under load (benchmarks/RESULTS.md, "Where the time goes").
         gc.freeze()
 
+    if workers > 1:
+        from shipyard.workers import serve_workers
+
+        try:
+            sys.exit(serve_workers(config, ready))
+        except ShipyardError as exc:
+            fail(exc.message)
     server = ShipyardServer(config)
     try:
         eventloop.run(server.serve(on_ready=ready))

@@ -13,7 +13,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from shipyard.config.resolve import check_bool, check_keys, layered
 from shipyard.errors import ConfigError
@@ -151,6 +151,9 @@ class ServerConfig:
     #: Whether models may run Python code from the repository (``backend = "python"``,
     #: Python steps): loading it is code execution, so it is refused unless this is set.
     allow_python_models: bool = False
+    #: Worker processes sharing the ports (SO_REUSEPORT) under one supervisor; ``"auto"``:
+    #: one per usable core. 1 serves from this process alone (docs/scaling.md).
+    workers: int | Literal["auto"] = 1
     # -- operations (docs/operations.md) --------------------------------------------------
     #: Request body bytes all requests in flight may hold together: past it a request gets
     #: 503 with Retry-After before its body is read (0: no limit; else >= max_request_bytes).
@@ -247,6 +250,8 @@ class ServerConfig:
                     out[key] = check_bool(value, "server config: ui")
                 elif key == "allow_python_models":
                     out[key] = check_bool(value, "server config: allow_python_models")
+                elif key == "workers":
+                    out[key] = _workers(value)
                 elif key in _OPERATIONS:
                     out[key] = _operations_value(key, value)
                 elif key in _OPTIONAL_PATHS:
@@ -285,6 +290,25 @@ class ServerConfig:
             )
         _check_operations(config)
         return config
+
+
+#: The most worker processes ``workers`` may ask for.
+MAX_WORKERS = 1024
+
+
+def _workers(value: Any) -> int | Literal["auto"]:
+    """``workers`` as an integer in 1..:data:`MAX_WORKERS`, or ``"auto"``."""
+    if isinstance(value, str) and value.strip().lower() == "auto":
+        return "auto"
+    if isinstance(value, bool | float):
+        raise TypeError("expected an integer or 'auto'")
+    try:
+        count = int(value)
+    except ValueError:
+        raise ValueError("expected an integer or 'auto'") from None
+    if not 1 <= count <= MAX_WORKERS:
+        raise ValueError(f"expected 1..{MAX_WORKERS} or 'auto'")
+    return count
 
 
 # -- operations settings (docs/operations.md) ------------------------------------------------

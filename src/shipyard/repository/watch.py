@@ -15,16 +15,32 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from pathlib import Path
+from typing import Protocol
 
 from shipyard.errors import ConfigError, ShipyardError
 from shipyard.repository.layout import Fingerprint, scan_repository
-from shipyard.repository.registry import ModelRegistry
 
-__all__ = ["RepositoryWatcher"]
+__all__ = ["Reloadable", "RepositoryWatcher"]
 
 log = logging.getLogger(__name__)
 
 Snapshot = dict[str, Fingerprint]
+
+
+class Reloadable(Protocol):
+    """What the poller reloads: a ModelRegistry, or every worker of ``serve --workers``."""
+
+    @property
+    def root(self) -> Path:
+        """The local folder of the repository."""
+        ...
+
+    async def load(self, name: str) -> None:
+        """Load or reload model ``name``."""
+
+    async def unload(self, name: str) -> None:
+        """Unload model ``name``."""
 
 
 class RepositoryWatcher:
@@ -32,7 +48,7 @@ class RepositoryWatcher:
 
     def __init__(
         self,
-        registry: ModelRegistry,
+        registry: Reloadable,
         interval_s: float,
         models: tuple[str, ...] = (),
         refresh: Callable[[], object] | None = None,

@@ -1,8 +1,9 @@
 """Process wiring: build the registry, service and transports; start, stop and drain.
 
-This is the only place that opens sockets and handles SIGINT/SIGTERM. On a signal the server
-stops being ready, stops accepting connections, lets in-flight requests finish within
-``drain_timeout_s``, releases the models and returns.
+This is the only place (with :mod:`shipyard.workers` for ``--workers``) that opens sockets
+and handles SIGINT/SIGTERM. On a signal the server stops being ready, stops accepting
+connections, lets in-flight requests finish within ``drain_timeout_s``, releases the models
+and returns.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import FrameType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from shipyard import dashboard
 from shipyard.batching import DynamicBatcher
@@ -36,7 +37,7 @@ from shipyard.server.auth import AuthPolicy
 from shipyard.server.decoding import DecodePool
 from shipyard.server.http import HttpLimits, create_http_app
 from shipyard.server.observe import Observer
-from shipyard.server.service import InferenceService
+from shipyard.server.service import Cluster, InferenceService
 from shipyard.server.tls import transport_contexts
 from shipyard.server.tracing import Tracer, otlp_tracer_provider
 
@@ -46,7 +47,7 @@ if TYPE_CHECKING:  # both imported when serving: gRPC needs an extra, uvicorn co
 
     from shipyard.server.grpc_connection import GrpcServer
 
-__all__ = ["ServerInfo", "ShipyardServer", "bind_socket", "describe_repository"]
+__all__ = ["ClusterMember", "ServerInfo", "ShipyardServer", "bind_socket", "describe_repository"]
 
 log = logging.getLogger(__name__)
 
@@ -67,16 +68,34 @@ class ServerInfo:
     access: str = ""
 
 
+class ClusterMember(Cluster, Protocol):
+    """This process as one of the worker processes of a server (``--workers N``)."""
+
+    async def join(self, service: InferenceService, metrics: CollectorRegistry) -> None:
+        """Take the other workers' requests for ``service``: called once the models loaded."""
+
+    async def leave(self) -> None:
+        """Stop taking the other workers' requests: called when the server stops."""
+
+
 def bind_socket(
-    host: str, port: int, what: str = "", advice: str = "--http-port (0 picks a free one)"
+    host: str,
+    port: int,
+    what: str = "",
+    advice: str = "--http-port (0 picks a free one)",
+    reuse_port: bool = False,
 ) -> socket.socket:
     """Bind a listening TCP socket, turning 'address in use' into a clear ConfigError.
 
     ``what`` names the listener in the message ("gRPC"), ``advice`` the flag that changes it.
+    ``reuse_port`` sets SO_REUSEPORT: the sockets of ``--workers`` share one port and the
+    kernel spreads new connections over them.
     """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     try:
         sock.bind((host, port))
     except OSError as exc:
@@ -94,11 +113,18 @@ def bind_socket(
 class ShipyardServer:
     """One server process: the model registry, the service and the HTTP transport."""
 
-    def __init__(self, config: ServerConfig, tracer_provider: Any = None) -> None:
+    def __init__(
+        self,
+        config: ServerConfig,
+        tracer_provider: Any = None,
+        cluster: ClusterMember | None = None,
+    ) -> None:
         """``tracer_provider``: the OpenTelemetry TracerProvider spans go to when
-        ``config.otel`` is on (None: one exporting OTLP as the ``OTEL_*`` variables say)."""
+        ``config.otel`` is on (None: one exporting OTLP as the ``OTEL_*`` variables say).
+        ``cluster``: the other worker processes when this is one of ``--workers N``."""
         self.config = config
         self.tracer_provider = tracer_provider
+        self.cluster = cluster
         self.service: InferenceService | None = None
         self.metrics: ServerMetrics | None = None
         self._uvicorn: uvicorn.Server | None = None
@@ -111,11 +137,13 @@ class ShipyardServer:
         http_socket: socket.socket | None = None,
         on_ready: Callable[[ServerInfo], None] | None = None,
         grpc_port: int | None = None,
+        grpc_socket: socket.socket | None = None,
     ) -> None:
         """Load the models, serve until stopped, then drain and release everything.
 
         ``grpc_port`` overrides ``config.grpc_port`` (where 0 turns gRPC off): given here,
         gRPC listens on that port and 0 picks a free one (what the test helper does).
+        ``http_socket`` and ``grpc_socket``: listening sockets bound already (a worker's).
         """
         import uvicorn
 
@@ -144,32 +172,39 @@ class ShipyardServer:
             allow_python=config.allow_python_models,
             metrics=metrics,
         )
-        service = self.service = InferenceService(registry, config.max_tensor_elements)
+        service = self.service = InferenceService(
+            registry, config.max_tensor_elements, self.cluster
+        )
         operations = _Operations(config, service, metrics, self.tracer_provider)
-        grpc_started = False
+        grpc_started = joined = False
         operations.start()
         try:
             ui = dashboard.routes(service, config) if config.ui else []
+            metrics_registry = operations.registry()
             app = create_http_app(
                 service,
                 operations.http_limits(),
-                operations.registry(),
+                metrics_registry,
                 operations.observer,
                 ui,
                 auth=auth,
             )
             await registry.load_all(config.models)
-            operations.watch(registry)
+            if self.cluster is not None:
+                await self.cluster.join(service, metrics_registry)
+                joined = True
+            else:
+                operations.watch(registry)  # with --workers, the supervisor polls
 
             host, port = sock.getsockname()[:2]
             url_host = f"[{host}]" if ":" in host else host
             grpc_url = None
-            if grpc_port is not None or config.grpc_port:
+            if grpc_socket is not None or grpc_port is not None or config.grpc_port:
                 grpc_host = f"[{config.host}]" if ":" in config.host else config.host
                 wanted = config.grpc_port if grpc_port is None else grpc_port
                 grpc_tls = None if tls is None else tls[1]
                 self._grpc, grpc_port = _grpc_server(
-                    service, config, wanted, operations, grpc_tls, auth
+                    service, config, wanted, operations, grpc_tls, auth, grpc_socket
                 )
                 grpc_url = f"grpc://{grpc_host}:{grpc_port}"
             info = ServerInfo(
@@ -223,6 +258,9 @@ class ShipyardServer:
             service.start_draining()
             if grpc_started:
                 await self._stop_grpc()
+            if joined:
+                assert self.cluster is not None
+                await self.cluster.leave()
             operations.close()
             await registry.close()
             sock.close()
@@ -357,8 +395,10 @@ def _grpc_server(
     operations: _Operations,
     tls: ssl.SSLContext | None,
     auth: AuthPolicy,
+    sock: socket.socket | None = None,
 ) -> tuple[GrpcServer, int]:
-    """Build the gRPC server on ``port`` (0: a free one); returns it and the port it bound.
+    """Build the gRPC server on ``sock``, or on ``port`` (0: a free one); returns it and the
+    port it listens on.
 
     ``tls`` is the context offering ALPN ``h2`` (None: cleartext). Imported only now: gRPC
     needs an optional extra.
@@ -367,7 +407,8 @@ def _grpc_server(
         from shipyard.server.grpc_connection import GrpcServer
     except ImportError as exc:
         raise ConfigError(str(exc)) from exc
-    sock = bind_socket(config.host, port, "gRPC", "--grpc-port (0 turns gRPC off)")
+    if sock is None:
+        sock = bind_socket(config.host, port, "gRPC", "--grpc-port (0 turns gRPC off)")
     server = GrpcServer(
         service,
         sock,

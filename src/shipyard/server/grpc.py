@@ -236,7 +236,7 @@ class InferenceServicer:
         self, request: pb.ServerReadyRequest, remaining_s: float | None
     ) -> pb.ServerReadyResponse:
         """Answer whether every model is ready and the server is not draining."""
-        return pb.ServerReadyResponse(ready=self.service.ready())
+        return pb.ServerReadyResponse(ready=await self.service.server_ready())
 
     async def ModelReady(  # noqa: N802
         self, request: pb.ModelReadyRequest, remaining_s: float | None
@@ -285,7 +285,8 @@ class InferenceServicer:
         self, request: pb.ModelStatisticsRequest, remaining_s: float | None
     ) -> pb.ModelStatisticsResponse:
         """Answer the statistics of every model, a model, or one version."""
-        statistics = self.service.statistics(request.name or None, request.version or None)
+        name, version = request.name or None, request.version or None
+        statistics = await self.service.server_statistics(name, version)
         return encode_statistics(statistics)
 
     async def RepositoryIndex(  # noqa: N802

@@ -39,7 +39,7 @@ class HealthServicer:
         if request.service:
             serving = self.service.model_ready(request.service)
         else:
-            serving = self.service.ready()
+            serving = await self.service.server_ready()
         status = health_pb2.HealthCheckResponse.SERVING
         if not serving:
             status = health_pb2.HealthCheckResponse.NOT_SERVING

@@ -125,7 +125,7 @@ class _Endpoints:
         return _flag(self.service.live(), "live")
 
     async def ready(self, request: Request) -> Response:
-        return _flag(self.service.ready(), "ready")
+        return _flag(await self.service.server_ready(), "ready")
 
     async def server_metadata(self, request: Request) -> Response:
         return _json(encode_server_metadata(self.service.server_metadata()))
@@ -280,10 +280,12 @@ class _Endpoints:
     async def stats(self, request: Request) -> Response:
         name = request.path_params.get("name")
         version = request.path_params.get("version")
-        return _json(encode_statistics(self.service.statistics(name, version)))
+        return _json(encode_statistics(await self.service.server_statistics(name, version)))
 
     async def prometheus(self, request: Request) -> Response:
-        return Response(generate_latest(self.metrics), media_type=CONTENT_TYPE_LATEST)
+        cluster = self.service.cluster  # --workers: the sum over every worker
+        text = generate_latest(self.metrics) if cluster is None else await cluster.metrics_text()
+        return Response(text, media_type=CONTENT_TYPE_LATEST)
 
 
 def _model(request: Request) -> tuple[str, str | None]:

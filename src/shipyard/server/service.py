@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Mapping, Sequence
+from typing import Literal, Protocol
 
 import numpy as np
 
@@ -45,7 +46,7 @@ from shipyard.types import (
     TensorSpec,
 )
 
-__all__ = ["EXTENSIONS", "InferenceService"]
+__all__ = ["EXTENSIONS", "Cluster", "InferenceService"]
 
 #: Extensions advertised in server metadata: exactly those implemented, on every transport.
 EXTENSIONS = (
@@ -57,12 +58,37 @@ EXTENSIONS = (
 )
 
 
+class Cluster(Protocol):
+    """The worker processes that serve as one server (``--workers N``), this one among them.
+
+    What a client asks any worker about the server as a whole goes through it: readiness,
+    statistics and ``/metrics`` are gathered from every worker, repository control is applied
+    by every worker before the call returns (:mod:`shipyard.workers` implements it).
+    """
+
+    async def ready(self) -> bool:
+        """Whether every worker is running and ready."""
+
+    async def statistics(self, name: str | None, version: str | None) -> list[ModelStats]:
+        """The statistics of :meth:`InferenceService.statistics`, summed over the workers."""
+
+    async def apply(self, action: Literal["load", "unload"], name: str) -> None:
+        """Load or unload model ``name`` in every worker; raise ShipyardError if any failed."""
+
+    async def metrics_text(self) -> bytes:
+        """The Prometheus exposition of ``/metrics``, summed over the workers."""
+
+
 class InferenceService:
     """Health, metadata, inference, repository control and statistics."""
 
-    def __init__(self, registry: ModelRegistry, max_tensor_elements: int) -> None:
+    def __init__(
+        self, registry: ModelRegistry, max_tensor_elements: int, cluster: Cluster | None = None
+    ) -> None:
         self.registry = registry
         self.max_tensor_elements = max_tensor_elements
+        #: The other worker processes of this server (``--workers``); None: this one alone.
+        self.cluster = cluster
         self._draining = False
 
     # -- health and metadata --------------------------------------------------------------
@@ -74,6 +100,12 @@ class InferenceService:
     def ready(self) -> bool:
         """Every model that should serve is ready, and the server is not shutting down."""
         return not self._draining and self.registry.all_ready()
+
+    async def server_ready(self) -> bool:
+        """Whether the server is ready: this process, and with ``--workers`` every worker."""
+        if not self.ready():
+            return False
+        return self.cluster is None or await self.cluster.ready()
 
     def start_draining(self) -> None:
         """Refuse new inference requests (shutdown has begun); in-flight ones finish."""
@@ -313,13 +345,19 @@ class InferenceService:
         """Load or reload ``name`` from the repository."""
         check_model_name(name)
         _refuse_parameters(parameters, "load")
-        await self.registry.load(name)
+        if self.cluster is not None:
+            await self.cluster.apply("load", name)  # every worker, this one too
+        else:
+            await self.registry.load(name)
 
     async def unload_model(self, name: str, parameters: Mapping[str, object] | None = None) -> None:
         """Unload ``name`` after its in-flight requests finish."""
         check_model_name(name)
         _refuse_parameters(parameters, "unload", allowed=("unload_dependents",))
-        await self.registry.unload(name)
+        if self.cluster is not None:
+            await self.cluster.apply("unload", name)
+        else:
+            await self.registry.unload(name)
 
     def statistics(self, name: str | None = None, version: str | None = None) -> list[ModelStats]:
         """The statistics of every loaded version, of a model's versions, or of one version.
@@ -335,6 +373,14 @@ class InferenceService:
                 raise NotFoundError(f"unknown model {name!r}")
             served = self.registry.versions(name)
         return [v.stats for v in served]
+
+    async def server_statistics(
+        self, name: str | None = None, version: str | None = None
+    ) -> list[ModelStats]:
+        """:meth:`statistics` of the whole server: with ``--workers``, summed over them."""
+        if self.cluster is None:
+            return self.statistics(name, version)
+        return await self.cluster.statistics(name, version)
 
     # -- explanations ---------------------------------------------------------------------
 
