@@ -9,16 +9,26 @@ The browser is the one ``scripts/install-chromium.sh`` installs (``make test`` r
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import numpy as np
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
-from shipyard.testing import RunningServer, add_sub_model, running_server, write_model
+from shipyard.server.auth import hash_key, new_key
+from shipyard.testing import (
+    RunningServer,
+    ServeProcess,
+    add_sub_model,
+    running_server,
+    serve_process,
+    write_model,
+)
 from shipyard.testing.processing import embedding_model, train_tokenizer
 from tests.examples.conftest import (  # noqa: F401 (fixtures used by this folder's tests)
     ROOT,
@@ -43,6 +53,8 @@ CHROMIUM_FLAGS = [
 ]
 ARTIFACTS = ROOT / "tests" / "artifacts" / "dashboard"
 PAGES = ("models", "live", "playground", "server")
+#: What Chromium logs on the console for each answer of 400 or more.
+FAILED_LOAD = re.compile(r"Failed to load resource: the server responded with a status of (\d+)")
 LAPTOP = {"width": 1280, "height": 860}
 PHONE = {"width": 390, "height": 844}
 #: The text model's vocabulary, and what the playground's sentences are made of.
@@ -64,12 +76,26 @@ steps = [{op = "mean_pool", mask = "attention_mask"}, {op = "l2_normalize"}]
 """
 
 
+#: The keyed server's keys, one per role: name -> (role, key).
+KEYS = {
+    "ops": ("admin", new_key()),
+    "ci-bot": ("infer", new_key()),
+    "scraper": ("metrics", new_key()),
+}
+#: Where js/api.js keeps the key (sessionStorage).
+KEY_ITEM = "shipyard.api-key"
+#: The tuning report of the keyed server's ``other`` model.
+TUNE_REPORT = "<!DOCTYPE html><title>tuned</title><p>the tuning report of other</p>"
+
+
 class Watched:
     """A page and every problem it showed: console errors, page errors, failed requests."""
 
     def __init__(self, page: Page) -> None:
         self.page = page
         self.problems: list[str] = []
+        #: (status, path) answers a test provokes on purpose: not counted as problems.
+        self.allowed: set[tuple[int, str]] = set()
         page.on("console", self._console)
         page.on("pageerror", lambda error: self.problems.append(f"page error: {error}"))
         page.on(
@@ -82,14 +108,27 @@ class Watched:
             "response",
             lambda response: (
                 self.problems.append(f"HTTP {response.status}: {response.url}")
-                if response.status >= 400
+                if response.status >= 400 and not self._allowed(response.status, response.url)
                 else None
             ),
         )
 
+    def allow(self, status: int, path: str) -> None:
+        """Accept ``status`` answers to ``path`` (a refusal the test provokes on purpose), and
+        the console line Chromium logs for each of them."""
+        self.allowed.add((status, path))
+
+    def _allowed(self, status: int, url: str) -> bool:
+        return (status, urlsplit(url).path) in self.allowed
+
     def _console(self, message: Any) -> None:
-        if message.type in ("error", "warning"):
-            self.problems.append(f"console {message.type}: {message.text}")
+        if message.type not in ("error", "warning"):
+            return
+        refused = FAILED_LOAD.match(message.text)
+        url = message.location.get("url", "")
+        if refused and self._allowed(int(refused.group(1)), url):
+            return
+        self.problems.append(f"console {message.type}: {message.text}")
 
     def open(self, base_url: str, page: str, query: str = "") -> None:
         """Go to ``/ui/<page>`` and wait until its script has mounted it."""
@@ -197,3 +236,43 @@ def served(dashboard_repo: Path) -> Iterator[RunningServer]:
     """A real server on 127.0.0.1 serving ``dashboard_repo``, with the dashboard on."""
     with running_server(dashboard_repo, grpc=False) as running:
         yield running
+
+
+def key_of(name: str) -> str:
+    """The clear key of ``name`` in :data:`KEYS`."""
+    return KEYS[name][1]
+
+
+def sign_in(page: Watched, name: str) -> None:
+    """Enter key ``name`` from the keyboard (Tab from the last nav link, type it, Enter) and
+    wait for the page to reload with it."""
+    page.page.locator("nav a[data-page='server']").focus()
+    page.page.keyboard.press("Tab")
+    assert page.page.evaluate("document.activeElement.id") == "key-input"
+    page.page.keyboard.type(key_of(name))
+    with page.page.expect_navigation():
+        page.page.keyboard.press("Enter")
+    page.page.wait_for_selector("body[data-ready]", timeout=15_000)
+
+
+@pytest.fixture(scope="package")
+def keyed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeProcess]:
+    """``shipyard serve --api-keys FILE --metrics-auth`` with the :data:`KEYS`, logging at
+    debug level with the access log on, serving ``simple`` and ``other`` (with a tuning
+    report)."""
+    folder = tmp_path_factory.mktemp("dashboard-keys")
+    repo = folder / "repo"
+    write_model(repo, "simple", add_sub_model())
+    write_model(repo, "other", add_sub_model())
+    (repo / "other" / "tune-report.html").write_text(TUNE_REPORT, encoding="utf-8")
+    keys = folder / "keys.toml"
+    keys.write_text(
+        "".join(
+            f'[[key]]\nname = "{name}"\nsha256 = "{hash_key(key)}"\nroles = ["{role}"]\n'
+            for name, (role, key) in KEYS.items()
+        ),
+        encoding="utf-8",
+    )
+    args = ("--api-keys", str(keys), "--metrics-auth", "--log-level", "debug", "--access-log")
+    with serve_process(repo, *args) as server:
+        yield server

@@ -168,7 +168,7 @@ def test_models_route_describes_every_model(http: httpx.Client) -> None:
 
 
 def test_session_offers_control_to_a_loopback_client(http: httpx.Client) -> None:
-    """A client on 127.0.0.1 may control models (until the server has API keys)."""
+    """A client on 127.0.0.1 may control models (on a server without API keys)."""
     answer = http.get("/ui/api/session").json()
     assert answer["can_control"] is True
     assert "loopback" in answer["reason"]

@@ -61,8 +61,8 @@ def test_the_controls_are_keyboard_operable(page: Watched, own_server: RunningSe
 def test_no_controls_when_the_server_does_not_allow_them(
     page: Watched, own_server: RunningServer
 ) -> None:
-    """When /ui/api/session answers can_control false (a remote client, until API keys
-    exist), the page shows no control and says why.
+    """When /ui/api/session answers can_control false (a remote client of a server without API
+    keys), the page shows no control and says why.
 
     Every test client is on loopback, so the browser's copy of the session answer is
     replaced (Playwright's route); the server's own decision is tested in

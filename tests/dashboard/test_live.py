@@ -172,8 +172,8 @@ def test_prometheus_parsing_and_quantiles_in_the_browser(
 
 
 def test_the_metric_names_the_page_reads_are_the_documented_ones(served: RunningServer) -> None:
-    """The names in js/metrics.js's METRICS are the histograms and the queue gauge that
-    /metrics really has, per model version."""
+    """The names in js/metrics.js's METRICS are the counters, histograms and queue gauge that
+    /metrics really has, per model version (the Live page reads nothing else)."""
     source = httpx.get(f"{served.url}/ui/js/metrics.js").text
     names = dict(re.findall(r'^  (\w+): "(shipyard_\w+)"', source, re.MULTILINE))
     assert names["requestDuration"] == REQUEST_HISTOGRAM
@@ -181,5 +181,8 @@ def test_the_metric_names_the_page_reads_are_the_documented_ones(served: Running
     assert names["stageDuration"] == "shipyard_stage_duration_seconds"
     metrics = httpx.get(f"{served.url}/metrics").text
     assert f'{names["queueSize"]}{{model="simple",version="1"}}' in metrics
+    for counter in ("success", "failure", "inferences", "executions", "successTime"):
+        assert f"# TYPE {names[counter]}_total counter" in metrics, counter
+        assert f'{names[counter]}_total{{model="simple",version="1"}}' in metrics, counter
     for histogram in ("requestDuration", "batchSize", "stageDuration"):
         assert f"# TYPE {names[histogram]} histogram" in metrics, histogram

@@ -1,6 +1,7 @@
 """The dashboard's read-only JSON routes (``/ui/api/...``), documented in docs/protocol.md.
 
-* ``GET /ui/api/session``: what this client is offered (:mod:`.access`).
+* ``GET /ui/api/session``: whether the server needs keys, the key sent (its name and roles)
+  and what this client is offered (:mod:`.access`); open to everyone.
 * ``GET /ui/api/models``: every model with state, versions, signature, processing, batching.
 * ``GET /ui/api/models/{name}/versions/{version}/report``: that version's ``report.json``.
 * ``GET /ui/api/models/{name}/tune-report``: ``shipyard tune``'s HTML report of the model.
@@ -18,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from shipyard.config import ServerConfig
-from shipyard.dashboard.access import control_access
+from shipyard.dashboard.access import Policy, control_access
 from shipyard.dashboard.catalog import (
     Service,
     model_rows,
@@ -45,16 +46,20 @@ def _json(value: Any) -> Response:
 class DashboardApi:
     """The ``/ui/api`` handlers of one server."""
 
-    def __init__(self, service: Service, config: ServerConfig, started: float) -> None:
+    def __init__(
+        self, service: Service, config: ServerConfig, policy: Policy, started: float
+    ) -> None:
         self.service = service
         self.config = config
+        #: The server's API keys and rules, which decide what the pages offer.
+        self.policy = policy
         #: Unix time the server started (for the uptime).
         self.started = started
         self.hardware = HardwareCache()
 
     async def session(self, request: Request) -> Response:
-        """``{"can_control": bool, "reason": str}`` for this client."""
-        return _json(control_access(request).to_dict())
+        """What this client is offered: see :meth:`.access.ControlAccess.to_dict`."""
+        return _json(control_access(request, self.policy).to_dict())
 
     async def models(self, request: Request) -> Response:
         """``{"models": [...]}``: see :func:`~shipyard.dashboard.catalog.model_rows`."""

@@ -9,6 +9,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from shipyard.config import ServerConfig
+from shipyard.dashboard.access import Policy
 from shipyard.dashboard.api import DashboardApi
 from shipyard.dashboard.assets import Assets, load_assets
 from shipyard.dashboard.catalog import Service
@@ -22,9 +23,15 @@ UI_PATH = "/ui/"
 PAGES = ("models", "live", "playground", "server")
 
 
-def routes(service: Service, config: ServerConfig, assets: Assets | None = None) -> list[BaseRoute]:
-    """The dashboard's routes for ``service``; reads the static files (``assets``: given ones)."""
-    api = DashboardApi(service, config, time.time())
+def routes(
+    service: Service, config: ServerConfig, policy: Policy, assets: Assets | None = None
+) -> list[BaseRoute]:
+    """The dashboard's routes for ``service``; reads the static files (``assets``: given ones).
+
+    ``policy`` is the server's auth policy (:class:`~.access.Policy`): it decides what the
+    pages offer.
+    """
+    api = DashboardApi(service, config, policy, time.time())
     files = assets if assets is not None else load_assets()
 
     async def to_ui(request: Request) -> Response:

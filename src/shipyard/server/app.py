@@ -179,7 +179,7 @@ class ShipyardServer:
         grpc_started = joined = False
         operations.start()
         try:
-            ui = dashboard.routes(service, config) if config.ui else []
+            ui = dashboard.routes(service, config, auth) if config.ui else []
             metrics_registry = operations.registry()
             app = create_http_app(
                 service,

@@ -46,6 +46,7 @@ __all__ = [
     "Access",
     "ApiKey",
     "AuthPolicy",
+    "ClientAccess",
     "HttpAuth",
     "Role",
     "check_grpc_call",
@@ -171,6 +172,23 @@ def is_loopback(host: str | None) -> bool:
     return address.is_loopback
 
 
+@dataclass(frozen=True, slots=True)
+class ClientAccess:
+    """What one client may do under an :class:`AuthPolicy` (:meth:`AuthPolicy.client_access`)."""
+
+    #: Whether the policy has a key file.
+    keys: bool
+    #: Whether the client's address is a loopback address.
+    loopback: bool
+    #: The name and roles (sorted values) of the key the client sent, when the policy knows it.
+    key_name: str | None
+    key_roles: tuple[str, ...]
+    #: Why the key the client sent was refused (None: no key sent, a known one, or no key file).
+    key_error: str | None
+    #: For each :class:`Access` value but ``open``: whether the call would go ahead.
+    allows: Mapping[str, bool]
+
+
 class AuthPolicy:
     """Decide whether a call may go ahead: the keys (None: no key file) and ``/metrics``'s rule."""
 
@@ -227,6 +245,30 @@ class AuthPolicy:
         except (UnauthenticatedError, PermissionDeniedError):
             return False
         return True
+
+    def client_access(self, authorization: str | None, host: str | None) -> ClientAccess:
+        """Say what a client at ``host`` sending ``authorization`` may do (for pages that
+        offer only what the server will allow: the dashboard)."""
+        loopback = is_loopback(host)
+        allows = {
+            access.value: self.allows(access, authorization, loopback)
+            for access in Access
+            if access is not Access.OPEN
+        }
+        key, error = None, None
+        if self.keys is not None and authorization is not None:
+            try:
+                key = self._identify(authorization)
+            except UnauthenticatedError as exc:
+                error = exc.message
+        return ClientAccess(
+            keys=self.keys is not None,
+            loopback=loopback,
+            key_name=None if key is None else key.name,
+            key_roles=() if key is None else tuple(sorted(role.value for role in key.roles)),
+            key_error=error,
+            allows=allows,
+        )
 
     def _identify(self, authorization: str | None) -> ApiKey:
         """The key that ``Bearer KEY`` names; compared in constant time with every key."""

@@ -1,8 +1,13 @@
 // The dashboard shell: picks the page from the URL (/ui/, /ui/live, ...), mounts it, and keeps
-// the header (server version) and the status line (toast) for every page.
+// the header (server version, the API key form) and the status line (toast) for every page.
+// When the server needs an API key and this tab has none (or a refused one, which is dropped),
+// no page is mounted: nothing is fetched, and the page points at the key form. With a key, each
+// page fetches what it needs and shows the server's 401/403 message when the key's roles do
+// not cover it.
 
-import { getJSON } from "./api.js";
+import { forgetKey, getJSON, session, storedKey } from "./api.js";
 import { h, replace } from "./dom.js";
+import { mountKeyForm } from "./keyform.js";
 import { mountLive } from "./live.js";
 import { mountModels } from "./models.js";
 import { mountPlayground } from "./playground.js";
@@ -42,6 +47,13 @@ async function header() {
   }
 }
 
+function keyNeeded(access) {
+  const form = "enter one in the “API key” form at the top of the page";
+  return access.key_error
+    ? `This tab's API key was refused (${access.key_error}): ${form}.`
+    : `This server needs an API key: ${form}. Nothing is shown without one.`;
+}
+
 async function start() {
   const name = pageName();
   const page = PAGES[name];
@@ -56,7 +68,21 @@ async function start() {
   const main = document.getElementById("main");
   const root = h("div", { class: `page page-${name}` });
   replace(main, h("h1", {}, page.title), root);
-  header();
+  let access = null;
+  try {
+    access = await session();
+  } catch (error) {
+    toast(`The server did not answer: ${error.message}`, "bad");
+  }
+  if (access?.key_error) forgetKey(); // a key the server does not know is of no use
+  mountKeyForm(access);
+  if (access?.keys && (!storedKey() || access.key_error)) {
+    root.append(h("p", { class: "error needs-key", role: "alert" }, keyNeeded(access)));
+    document.body.dataset.ready = name;
+    return;
+  }
+  // The server's name and version (GET /v2) need the infer role: a metrics-only key skips it.
+  if (access?.allows?.infer !== false) header();
   try {
     await page.mount(root, { toast });
   } catch (error) {

@@ -1,21 +1,21 @@
 // The Live page: per model throughput, latency, queue depth and batch sizes over the last
-// minutes, polled every second from GET /v2/models/stats (Triton's cumulative statistics) and
-// GET /metrics (queue gauge; latency and batch-size histograms when the server has them).
+// minutes, polled every second from GET /metrics alone (Triton-style cumulative counters, the
+// queue gauge, the latency and batch-size histograms), so a Prometheus scraper's key (role
+// `metrics`) is enough to watch it.
 
-import { getJSON, getText } from "./api.js";
+import { getText } from "./api.js";
 import { barChart, lineChart } from "./charts.js";
 import { h, num, replace } from "./dom.js";
 import {
   METRICS,
-  batchIncrease,
   bucketCounts,
+  countersByVersion,
   bucketIncrease,
   hasHistogram,
   histograms,
   increase,
   parsePrometheus,
   quantile,
-  statsByVersion,
   sumByModel,
 } from "./metrics.js";
 
@@ -31,12 +31,11 @@ const RECENT_S = 5;
 const ms = (seconds) => (seconds === null ? null : seconds * 1000);
 
 async function sample() {
-  const [stats, text] = await Promise.all([getJSON("/v2/models/stats"), getText("/metrics")]);
-  const samples = parsePrometheus(text);
+  const samples = parsePrometheus(await getText("/metrics"));
   const hist = (name) => (hasHistogram(samples, name) ? histograms(samples, name) : null);
   return {
     t: Date.now() / 1000,
-    stats: statsByVersion(stats),
+    stats: countersByVersion(samples),
     queue: sumByModel(samples, METRICS.queueSize),
     request: hist(METRICS.requestDuration),
     batch: hist(METRICS.batchSize),
@@ -56,7 +55,7 @@ function between(a, b, model) {
     rate: done / dt,
     inferences: increase(before, after, "inferences") / dt,
     errors: increase(before, after, "fail") / dt,
-    mean: done ? increase(before, after, "successNs") / done / 1e6 : null,
+    mean: done ? increase(before, after, "successUs") / done / 1e3 : null,
     p50: ms(quantile(0.5, latency)),
     p99: ms(quantile(0.99, latency)),
     queue: b.queue[model] ?? 0,
@@ -64,16 +63,8 @@ function between(a, b, model) {
 }
 
 function batchBars(first, last, model) {
-  const mine = (labels) => labels.model === model;
-  if (last.batch) {
-    const buckets = bucketIncrease(first.batch, last.batch, mine);
-    return { source: METRICS.batchSize, bars: buckets ? bucketCounts(buckets) : [] };
-  }
-  const counts = batchIncrease(first.stats[model], last.stats[model]);
-  const bars = Object.entries(counts)
-    .map(([size, count]) => ({ label: size, count, size: Number(size) }))
-    .sort((x, y) => x.size - y.size);
-  return { source: "batch_stats of /v2/models/stats", bars };
+  const buckets = bucketIncrease(first.batch, last.batch, (labels) => labels.model === model);
+  return { source: METRICS.batchSize, bars: buckets ? bucketCounts(buckets) : [] };
 }
 
 function stageTable(first, last, model) {
@@ -165,7 +156,7 @@ export async function mountLive(root) {
       note,
       histogramsShown
         ? `p50 and p99 come from the ${METRICS.requestDuration} histogram in /metrics.`
-        : `p50 and p99 need the ${METRICS.requestDuration} histogram, which this server's /metrics does not have yet; the mean latency comes from the statistics counters.`,
+        : `p50 and p99 need the ${METRICS.requestDuration} histogram, which this server's /metrics does not have; the mean latency comes from the ${METRICS.successTime} counter.`,
     );
     if (!names.length) {
       replace(summary, h("p", {}, "No model is loaded."));
@@ -279,6 +270,13 @@ export async function mountLive(root) {
         replace(status, `updated ${new Date().toLocaleTimeString()}`);
         draw();
       } catch (error) {
+        if (error.refused) {
+          // The key will not change until the page reloads: stop polling, and say why.
+          replace(status, "stopped");
+          replace(summary, h("p", { class: "error", role: "alert" }, `Cannot read /metrics: ${error.message}`));
+          replace(cards);
+          return;
+        }
         replace(status, `not updated: ${error.message}`);
       }
     }

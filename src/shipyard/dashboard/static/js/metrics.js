@@ -2,12 +2,17 @@
 // counter deltas and histogram quantiles (Prometheus' histogram_quantile interpolation).
 
 /**
- * The metric names the Live page uses. The counters and the queue gauge exist today
- * (src/shipyard/metrics.py); the histograms light up p50/p99 and the batch-size distribution
- * as soon as /metrics exposes them (labels: model, version; a `stage` label on the stage
- * histogram). Other labels (transport, status...) are summed over.
+ * The metric names the Live page reads, all from GET /metrics (so a key with the `metrics`
+ * role is enough): Triton-style cumulative counters and the queue gauge per model version, and
+ * the histograms that give p50/p99 and the batch-size distribution (labels: model, version; a
+ * `stage` label on the stage histogram). Other labels (transport, status...) are summed over.
  */
 export const METRICS = Object.freeze({
+  success: "shipyard_inference_request_success", // counter: successful requests
+  failure: "shipyard_inference_request_failure", // counter: failed requests
+  inferences: "shipyard_inference_count", // counter: inferences (batch items)
+  executions: "shipyard_inference_exec_count", // counter: model executions (batches)
+  successTime: "shipyard_inference_request_duration_us", // counter: µs of successful requests
   queueSize: "shipyard_inference_queue_size", // gauge: requests waiting, per model version
   requestDuration: "shipyard_request_duration_seconds", // histogram: end-to-end request time
   batchSize: "shipyard_batch_size", // histogram: rows per model execution
@@ -131,25 +136,35 @@ export function bucketCounts(buckets) {
   return out;
 }
 
+/** The Live page's counter fields, and the METRICS name each is read from. */
+const COUNTERS = Object.freeze({
+  success: METRICS.success,
+  fail: METRICS.failure,
+  inferences: METRICS.inferences,
+  executions: METRICS.executions,
+  successUs: METRICS.successTime,
+});
+
 /**
- * Per-model counters from GET /v2/models/stats (Triton's statistics extension), summed over
- * versions, keyed model → version → counters (so deltas are taken per version).
+ * The cumulative counters of /metrics per model and version (other labels summed over), keyed
+ * model → version → {success, fail, inferences, executions, successUs}, so that deltas are
+ * taken per version.
  */
-export function statsByVersion(stats) {
+export function countersByVersion(samples) {
+  const byName = new Map();
+  for (const [field, name] of Object.entries(COUNTERS)) {
+    byName.set(name, field);
+    byName.set(`${name}_total`, field);
+  }
   const out = {};
-  for (const m of stats.model_stats || []) {
-    const s = m.inference_stats;
-    const batches = {};
-    for (const b of m.batch_stats || []) batches[b.batch_size] = b.compute_infer.count;
-    (out[m.name] ||= {})[m.version] = {
-      success: s.success.count,
-      successNs: s.success.ns,
-      fail: s.fail.count,
-      queueNs: s.queue.ns,
-      inferences: m.inference_count,
-      executions: m.execution_count,
-      batches,
-    };
+  for (const s of samples) {
+    const field = byName.get(s.name);
+    if (field === undefined || s.labels.model === undefined) continue;
+    const versions = (out[s.labels.model] ||= {});
+    const counters = (versions[s.labels.version ?? ""] ||= Object.fromEntries(
+      Object.keys(COUNTERS).map((f) => [f, 0]),
+    ));
+    counters[field] += s.value;
   }
   return out;
 }
@@ -162,17 +177,4 @@ export function increase(before, after, field) {
     total += now[field] >= then ? now[field] - then : now[field];
   }
   return total;
-}
-
-/** Executions per batch size between two samples, summed over versions: {size: count}. */
-export function batchIncrease(before, after) {
-  const out = {};
-  for (const [version, now] of Object.entries(after || {})) {
-    for (const [size, count] of Object.entries(now.batches)) {
-      const then = before?.[version]?.batches?.[size] ?? 0;
-      const grew = count >= then ? count - then : count;
-      if (grew > 0) out[size] = (out[size] || 0) + grew;
-    }
-  }
-  return out;
 }

@@ -1,8 +1,8 @@
 // The Models page: every model in the repository with its state, versions, signature,
-// processing and batching, each version's evidence (report.json), and, for clients the server
-// allows (GET /ui/api/session), load / reload / unload through the public repository routes.
+// processing and batching, each version's evidence (report.json), and load / reload / unload
+// through the public repository routes, offered as GET /ui/api/session says (offersControl).
 
-import { getJSON, models as fetchModels, send, seg, session } from "./api.js";
+import { getJSON, getText, models as fetchModels, send, seg, session, storedKey } from "./api.js";
 import { facts, h, replace, table } from "./dom.js";
 import { renderEvidence } from "./evidence.js";
 
@@ -98,10 +98,43 @@ function versions(model) {
   });
 }
 
+/**
+ * A link to the model's tuning report. A plain link cannot carry the API key, so with a key
+ * the report is fetched with it and saved as a file (opening it here, in the dashboard's own
+ * origin, would give up the sandbox the server sends it with).
+ */
+function tuneReport(name) {
+  const path = `/ui/api/models/${seg(name)}/tune-report`;
+  if (!storedKey()) return h("a", { href: path, target: "_blank", rel: "noopener" }, "tune-report.html");
+  const outcome = h("span", { class: "outcome", role: "status" });
+  const save = async () => {
+    try {
+      const blob = new Blob([await getText(path)], { type: "text/html" });
+      const url = URL.createObjectURL(blob);
+      const link = h("a", { href: url, download: `${name}-tune-report.html`, hidden: true });
+      document.body.append(link);
+      link.click();
+      link.remove();
+      setTimeout(() => URL.revokeObjectURL(url), 60_000);
+      replace(outcome, "");
+    } catch (error) {
+      replace(outcome, error.message);
+    }
+  };
+  return [h("button", { type: "button", class: "tune-report", onclick: save }, "download tune-report.html"), " ", outcome];
+}
+
+/**
+ * Whether the page shows Load, Unload and Reload. Without API keys: only to the clients the
+ * server allows (loopback). With keys: to every valid key, since the server names the role a
+ * refused one lacks (403), which says more than a missing button.
+ */
+const offersControl = (access) => access.can_control || Boolean(access.keys && access.key);
+
 function card(model, access, outcome, act) {
   const loaded = model.versions.some((v) => v.loaded);
   const stateClass = `state state-${model.state.toLowerCase()}`;
-  const controls = access.can_control
+  const controls = offersControl(access)
     ? h(
         "div",
         { class: "controls", role: "group", "aria-label": `Control ${model.name}` },
@@ -137,13 +170,7 @@ function card(model, access, outcome, act) {
           ],
           [
             "tuning report",
-            model.tune_report
-              ? h(
-                  "a",
-                  { href: `/ui/api/models/${seg(model.name)}/tune-report`, target: "_blank", rel: "noopener" },
-                  "tune-report.html",
-                )
-              : undefined,
+            model.tune_report ? tuneReport(model.name) : undefined,
           ],
         ])
       : null,
@@ -186,8 +213,17 @@ export async function mountModels(root, { toast }) {
       toast(`${name}: ${label} failed`, "bad");
     }
     busy = false;
-    await render();
+    await refresh();
     list.querySelector(`[data-model="${CSS.escape(name)}"] h2`)?.focus();
+  }
+
+  /** render(), showing a failure (a refused key, a server gone) on the page. */
+  async function refresh() {
+    try {
+      await render();
+    } catch (error) {
+      replace(note, h("span", { class: "error", role: "alert" }, `Could not refresh: ${error.message}`));
+    }
   }
 
   async function render() {
@@ -206,7 +242,7 @@ export async function mountModels(root, { toast }) {
     );
   }
 
-  const refresh = h("button", { type: "button", onclick: () => render() }, "Refresh");
-  root.append(h("div", { class: "toolbar" }, refresh, note), list);
+  const again = h("button", { type: "button", onclick: refresh }, "Refresh");
+  root.append(h("div", { class: "toolbar" }, again, note), list);
   await render();
 }
