@@ -570,6 +570,22 @@ def test_wrong_method_is_405(http: httpx.Client) -> None:
     assert_still_serves(http)
 
 
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/v2/models/simple/extra/infer",
+        "/v2/models/simple/versions/1/extra/infer",
+        "/v2/models//infer",
+    ],
+)
+def test_paths_beside_the_infer_route_are_404(http: httpx.Client, path: str) -> None:
+    """POSTs to paths that only resemble the inference route (the fast path's pattern) get the
+    routed app's 404 naming the path, not an inference."""
+    response = http.post(path, content=body(inputs=simple_inputs()))
+    assert_clear_error(response, 404, "no route")
+    assert_still_serves(http)
+
+
 def test_non_utf8_bytes_for_a_text_model(http: httpx.Client) -> None:
     """Binary BYTES that are not UTF-8, sent to an ONNX string input, are a 400 naming the input."""
     blob = b"".join(struct.pack("<I", len(v)) + v for v in (b"\xff", b"b", b"c", b"d"))
