@@ -129,13 +129,16 @@ class Driver:
         return self.drained
 
 
-async def _schedule(driver: Driver, rate: float, first_ns: int, end_ns: int) -> int:
+async def _schedule(driver: Driver, rate: float, first_ns: int, end_ns: int) -> tuple[int, int]:
     """Dispatch ``rate`` requests per second from ``first_ns`` until ``end_ns``.
 
-    Returns how many scheduled requests were dispatched (sent or queued in the backlog).
+    Returns how many requests the schedule holds, and how many of them were dispatched (sent
+    or queued in the backlog). The caller counts what was never dispatched from this same
+    total: two counts made with different float arithmetic (``span / (1e9 / rate)`` and
+    ``span * rate / 1e9``) can differ by one and report a request "missed" that was never due.
     """
     interval_ns = 1e9 / rate
-    total = math.floor((end_ns - first_ns) / interval_ns)
+    total = math.floor((end_ns - first_ns) * rate / 1e9)
     sent = 0
     while sent < total and driver.running:
         now = clock()
@@ -147,7 +150,7 @@ async def _schedule(driver: Driver, rate: float, first_ns: int, end_ns: int) -> 
             driver.dispatch(due)
             sent += 1
             due = first_ns + int(sent * interval_ns)
-    return sent
+    return total, sent
 
 
 def client_context(ca: Path | None, alpn: str) -> ssl.SSLContext:
@@ -219,20 +222,17 @@ async def measure(
         cpu0, now = time.process_time(), clock()
         recorder.start_ns = now + int(warmup_s * 1e9)
         recorder.end_ns = recorder.start_ns + int(duration_s * 1e9)
-        scheduled = 0
+        total = scheduled = 0
         if rate is None:
             for slot in slots:
                 driver.start(slot, clock())
             await asyncio.sleep(max(0.0, (recorder.end_ns - clock()) / 1e9))
         else:
             driver.idle = list(slots)
-            scheduled = await _schedule(driver, rate, now, recorder.end_ns)
+            total, scheduled = await _schedule(driver, rate, now, recorder.end_ns)
             await asyncio.sleep(max(0.0, (recorder.end_ns - clock()) / 1e9))
         cpu = (time.process_time() - cpu0) / ((clock() - now) / 1e9)
-        missed = len(driver.backlog)
-        if rate is not None:
-            total = math.floor((recorder.end_ns - now) * rate / 1e9)
-            missed += max(0, total - scheduled)
+        missed = len(driver.backlog) + max(0, total - scheduled)
         drained = driver.stop()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(drained, timeout=DRAIN_S)
