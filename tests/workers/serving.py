@@ -16,17 +16,15 @@ import re
 import signal
 import socket
 import ssl
-import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO
 
 import httpx
 
 from shipyard.testing import wait_until_blocking
+from shipyard.testing.process import ServeProcess
 
 __all__ = ["ServeWorkers", "alive", "free_port", "owner", "serve_workers"]
 
@@ -79,7 +77,7 @@ def owner(local_port: int, pids: list[int]) -> int | None:
     return None
 
 
-class ServeWorkers:
+class ServeWorkers(ServeProcess):
     """A running ``shipyard serve REPO --workers N`` with gRPC on a free port."""
 
     def __init__(
@@ -98,45 +96,26 @@ class ServeWorkers:
             True if ca is None else ssl.create_default_context(cafile=str(ca))
         )
         self.grpc_port = free_port() if grpc else 0
-        command = [SHIPYARD, "serve", str(repository), "--workers", str(workers)]
-        command += ["--http-port", "0", "--grpc-port", str(self.grpc_port), *args]
-        env = dict(os.environ, PYTHONUNBUFFERED="1", COLUMNS="200", NO_COLOR="1", **(env or {}))
-        for key in ("SHIPYARD_HTTP_PORT", "SHIPYARD_GRPC_PORT", "SHIPYARD_CORES"):
-            env.pop(key, None)
         self.workers = workers
-        self.process = subprocess.Popen(
-            command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+        super().__init__(
+            repository,
+            "--workers",
+            str(workers),
+            "--grpc-port",
+            str(self.grpc_port),
+            *args,
+            env=env,
+            unset=("SHIPYARD_HTTP_PORT", "SHIPYARD_GRPC_PORT", "SHIPYARD_CORES"),
         )
-        self.stdout: list[str] = []
-        self.stderr: list[str] = []
-        self._lines: queue.Queue[str] = queue.Queue()
-        assert self.process.stdout is not None
-        assert self.process.stderr is not None
-        self._readers = [
-            threading.Thread(target=self._read, args=(self.process.stdout, self.stdout, True)),
-            threading.Thread(target=self._read, args=(self.process.stderr, self.stderr, False)),
-        ]
-        for reader in self._readers:
-            reader.daemon = True
-            reader.start()
-        self.url = ""
+        #: ``host:port`` of gRPC, as tritonclient.grpc takes it.
+        self.grpc_address = f"127.0.0.1:{self.grpc_port}"
         #: Every worker process seen, replacements and their children included, to be sure
         #: none survives.
         self.seen: set[int] = set()
 
-    @property
-    def grpc_address(self) -> str:
-        """``host:port`` of gRPC, as tritonclient.grpc takes it."""
-        return f"127.0.0.1:{self.grpc_port}"
-
-    def _read(self, stream: IO[str], sink: list[str], announce: bool) -> None:
-        for line in stream:
-            sink.append(line)
-            if announce:
-                self._lines.put(line)
-
-    def wait_ready(self, timeout_s: float = 90.0) -> None:
-        """Wait for the URL it prints, then until ``/v2/health/ready`` answers 200."""
+    def wait_ready(self, timeout_s: float = 90.0) -> str:
+        """Wait for the URL it prints, then until ``/v2/health/ready`` answers 200 (over TLS,
+        trusting ``ca``); return the URL."""
         deadline = time.monotonic() + timeout_s
         while not self.url:
             left = deadline - time.monotonic()
@@ -148,6 +127,7 @@ class ServeWorkers:
                     self.url = match.group(1)
         wait_until_blocking(self.ready, "the server is ready", deadline - time.monotonic())
         self.worker_pids()
+        return self.url
 
     def ready(self) -> bool:
         """``GET /v2/health/ready`` on a new connection: True on 200."""
@@ -167,28 +147,11 @@ class ServeWorkers:
             family.extend(children(pid))
         return pids
 
-    def output(self) -> tuple[str, str]:
-        """Everything it printed so far (all of it, once it has exited)."""
-        if self.process.poll() is not None:
-            for reader in self._readers:
-                reader.join(timeout=10)
-        return "".join(self.stdout), "".join(self.stderr)
-
-    def stop(self) -> int:
-        """SIGTERM it if it still runs (SIGKILL after 60 s); fail if a worker outlives it."""
+    def stop(self, timeout_s: float = 60.0) -> int:
+        """SIGTERM it if it still runs (SIGKILL after ``timeout_s``); fail if a worker outlives
+        it."""
         self.worker_pids()
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
-        for reader in self._readers:
-            reader.join(timeout=10)
-        for stream in (self.process.stdout, self.process.stderr):
-            if stream is not None:
-                stream.close()
+        code = super().stop(timeout_s)
         with contextlib.suppress(AssertionError):
             wait_until_blocking(
                 lambda: not any(alive(p) for p in self.seen), "the workers exit", 30
@@ -198,7 +161,7 @@ class ServeWorkers:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         assert not left, f"worker processes {left} outlived the server"
-        return self.process.returncode
+        return code
 
 
 @contextlib.contextmanager

@@ -17,20 +17,28 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO
 
 __all__ = ["ServeProcess", "serve_process"]
 
-_URL = re.compile(r"HTTP\s+(http://127\.0\.0\.1:(\d+))")
+_URL = re.compile(r"HTTP\s+(https?://127\.0\.0\.1:(\d+))")
 _GRPC = re.compile(r"gRPC\s+grpc://(127\.0\.0\.1:\d+)")
 
 
 class ServeProcess:
     """A running ``shipyard serve`` subprocess whose output reader threads collect."""
 
-    def __init__(self, repository: Path, *args: str, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        repository: Path,
+        *args: str,
+        env: dict[str, str] | None = None,
+        unset: Sequence[str] = (),
+    ) -> None:
+        """Start ``shipyard serve REPOSITORY --http-port 0 [args]``; ``env`` is added to this
+        process's environment, and the variables named in ``unset`` are removed from it."""
         command = [
             str(Path(sys.executable).parent / "shipyard"),
             "serve",
@@ -43,6 +51,8 @@ class ServeProcess:
         environment = dict(os.environ)
         environment.update(PYTHONUNBUFFERED="1", COLUMNS="200", NO_COLOR="1")
         environment.update(env or {})
+        for name in unset:
+            environment.pop(name, None)
         self.process = subprocess.Popen(
             command,
             stdout=subprocess.PIPE,
@@ -132,12 +142,13 @@ class ServeProcess:
                 reader.join(timeout=5)
         return "".join(self.stdout), "".join(self.stderr)
 
-    def stop(self) -> None:
-        """SIGTERM it if it still runs (then SIGKILL after 30 s) and close its pipes."""
+    def stop(self, timeout_s: float = 30.0) -> int:
+        """SIGTERM it if it still runs (then SIGKILL after ``timeout_s``), close its pipes;
+        return its exit status."""
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
-                self.process.wait(timeout=30)
+                self.process.wait(timeout=timeout_s)
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(timeout=10)
@@ -146,6 +157,7 @@ class ServeProcess:
         for stream in (self.process.stdout, self.process.stderr):
             if stream is not None:
                 stream.close()
+        return self.process.returncode
 
 
 @contextlib.contextmanager
