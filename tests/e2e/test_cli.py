@@ -4,18 +4,16 @@ from __future__ import annotations
 
 import json
 import os
-import queue
 import re
 import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import httpx
 import pytest
@@ -28,10 +26,10 @@ from shipyard.testing import (
     wait_until_blocking,
     write_model,
 )
+from shipyard.testing.process import ServeProcess
 
 SHIPYARD = str(Path(sys.executable).parent / "shipyard")
 STARTUP_TIMEOUT_S = 60.0
-URL = re.compile(r"HTTP\s+(http://127\.0\.0\.1:(\d+))")
 
 
 def _environment() -> dict[str, str]:
@@ -42,90 +40,19 @@ def _environment() -> dict[str, str]:
     return env
 
 
-class Serve:
-    """A ``shipyard serve`` subprocess whose output is collected by reader threads."""
+class Serve(ServeProcess):
+    """A ``shipyard serve`` subprocess whose output is collected by reader threads (gRPC on a
+    free port unless ``args`` name one; the port variables of this environment left out)."""
 
     def __init__(self, repository: Path, *args: str) -> None:
-        command = [SHIPYARD, "serve", str(repository), "--http-port", "0", "--grpc-port", "0"]
-        self.process = subprocess.Popen(
-            [*command, *args],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=_environment(),
-        )
-        self.lines: queue.Queue[str] = queue.Queue()
-        self.stdout: list[str] = []
-        self.stderr: list[str] = []
-        assert self.process.stdout is not None
-        assert self.process.stderr is not None
-        self._readers = [
-            threading.Thread(target=self._read, args=(self.process.stdout, self.stdout, True)),
-            threading.Thread(target=self._read, args=(self.process.stderr, self.stderr, False)),
-        ]
-        for reader in self._readers:
-            reader.daemon = True
-            reader.start()
-        self.url = ""
-
-    def _read(self, stream: IO[str], sink: list[str], announce: bool) -> None:
-        for line in stream:
-            sink.append(line)
-            if announce:
-                self.lines.put(line)
+        super().__init__(repository, *args, unset=("SHIPYARD_HTTP_PORT", "SHIPYARD_GRPC_PORT"))
 
     def wait_for_url(self) -> str:
         """Read stdout until the HTTP URL is printed, then poll until the server is ready."""
-        deadline = time.monotonic() + STARTUP_TIMEOUT_S
-        while not self.url:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or (self.process.poll() is not None and self.lines.empty()):
-                pytest.fail(f"no URL printed; stdout={self.stdout!r} stderr={self.stderr!r}")
-            try:
-                line = self.lines.get(timeout=min(remaining, 0.5))
-            except queue.Empty:
-                continue
-            match = URL.search(line)
-            if match:
-                self.url = match.group(1)
-        wait_ready(self.url, deadline)
-        return self.url
-
-    def output(self) -> tuple[str, str]:
-        """All of stdout and stderr so far (after the process ended: all of it)."""
-        for reader in self._readers:
-            if self.process.poll() is not None:
-                reader.join(timeout=5)
-        return "".join(self.stdout), "".join(self.stderr)
-
-    def stop(self) -> None:
-        """Terminate the process if it still runs (SIGTERM, then SIGKILL); close its pipes."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
-        for reader in self._readers:
-            reader.join(timeout=10)
-        for stream in (self.process.stdout, self.process.stderr):
-            if stream is not None:
-                stream.close()
-
-
-def wait_ready(url: str, deadline: float) -> None:
-    """Poll GET /v2/health/ready until it answers 200 or ``deadline`` passes."""
-    last: Any = None
-    while time.monotonic() < deadline:
         try:
-            last = httpx.get(f"{url}/v2/health/ready", timeout=2).status_code
-            if last == 200:
-                return
-        except httpx.TransportError as exc:
-            last = exc
-        time.sleep(0.05)
-    pytest.fail(f"{url} did not become ready (last answer: {last!r})")
+            return self.wait_ready(STARTUP_TIMEOUT_S)
+        except RuntimeError as exc:
+            pytest.fail(str(exc))
 
 
 @pytest.fixture

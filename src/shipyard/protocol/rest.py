@@ -61,10 +61,15 @@ def parse_decimal(text: str, what: str) -> int:
     """Parse a non-negative decimal integer from a header or query value.
 
     Raise InvalidInputError naming ``what`` unless ``text`` is ASCII digits with at most
-    :data:`MAX_DECIMAL_DIGITS` significant ones; the message shows at most 40 characters.
+    :data:`MAX_DECIMAL_DIGITS` significant ones; the message shows at most 40 characters of
+    it, and at most 64 of their ``repr`` (an escape such as ``\\U00018cd6`` is 10).
     """
     if not _DIGITS.fullmatch(text):
-        shown = repr(text[:40]) + ("..." if len(text) > 40 else "")
+        shown = repr(text[:40])
+        if len(shown) > 64:
+            shown = shown[:64] + "..."
+        elif len(text) > 40:
+            shown += "..."
         raise InvalidInputError(f"invalid {what} {shown}: expected a non-negative integer")
     digits = text.lstrip("0") or "0"
     if len(digits) > MAX_DECIMAL_DIGITS:
