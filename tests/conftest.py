@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings as hypothesis_settings
 
 from shipyard.testing import (
     RunningServer,
@@ -16,6 +17,14 @@ from shipyard.testing import (
     write_model,
 )
 from shipyard.types import DataType
+
+# Property-based tests (hypothesis) draw the same cases on every `make test` run, so CI fails on
+# a change, not on a new random draw; `make fuzz` (SHIPYARD_FUZZ_EXAMPLES set) draws new ones
+# each run, and what it finds becomes an @example of its test.
+hypothesis_settings.register_profile(
+    "shipyard", derandomize=not os.environ.get("SHIPYARD_FUZZ_EXAMPLES")
+)
+hypothesis_settings.load_profile("shipyard")
 
 
 @pytest.fixture
