@@ -10,6 +10,7 @@ descriptors), so a test can talk to one worker on purpose.
 from __future__ import annotations
 
 import contextlib
+import http.client
 import os
 import queue
 import re
@@ -136,6 +137,24 @@ class ServeWorkers(ServeProcess):
             return ready.status_code == 200
         except httpx.TransportError:
             return False
+
+    def connection_on(self, pid: int, timeout_s: float = 30.0) -> http.client.HTTPConnection:
+        """A keep-alive connection (HTTPS, verified, when TLS is on) that landed on worker
+        ``pid``: new ones until the kernel hands one to it."""
+        port = int(self.url.rsplit(":", 1)[1])
+        for _ in range(200):
+            if isinstance(self.verify, ssl.SSLContext):
+                connection: http.client.HTTPConnection = http.client.HTTPSConnection(
+                    "127.0.0.1", port, timeout=timeout_s, context=self.verify
+                )
+            else:
+                connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout_s)
+            connection.connect()
+            assert connection.sock is not None
+            if owner(connection.sock.getsockname()[1], self.worker_pids()) == pid:
+                return connection
+            connection.close()
+        raise AssertionError(f"no connection reached worker {pid}")
 
     def worker_pids(self) -> list[int]:
         """The worker processes running now (their own children are remembered too)."""

@@ -24,7 +24,7 @@ import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
 from shipyard.testing import add_sub_model, slow_model, wait_until_blocking, write_model
-from tests.workers.serving import SHIPYARD, ServeWorkers, alive, owner, serve_workers
+from tests.workers.serving import SHIPYARD, ServeWorkers, alive, serve_workers
 
 BODY = json.dumps(
     {
@@ -36,19 +36,6 @@ BODY = json.dumps(
 )
 #: How long a replacement may take to serve on a loaded 2-core test machine (it is ~2 s).
 REPLACEMENT_S = 30.0
-
-
-def _connection_on(server: ServeWorkers, pid: int) -> http.client.HTTPConnection:
-    """A keep-alive HTTP connection that landed on worker ``pid``."""
-    port = int(server.url.rsplit(":", 1)[1])
-    for _ in range(200):
-        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-        connection.connect()
-        assert connection.sock is not None
-        if owner(connection.sock.getsockname()[1], server.worker_pids()) == pid:
-            return connection
-        connection.close()
-    raise AssertionError(f"no connection reached worker {pid}")
 
 
 @dataclass
@@ -117,7 +104,7 @@ def test_a_worker_killed_under_load_fails_only_its_own_requests(tmp_path: Path) 
     write_model(tmp_path / "repo", "simple", add_sub_model())
     with serve_workers(tmp_path / "repo", 2) as server:
         victim, survivor = server.worker_pids()
-        probe = _connection_on(server, survivor)
+        probe = server.connection_on(survivor, 60)
         stop = threading.Event()
         everyone: list[Client] = []
         threads: list[threading.Thread] = []
@@ -129,7 +116,7 @@ def test_a_worker_killed_under_load_fails_only_its_own_requests(tmp_path: Path) 
         # Two HTTP clients on each worker, by their connection; two gRPC clients anywhere.
         for index, pid in enumerate((victim, victim, survivor, survivor)):
             who = "victim" if pid == victim else "other"
-            start(Client(f"http-{who}-{index}"), _http_loop, _connection_on(server, pid))
+            start(Client(f"http-{who}-{index}"), _http_loop, server.connection_on(pid, 60))
         for index in range(2):
             start(Client(f"grpc-{index}"), _grpc_loop, server.grpc_address)
         for thread in threads:
@@ -196,7 +183,7 @@ def test_sigterm_drains_every_worker_and_exits_zero(tmp_path: Path) -> None:
     server = ServeWorkers(tmp_path / "repo", 2, "--drain-timeout", "30", grpc=False)
     try:
         server.wait_ready()
-        connections = [_connection_on(server, pid) for pid in server.worker_pids() * 2]
+        connections = [server.connection_on(pid, 60) for pid in server.worker_pids() * 2]
 
         def infer(connection: http.client.HTTPConnection) -> int:
             connection.request("POST", "/v2/models/slow/infer", body)

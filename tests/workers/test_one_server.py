@@ -16,7 +16,7 @@ import tritonclient.grpc as grpcclient
 
 from shipyard.backends.threads import usable_cores
 from shipyard.testing import add_sub_model, slow_model, write_model
-from tests.workers.serving import ServeWorkers, owner, serve_workers
+from tests.workers.serving import ServeWorkers, serve_workers
 
 HTTP_REQUESTS = 24
 GRPC_REQUESTS = 12
@@ -55,19 +55,6 @@ def _grpc_infer(address: str) -> None:
         client.close()
 
 
-def _http_connection(server: ServeWorkers, pid: int) -> http.client.HTTPConnection:
-    """A keep-alive HTTP connection that landed on worker ``pid`` (new ones until one does)."""
-    port = int(server.url.rsplit(":", 1)[1])
-    for _ in range(200):
-        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-        connection.connect()
-        assert connection.sock is not None
-        if owner(connection.sock.getsockname()[1], server.worker_pids()) == pid:
-            return connection
-        connection.close()
-    raise AssertionError(f"no connection reached worker {pid}")
-
-
 def _get(connection: http.client.HTTPConnection, path: str, body: str | None = None) -> Any:
     connection.request("GET" if body is None else "POST", path, body)
     answer = connection.getresponse()
@@ -91,7 +78,7 @@ def test_statistics_and_metrics_are_the_sum_over_workers(server: ServeWorkers) -
         _grpc_infer(server.grpc_address)
     total = HTTP_REQUESTS + GRPC_REQUESTS
     for pid in server.worker_pids():  # ask each worker in turn
-        connection = _http_connection(server, pid)
+        connection = server.connection_on(pid)
         status, body = _get(connection, "/v2/models/simple/stats")
         assert status == 200
         stats = httpx.Response(200, content=body).json()["model_stats"][0]
@@ -130,7 +117,7 @@ def test_repository_control_reaches_every_worker(server: ServeWorkers) -> None:
     """An unload sent to one worker (HTTP) and a load sent to another (gRPC) are done by both
     before the call returns; a load of an unknown model is one 404."""
     one, two = server.worker_pids()
-    first, second = _http_connection(server, one), _http_connection(server, two)
+    first, second = server.connection_on(one), server.connection_on(two)
     try:
         assert _get(first, "/v2/repository/models/simple/unload", "")[0] == 200
         for connection in (first, second):

@@ -7,19 +7,7 @@ import json
 from pathlib import Path
 
 from shipyard.testing import add_sub_model, wait_until_blocking, write_model
-from tests.workers.serving import ServeWorkers, owner, serve_workers
-
-
-def _on(server: ServeWorkers, pid: int) -> http.client.HTTPConnection:
-    port = int(server.url.rsplit(":", 1)[1])
-    for _ in range(200):
-        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-        connection.connect()
-        assert connection.sock is not None
-        if owner(connection.sock.getsockname()[1], server.worker_pids()) == pid:
-            return connection
-        connection.close()
-    raise AssertionError(f"no connection reached worker {pid}")
+from tests.workers.serving import serve_workers
 
 
 def _versions(connection: http.client.HTTPConnection) -> list[str]:
@@ -34,7 +22,7 @@ def test_a_new_version_on_disk_reaches_every_worker_once(tmp_path: Path) -> None
     repository = tmp_path / "repo"
     write_model(repository, "simple", add_sub_model())
     with serve_workers(repository, 2, "--poll-interval", "0.1", grpc=False) as server:
-        connections = [_on(server, pid) for pid in server.worker_pids()]
+        connections = [server.connection_on(pid) for pid in server.worker_pids()]
         try:
             assert [_versions(c) for c in connections] == [["1"], ["1"]]
             write_model(repository, "simple", add_sub_model(), version=2)

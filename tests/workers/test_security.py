@@ -8,7 +8,6 @@ from __future__ import annotations
 import http.client
 import json
 import re
-import ssl
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +21,7 @@ from shipyard.testing import add_sub_model, write_model
 from tests.e2e.test_cli import assert_one_error_line
 from tests.integration.test_auth import KEYS, grpc_inputs, grpc_status, key_file, metadata
 from tests.integration.test_tls import make_certificates
-from tests.workers.serving import SHIPYARD, ServeWorkers, owner, serve_workers
+from tests.workers.serving import SHIPYARD, ServeWorkers, serve_workers
 
 #: Inference requests each worker gets on a connection of its own.
 PER_WORKER = 3
@@ -53,22 +52,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeWorkers]:
         yield running
 
 
-def _on(server: ServeWorkers, pid: int) -> http.client.HTTPSConnection:
-    """A keep-alive HTTPS connection (the server verified) that landed on worker ``pid``."""
-    assert isinstance(server.verify, ssl.SSLContext)
-    port = int(server.url.rsplit(":", 1)[1])
-    for _ in range(200):
-        connection = http.client.HTTPSConnection(
-            "127.0.0.1", port, timeout=30, context=server.verify
-        )
-        connection.connect()
-        assert connection.sock is not None
-        if owner(connection.sock.getsockname()[1], server.worker_pids()) == pid:
-            return connection
-        connection.close()
-    raise AssertionError(f"no connection reached worker {pid}")
-
-
 def _call(
     connection: http.client.HTTPSConnection, path: str, key: str | None, body: str | None = None
 ) -> tuple[int, str]:
@@ -97,7 +80,7 @@ def _metric(text: str, name: str, labels: str) -> float:
 def _infer_on_each(server: ServeWorkers) -> list[http.client.HTTPSConnection]:
     """PER_WORKER inferences on ``simple`` with the infer key on a connection to each worker;
     those connections."""
-    connections = [_on(server, pid) for pid in server.worker_pids()]
+    connections = [server.connection_on(pid) for pid in server.worker_pids()]
     for connection in connections:
         for _ in range(PER_WORKER):
             status, text = _call(connection, "/v2/models/simple/infer", "reader", BODY)
@@ -113,7 +96,7 @@ def test_admin_key_control_over_https_reaches_every_worker(server: ServeWorkers)
     assert "Access: API keys: 3 key(s)" in stdout
     assert server.url.startswith("https://")
     one, two = server.worker_pids()
-    first, second = _on(server, one), _on(server, two)
+    first, second = server.connection_on(one), server.connection_on(two)
     both = (first, second)
     unload, load = "/v2/repository/models/spare/unload", "/v2/repository/models/spare/load"
     try:
@@ -138,7 +121,7 @@ def test_admin_key_control_over_https_reaches_every_worker(server: ServeWorkers)
 def test_metrics_for_the_metrics_key_are_the_sum_over_workers(server: ServeWorkers) -> None:
     """Known inferences on each worker: every worker's /metrics, read with the metrics key,
     counts all of them; the infer key gets 403 and no key 401."""
-    probe = _on(server, server.worker_pids()[0])
+    probe = server.connection_on(server.worker_pids()[0])
     status, text = _call(probe, "/metrics", "scraper")
     probe.close()
     assert status == 200
