@@ -25,6 +25,9 @@ __all__ = ["ServeProcess", "serve_process"]
 
 _URL = re.compile(r"HTTP\s+(https?://127\.0\.0\.1:(\d+))")
 _GRPC = re.compile(r"gRPC\s+grpc://(127\.0\.0\.1:\d+)")
+#: The last line of serve's start-up banner: it is printed after the port is open, so a test
+#: that reads the banner (the models table) waits for this line, not only for health.
+BANNER_END = "Press Ctrl-C to stop."
 
 
 class ServeProcess:
@@ -90,7 +93,8 @@ class ServeProcess:
                 self._lines.put(line)
 
     def wait_ready(self, timeout_s: float = 60.0) -> str:
-        """Wait for the URL it prints, then until ``/v2/health/ready`` answers 200."""
+        """Wait for the URL it prints, until ``/v2/health/ready`` answers 200, and until the
+        whole start-up banner (models table included) has been read."""
         deadline = time.monotonic() + timeout_s
         while not self.url:
             left = deadline - time.monotonic()
@@ -112,13 +116,19 @@ class ServeProcess:
                 with urllib.request.urlopen(ready, timeout=2) as answer:
                     self.answers += 1
                     if answer.status == 200:
-                        return self.url
+                        break
             except urllib.error.HTTPError:
                 self.answers += 1  # 503 while the models load
             except OSError:
                 pass
             time.sleep(0.01)
-        raise RuntimeError(f"{self.url} did not become ready within {timeout_s} s")
+        else:
+            raise RuntimeError(f"{self.url} did not become ready within {timeout_s} s")
+        while not any(BANNER_END in line for line in self.stdout):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"no '{BANNER_END}' printed; stdout={self.stdout}")
+            time.sleep(0.01)
+        return self.url
 
     def rss_bytes(self) -> int:
         """The server's resident memory now (Linux ``/proc``)."""
