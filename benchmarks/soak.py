@@ -6,7 +6,15 @@ same time, each from its own process), then drives both transports at once, open
 ``--load`` (70%) of its share of that capacity, for
 ``--minutes`` (10), in windows of ``--window`` seconds. Each window is one ``shipyard bench``
 run per transport (separate processes, so the load generator never shares the server's
-CPU accounting) and one reading of the server's resident memory.
+CPU accounting) and one reading of the server's resident memory and CPU time.
+
+The server and the load generators run on separate cores (``--server-cpus``, ``--client-cpus``;
+by default the last quarter of this process's CPUs, at least one, drive the load, and the rest
+serve). Sharing cores, the generators take CPU from the server as the load grows, so the
+capacity measured in a closed loop is not what the server can sustain under an open loop, and
+"70% of capacity" would saturate the machine, not the server. Each window records how busy the
+server's cores were (``server CPU``: CPU seconds per second, 1.0 = one core), which says what
+share of its capacity the server really ran at.
 
 It checks, and exits 1 when one fails:
 
@@ -57,6 +65,40 @@ class Window:
     http: dict[str, Any]
     grpc: dict[str, Any]
     rss_bytes: int
+    #: The server's CPU seconds per wall second over the window (1.0 = one core busy).
+    server_cpu: float
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system, every thread) the process ``pid`` has used (Linux ``/proc``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def parse_cpus(text: str) -> set[int]:
+    """``0,2-3`` -> {0, 2, 3}."""
+    cpus: set[int] = set()
+    for part in text.split(","):
+        first, _, last = part.strip().partition("-")
+        cpus.update(range(int(first), int(last or first) + 1))
+    return cpus
+
+
+def cpu_split(args: argparse.Namespace) -> tuple[set[int], set[int]] | None:
+    """The cores of the server and of the load generators, or None (``--no-pin``, one CPU)."""
+    available = sorted(os.sched_getaffinity(0))
+    if args.no_pin or (len(available) < 2 and not (args.server_cpus or args.client_cpus)):
+        return None
+    clients = parse_cpus(args.client_cpus) if args.client_cpus else None
+    server = parse_cpus(args.server_cpus) if args.server_cpus else None
+    if clients is None:
+        pool = sorted(set(available) - (server or set())) or available
+        clients = set(pool[-max(1, len(available) // 4) :])
+    if server is None:
+        server = set(available) - clients
+    if not server or not clients or server & clients:
+        raise SystemExit(f"soak: server CPUs {server} and client CPUs {clients} must not overlap")
+    return server, clients
 
 
 def free_port() -> int:
@@ -67,11 +109,18 @@ def free_port() -> int:
         return port
 
 
-def bench(url: str, protocol: str, seconds: float, concurrency: int, rate: float = 0) -> Any:
-    """Start one ``shipyard bench --json`` run; returns the process (read with :func:`row`)."""
+def bench(
+    url: str, protocol: str, seconds: float, concurrency: int, rate: float = 0, warmup: float = 2
+) -> Any:
+    """Start one ``shipyard bench --json`` run; returns the process (read with :func:`row`).
+
+    The ``warmup`` seconds before the measured ones are driven the same way (at ``rate`` in an
+    open loop) but not counted: the two generators start at once and import for a second or
+    so, so one's first requests would otherwise be late for want of CPU, not of the server.
+    """
     argv = [SHIPYARD, "bench", url, "--model", MODEL, "--shape", SHAPE, "--json"]
     argv += ["--protocol", protocol, "--concurrency", str(concurrency)]
-    argv += ["--duration", str(seconds), "--warmup", "0" if rate else "2"]
+    argv += ["--duration", str(seconds), "--warmup", f"{warmup:g}"]
     if protocol == "http":
         argv.append("--binary")
     if rate:
@@ -88,44 +137,76 @@ def row(process: Any) -> dict[str, Any]:
     return rows[0]
 
 
-def soak(args: argparse.Namespace) -> tuple[list[Window], dict[str, float]]:
-    """Serve, measure the capacity, drive the windows; return them and the capacities."""
+@dataclass(frozen=True)
+class Capacity:
+    """What the closed-loop probe measured: req/s per transport and how busy the server was."""
+
+    rps: dict[str, float]
+    server_cpu: float
+    #: ``server CPUs / client CPUs`` as pinned, or "shared".
+    placement: str
+
+
+def soak(args: argparse.Namespace) -> tuple[list[Window], Capacity]:
+    """Serve, measure the capacity, drive the windows; return them and the capacity."""
+    split = cpu_split(args)
+    placement = "shared"
+    if split is not None:
+        server_cpus, client_cpus = split
+        placement = f"server on CPUs {_cpus(server_cpus)}, load on CPUs {_cpus(client_cpus)}"
+        os.sched_setaffinity(0, server_cpus)  # the server process inherits it
     with tempfile.TemporaryDirectory() as folder:
         repository = Path(folder)
         write_model(repository, MODEL, cnn_model())
         grpc_port = free_port()
         serve = ("--grpc-port", str(grpc_port), "--log-level", "warning")
         with serve_process(repository, *serve) as server:
+            if split is not None:
+                os.sched_setaffinity(0, split[1])  # and the load generators this one
             grpc_url = f"127.0.0.1:{grpc_port}"
             # The capacity of the mix the soak offers: both transports at once, each with its
-            # own load generator (on 2 cores the generators take their share of the CPU too).
+            # own load generator.
+            cpu0, wall0 = cpu_seconds(server.pid), time.monotonic()
             probes = {
                 "http": bench(server.url, "http", args.probe, 32),
                 "grpc": bench(grpc_url, "grpc", args.probe, 32),
             }
-            capacity = {name: row(process)["rps"] for name, process in probes.items()}
-            rates = {name: args.load * rps for name, rps in capacity.items()}
+            rps = {name: row(process)["rps"] for name, process in probes.items()}
+            # The probe's 2 s warm-up is in the CPU reading too: the server is busy throughout.
+            probe_cpu = (cpu_seconds(server.pid) - cpu0) / (time.monotonic() - wall0)
+            capacity = Capacity(rps, probe_cpu, placement)
+            rates = {name: args.load * value for name, value in rps.items()}
             print(
-                f"capacity, both at once: HTTP binary {capacity['http']:,.0f} req/s, gRPC "
-                f"{capacity['grpc']:,.0f} req/s; soak at {rates['http']:,.0f} + "
-                f"{rates['grpc']:,.0f} req/s for {args.minutes:g} min",
+                f"{placement}; capacity, both at once: HTTP binary {rps['http']:,.0f} req/s, "
+                f"gRPC {rps['grpc']:,.0f} req/s (server CPU {probe_cpu:.2f}); soak at "
+                f"{rates['http']:,.0f} + {rates['grpc']:,.0f} req/s for {args.minutes:g} min",
                 flush=True,
             )
             windows: list[Window] = []
             start = time.monotonic()
             count = max(2, round(args.minutes * 60 / args.window))
             for _ in range(count):
+                cpu0, wall0 = cpu_seconds(server.pid), time.monotonic()
                 runs = {
-                    "http": bench(server.url, "http", args.window, 64, rates["http"]),
-                    "grpc": bench(grpc_url, "grpc", args.window, 64, rates["grpc"]),
+                    "http": bench(server.url, "http", args.window, 64, rates["http"], args.warmup),
+                    "grpc": bench(grpc_url, "grpc", args.window, 64, rates["grpc"], args.warmup),
                 }
                 done = {name: row(process) for name, process in runs.items()}
+                server_cpu = (cpu_seconds(server.pid) - cpu0) / (time.monotonic() - wall0)
                 window = Window(
-                    time.monotonic() - start, done["http"], done["grpc"], server.rss_bytes()
+                    time.monotonic() - start,
+                    done["http"],
+                    done["grpc"],
+                    server.rss_bytes(),
+                    server_cpu,
                 )
                 windows.append(window)
                 print(_line(window), flush=True)
     return windows, capacity
+
+
+def _cpus(cpus: set[int]) -> str:
+    return ",".join(str(cpu) for cpu in sorted(cpus))
 
 
 def _line(window: Window) -> str:
@@ -133,13 +214,19 @@ def _line(window: Window) -> str:
         f"{window.end_s:7.0f} s  HTTP {window.http['rps']:8,.0f} req/s p99 "
         f"{window.http['p99_ms']:7.2f} ms  gRPC {window.grpc['rps']:8,.0f} req/s p99 "
         f"{window.grpc['p99_ms']:7.2f} ms  errors {_errors(window)} missed {_missed(window)}  "
-        f"RSS {window.rss_bytes / 2**20:7.1f} MiB"
+        f"RSS {window.rss_bytes / 2**20:7.1f} MiB  server CPU {window.server_cpu:.2f}  "
+        f"load CPU {_client_cpu(window):.2f}"
         + "".join(
             f"\n          {name}: {side['first_error']}"
             for name, side in (("HTTP", window.http), ("gRPC", window.grpc))
             if side["first_error"]
         )
     )
+
+
+def _client_cpu(window: Window) -> float:
+    """The two load generators' CPU seconds per second, together."""
+    return sum(float(side["client_cpu"]) for side in (window.http, window.grpc))
 
 
 def _errors(window: Window) -> int:
@@ -182,25 +269,31 @@ def verdict(windows: list[Window], args: argparse.Namespace) -> list[tuple[bool,
 
 
 def report(
-    windows: list[Window], capacity: dict[str, float], checks: list[tuple[bool, str]]
+    windows: list[Window],
+    capacity: Capacity,
+    checks: list[tuple[bool, str]],
+    args: argparse.Namespace,
 ) -> str:
     """The Markdown section written to RESULTS.md."""
     when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    rps = capacity.rps
     lines = [
-        f"Run {when} on {platform.machine()} ({os.cpu_count()} CPUs), "
-        f"{windows[-1].end_s / 60:.1f} min; capacity HTTP binary {capacity['http']:,.0f} "
-        f"req/s, gRPC {capacity['grpc']:,.0f} req/s (both at once, closed loop, concurrency 32 "
-        "each).",
+        f"Run {when} on {platform.machine()} ({os.cpu_count()} CPUs; {capacity.placement}), "
+        f"{windows[-1].end_s / 60:.1f} min at `--load {args.load:g}`; capacity HTTP binary "
+        f"{rps['http']:,.0f} req/s, gRPC {rps['grpc']:,.0f} req/s (both at once, closed loop, "
+        f"concurrency 32 each; server CPU {capacity.server_cpu:.2f}). Server CPU: CPU seconds "
+        "per second over the window (1.00 = one core busy); load CPU: the same for the two load "
+        "generators together.",
         "",
         "| end (s) | HTTP req/s | HTTP p99 ms | gRPC req/s | gRPC p99 ms | errors | missed "
-        "| RSS MiB |",
-        "|---|---|---|---|---|---|---|---|",
+        "| RSS MiB | server CPU | load CPU |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for w in windows:
         lines.append(
             f"| {w.end_s:.0f} | {w.http['rps']:,.0f} | {w.http['p99_ms']:.2f} | "
             f"{w.grpc['rps']:,.0f} | {w.grpc['p99_ms']:.2f} | {_errors(w)} | {_missed(w)} | "
-            f"{w.rss_bytes / 2**20:.1f} |"
+            f"{w.rss_bytes / 2**20:.1f} | {w.server_cpu:.2f} | {_client_cpu(w):.2f} |"
         )
     lines.append("")
     lines += [f"- {'met' if ok else 'NOT met'}: {text}" for ok, text in checks]
@@ -226,10 +319,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--window", type=float, default=30.0, help="seconds per window")
     parser.add_argument("--load", type=float, default=0.7, help="share of capacity offered")
     parser.add_argument("--probe", type=float, default=10.0, help="seconds per capacity run")
+    parser.add_argument(
+        "--warmup", type=float, default=2.0, help="seconds driven but not counted per window"
+    )
     parser.add_argument("--max-rss-growth", type=float, default=0.05)
     parser.add_argument("--max-p99-drift", type=float, default=3.0)
     parser.add_argument(
         "--results", action="store_true", help="write RESULTS.md even for a short run"
+    )
+    parser.add_argument("--server-cpus", help="CPUs of the server, e.g. 0 or 0-11")
+    parser.add_argument("--client-cpus", help="CPUs of the load generators, e.g. 1 or 12-15")
+    parser.add_argument(
+        "--no-pin", action="store_true", help="server and load generators share every CPU"
     )
     args = parser.parse_args(argv)
     if not 0 < args.load <= 1 or args.minutes <= 0 or args.window <= 0:
@@ -239,7 +340,7 @@ def main(argv: list[str] | None = None) -> int:
     for ok, text in checks:
         print(f"{'met' if ok else 'NOT met'}: {text}")
     if args.minutes >= 10 or args.results:
-        write_results(report(windows, capacity, checks))
+        write_results(report(windows, capacity, checks, args))
         print(f"wrote {RESULTS.relative_to(ROOT)}")
     return 0 if all(ok for ok, _ in checks) else 1
 
