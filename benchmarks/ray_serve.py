@@ -10,6 +10,10 @@ shipyard.loadgen``: closed loop, keep-alive HTTP/1.1, binary tensors) at one con
 3. the same with Ray Serve's HAProxy ingress (``RAY_SERVE_ENABLE_HA_PROXY=1``: HAProxy, a C
    process, forwards straight to the replica's own HTTP server; no Python proxy hop).
 
+Replicas run as ``shipyard ray serve`` deploys them: in Ray's throughput mode and without Ray's
+per-request access log (``shipyard.cluster.deploy.deployment_options``). Under each table, the
+CPU each Ray process used during the load says where the cluster's time goes.
+
 Each row reports requests/s, p50/p99 latency, the ratio to row 1 (the target is >= 0.70 per
 replica) and the resident memory of every process of that setup, plus the time from
 ``ray start`` to the first answered request. ``--duration 2 --warmup 1`` proves the script
@@ -22,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -50,6 +55,56 @@ def rss_mb(pids: list[int]) -> float:
         except OSError:
             continue
     return total / 1024
+
+
+#: Which of a cluster's processes each CPU figure counts, by a piece of its command line.
+_ROLES = (
+    ("replica", "ServeReplica:shipyard:"),
+    ("HAProxy", "haproxy"),
+    ("Ray proxy", "ProxyActor"),
+    ("Serve controller", "ServeController"),
+    ("raylet", "raylet"),
+    ("GCS", "gcs_server"),
+)
+
+
+def cpu_seconds(pids: list[int]) -> dict[int, tuple[str, float]]:
+    """Each live process's role (see :data:`_ROLES`, else "other Ray") and CPU seconds."""
+    found: dict[int, tuple[str, float]] = {}
+    for pid in pids:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            line = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except (OSError, UnicodeDecodeError):
+            continue
+        role = next((name for name, mark in _ROLES if mark in line), "other Ray")
+        found[pid] = (role, (int(stat[11]) + int(stat[12])) / os.sysconf("SC_CLK_TCK"))
+    return found
+
+
+def haproxy_pids() -> list[int]:
+    """HAProxy processes (they leave the Ray worker that starts them, so the cluster's process
+    tree does not hold them)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "comm").read_text().strip() == "haproxy":
+                    pids.append(int(entry.name))
+            except OSError:
+                continue
+    return pids
+
+
+def cpu_share(
+    before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]], wall_s: float
+) -> dict[str, float]:
+    """CPU seconds per second of each role between two :func:`cpu_seconds` readings."""
+    share: dict[str, float] = {}
+    for pid, (role, seconds) in after.items():
+        used = seconds - before.get(pid, (role, 0.0))[1]
+        share[role] = share.get(role, 0.0) + used / wall_s
+    return dict(sorted(share.items(), key=lambda item: -item[1]))
 
 
 def measure(port: int, args: argparse.Namespace, scratch: Path) -> dict[str, Any]:
@@ -106,7 +161,10 @@ def ray_row(args: argparse.Namespace, scratch: Path, haproxy: bool) -> dict[str,
         if done.returncode != 0:
             raise RuntimeError(f"shipyard ray serve failed:\n{done.stdout}\n{done.stderr}")
         ready_s = time.monotonic() - started
+        pids = cluster.process_ids("") + haproxy_pids()
+        before, wall0 = cpu_seconds(pids), time.monotonic()
         result = measure(port, args, scratch)
+        result["cpu"] = cpu_share(before, cpu_seconds(pids), time.monotonic() - wall0)
         result["rss_mb"] = rss_mb(cluster.process_ids(""))
         result["replica_rss_mb"] = rss_mb(cluster.process_ids("ServeReplica:shipyard:"))
     result["ready_s"] = ready_s
@@ -120,15 +178,23 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--cpus", type=int, default=2, help="CPUs of the Ray node")
     parser.add_argument("--json", type=Path, help="Also write the rows as JSON here.")
+    parser.add_argument(
+        "--rows",
+        default="proxy,haproxy",
+        help="Ray rows to run besides `shipyard serve`: proxy, haproxy (comma-separated)",
+    )
     args = parser.parse_args(argv)
+    chosen = set(args.rows.split(","))
     print(f"machine: {so.machine()}; load before: {so.loadavg()}")
     rows: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="shipyard-ray-bench-") as tmp:
         scratch = Path(tmp)
         write_model(scratch / "repo", so.MODEL, cnn_model(), config=_SCALE)
         rows["shipyard serve (1 process)"] = shipyard_row(args, scratch)
-        rows["ray serve, Ray's HTTP proxy"] = ray_row(args, scratch, haproxy=False)
-        rows["ray serve, HAProxy ingress"] = ray_row(args, scratch, haproxy=True)
+        if "proxy" in chosen:
+            rows["ray serve, Ray's HTTP proxy"] = ray_row(args, scratch, haproxy=False)
+        if "haproxy" in chosen:
+            rows["ray serve, HAProxy ingress"] = ray_row(args, scratch, haproxy=True)
     reference = rows["shipyard serve (1 process)"]["rps"]
     print(f"\nseed CNN, binary tensors, concurrency {args.concurrency}, {args.duration:g} s rows")
     print(
@@ -141,6 +207,11 @@ def main(argv: list[str] | None = None) -> None:
             f"{row['p99_ms']:8.1f} {row.get('rss_mb', float('nan')):8.0f} {row['ready_s']:8.1f} "
             f"{row['error_count']}"
         )
+    print("\nCPU seconds per second during each Ray row's load (1.0 = one core), by process:")
+    for name, row in rows.items():
+        if "cpu" in row:
+            shares = ", ".join(f"{role} {value:.2f}" for role, value in row["cpu"].items())
+            print(f"{name:32} load generator {row['client_cpu']:.2f}, {shares}")
     print(f"load after: {so.loadavg()}")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2, default=str) + "\n")

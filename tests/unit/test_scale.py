@@ -16,7 +16,12 @@ def test_scale_defaults_to_one_fixed_replica() -> None:
     options = deployment_options(config.scale)
     assert options["num_replicas"] == 1
     assert "autoscaling_config" not in options
-    assert options["ray_actor_options"] == {"num_cpus": 1.0}
+    assert options["ray_actor_options"]["num_cpus"] == 1.0
+    # Every replica in Ray's throughput mode, without Ray's per-request access log.
+    assert options["ray_actor_options"]["runtime_env"] == {
+        "env_vars": {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}
+    }
+    assert options["logging_config"] == {"enable_access_log": False}
 
 
 def test_scale_with_a_range_autoscales() -> None:
@@ -34,7 +39,7 @@ def test_scale_with_a_range_autoscales() -> None:
     assert options["autoscaling_config"]["max_replicas"] == 3
     assert options["autoscaling_config"]["target_ongoing_requests"] == 4.0
     assert options["autoscaling_config"]["upscale_delay_s"] == 0.0
-    assert options["ray_actor_options"] == {"num_cpus": 0.5}
+    assert options["ray_actor_options"]["num_cpus"] == 0.5
 
 
 @pytest.mark.parametrize(
