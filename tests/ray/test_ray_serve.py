@@ -4,6 +4,7 @@ HAProxy ingress, deployed with API keys (TLS through Ray's own proxy: test_ray_t
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -202,6 +203,21 @@ def test_repository_index_needs_an_admin_key(deployed: Deployed) -> None:
         assert refused.status_code == 403
         assert "admin" in refused.json()["error"]
         assert httpx.request(method, url, headers=deployed.auth("admin")).status_code == 200
+
+
+def test_a_replicas_own_port_needs_a_key_too(deployed: Deployed) -> None:
+    """The CNN replica's own HTTP port (HAProxy's backend, reachable inside the cluster) checks
+    keys itself: 401 without one, served with one."""
+    state = Path(deployed.cluster.env["RAY_SERVE_HAPROXY_CONFIG_FILE_LOC"]).parent
+    config = "".join(path.read_text() for path in state.glob("*/haproxy.cfg"))
+    backends = re.findall(r"server SERVE_REPLICA_shipyard_cnn-\S+ ([\d.]+:\d+)", config)
+    assert backends, config
+    url = f"http://{backends[0]}/v2/models/cnn/infer"
+    body = _infer_json(_image(6))
+    refused = httpx.post(url, json=body)
+    assert refused.status_code == 401
+    assert "API key" in refused.json()["error"]
+    assert httpx.post(url, json=body, headers=deployed.auth()).status_code == 200
 
 
 def _run_cli(argv: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:

@@ -89,7 +89,8 @@ def ray_serve(
     REPOSITORY is a folder every node can read, or a store URL (s3://...). Each replica runs
     Shipyard's own service, backend and dynamic batcher; [scale] in model.toml sets replicas
     and autoscaling. Without --detach, Ctrl-C removes the deployments. Running it again rolls
-    out changed models. gRPC is not served through Ray (see docs/ray.md).
+    out changed models. gRPC is not served through Ray (see docs/ray.md). API keys are checked in
+    every replica; TLS needs a cluster without HAProxy (docs/ray.md, "Keys and TLS").
     """
     from shipyard.cluster.deploy import ClusterSettings, deploy_repository, wait_then_remove
 
