@@ -1,8 +1,10 @@
-"""`shipyard ray serve` on a real local Ray cluster: a head and a worker node, 1 CPU each."""
+"""`shipyard ray serve` on a real local Ray cluster: a head and a worker node, 1 CPU each,
+HAProxy ingress, deployed with API keys (TLS through Ray's own proxy: test_ray_tls.py)."""
 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -20,8 +22,11 @@ import onnxruntime as ort
 import pytest
 import tritonclient.http as triton
 
+from shipyard.cluster.deploy import HAPROXY_NO_TLS
+from shipyard.server.auth import hash_key, new_key
 from shipyard.testing import cnn_model, slow_model, wait_until_blocking, write_model
 from shipyard.testing.raycluster import RayCluster, free_port, local_ray_cluster
+from tests.ray.certificates import Certificates
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(600)]
 
@@ -33,20 +38,45 @@ _SLOW_TOML = (
 )
 
 
+#: The roles of the deployment's API keys, one key each (the key's name is its role).
+ROLES = ("infer", "admin", "metrics")
+
+
 @dataclass
 class Deployed:
-    """The cluster, the URL of its ingress and the CNN's file (for the oracle)."""
+    """The cluster, the URL of its ingress, the CNN's file (for the oracle), the CLI's command
+    line and the API keys by role."""
 
     cluster: RayCluster
     url: str
     address: str
     cnn_file: Path
+    argv: list[str]
+    keys: dict[str, str]
+
+    def auth(self, role: str = "infer") -> dict[str, str]:
+        """The ``Authorization`` header of the key with ``role``."""
+        return {"Authorization": f"Bearer {self.keys[role]}"}
+
+
+def write_keys(path: Path) -> dict[str, str]:
+    """Write a key file with one new key per role of ROLES; return the keys by role."""
+    keys = {role: new_key() for role in ROLES}
+    path.write_text(
+        "".join(
+            f'[[key]]\nname = "{role}"\nsha256 = "{hash_key(key)}"\nroles = ["{role}"]\n'
+            for role, key in keys.items()
+        )
+    )
+    return keys
 
 
 @pytest.fixture(scope="module")
 def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployed]:
-    """A 2-node cluster with the CNN and the slow model deployed by the CLI (--detach)."""
+    """A 2-node cluster with the CNN and the slow model deployed by the CLI (--detach), with
+    API keys."""
     workdir = tmp_path_factory.mktemp("ray")
+    keys = write_keys(workdir / "keys.toml")
     repo = workdir / "repo"
     cnn_file = write_model(repo, "cnn", cnn_model(), config=_CNN_TOML)
     write_model(repo, "slow", slow_model(40), config=_SLOW_TOML)
@@ -54,9 +84,10 @@ def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployed]:
     with local_ray_cluster(workdir, nodes=2, cpus_per_node=1, extra_env=fast_metrics) as cluster:
         port = free_port()
         shipyard = str(Path(sys.executable).parent / "shipyard")
-        argv = [shipyard, "ray", "serve", str(repo), "--address", cluster.address]
+        argv = [shipyard, "ray", "serve", str(repo), "--address", cluster.address, "--detach"]
+        argv += ["--api-keys", str(workdir / "keys.toml")]
         done = subprocess.run(
-            [*argv, "--http-port", str(port), "--detach"],
+            [*argv, "--http-port", str(port)],
             capture_output=True,
             text=True,
             env=cluster.env,
@@ -65,7 +96,9 @@ def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployed]:
         )
         assert done.returncode == 0, done.stdout + done.stderr
         assert f"http://127.0.0.1:{port}" in done.stdout
-        yield Deployed(cluster, f"http://127.0.0.1:{port}", f"127.0.0.1:{port}", cnn_file)
+        assert "API keys: 3 key(s)" in done.stdout
+        url = f"http://127.0.0.1:{port}"
+        yield Deployed(cluster, url, f"127.0.0.1:{port}", cnn_file, [*argv, "--http-port"], keys)
 
 
 def _image(seed: int) -> np.ndarray:
@@ -92,35 +125,123 @@ def _infer_json(image: np.ndarray) -> dict[str, object]:
 
 
 def test_tritonclient_http_through_the_cluster(deployed: Deployed) -> None:
-    """Unmodified tritonclient gets health, metadata and ORT's exact answer through Ray."""
+    """Unmodified tritonclient with an infer key gets health, metadata and ORT's exact answer
+    through Ray."""
     client = triton.InferenceServerClient(deployed.address)
+    key = deployed.auth("infer")
     try:
         assert client.is_server_live()
         assert client.is_server_ready()
-        assert client.is_model_ready("cnn")
-        assert client.get_model_metadata("cnn")["inputs"][0]["shape"] == [-1, 1, 28, 28]
+        assert client.is_model_ready("cnn", headers=key)
+        metadata = client.get_model_metadata("cnn", headers=key)
+        assert metadata["inputs"][0]["shape"] == [-1, 1, 28, 28]
         image = _image(1)
         tensor = triton.InferInput("input", [1, 1, 28, 28], "FP32")
         tensor.set_data_from_numpy(image, binary_data=True)
-        got = client.infer("cnn", [tensor]).as_numpy("probabilities")
+        got = client.infer("cnn", [tensor], headers=key).as_numpy("probabilities")
     finally:
         client.close()
     np.testing.assert_allclose(got, _expected(deployed.cnn_file, image), rtol=1e-5, atol=1e-6)
-    index = httpx.post(f"{deployed.url}/v2/repository/index").json()
+    index = httpx.post(f"{deployed.url}/v2/repository/index", headers=deployed.auth("admin")).json()
     assert {(row["name"], row["state"]) for row in index} == {("cnn", "READY"), ("slow", "READY")}
 
 
 def test_cluster_refuses_what_it_does_not_serve_with_clear_errors(deployed: Deployed) -> None:
     """Unknown models get 404 and repository load gets 501, each with an {"error"} body."""
-    unknown = httpx.get(f"{deployed.url}/v2/models/nope")
+    unknown = httpx.get(f"{deployed.url}/v2/models/nope", headers=deployed.auth())
     assert unknown.status_code == 404
     assert "nope" in unknown.json()["error"]
-    load = httpx.post(f"{deployed.url}/v2/repository/models/cnn/load")
+    load = httpx.post(
+        f"{deployed.url}/v2/repository/models/cnn/load", headers=deployed.auth("admin")
+    )
     assert load.status_code == 501
     assert "shipyard ray serve" in load.json()["error"]
-    bad = httpx.post(f"{deployed.url}/v2/models/cnn/infer", content=b"{not json")
+    bad = httpx.post(
+        f"{deployed.url}/v2/models/cnn/infer", content=b"{not json", headers=deployed.auth()
+    )
     assert bad.status_code == 400
     assert "error" in bad.json()
+
+
+def test_a_call_without_a_key_is_401_with_the_challenge(deployed: Deployed) -> None:
+    """Without a key, or with an unknown one, inference (a replica) and server metadata (the
+    root) answer 401 with {"error"} and WWW-Authenticate."""
+    body = _infer_json(_image(3))
+    for headers in ({}, {"Authorization": f"Bearer {new_key()}"}):
+        for response in (
+            httpx.post(f"{deployed.url}/v2/models/cnn/infer", json=body, headers=headers),
+            httpx.get(f"{deployed.url}/v2", headers=headers),
+        ):
+            assert response.status_code == 401, response.text
+            assert "API key" in response.json()["error"]
+            assert response.headers["www-authenticate"] == 'Bearer realm="shipyard"'
+
+
+def test_a_metrics_key_may_not_infer(deployed: Deployed) -> None:
+    """A key with role metrics only gets 403 on inference, naming the role it needs."""
+    response = httpx.post(
+        f"{deployed.url}/v2/models/cnn/infer",
+        json=_infer_json(_image(4)),
+        headers=deployed.auth("metrics"),
+    )
+    assert response.status_code == 403
+    assert "infer" in response.json()["error"]
+
+
+def test_health_is_open_without_a_key(deployed: Deployed) -> None:
+    """Health (live and ready) answers without a key, for load balancers' probes."""
+    assert httpx.get(f"{deployed.url}/v2/health/live").status_code == 200
+    assert httpx.get(f"{deployed.url}/v2/health/ready").status_code == 200
+
+
+def test_repository_index_needs_an_admin_key(deployed: Deployed) -> None:
+    """The repository index and server-wide statistics refuse an infer key (403) and answer an
+    admin key."""
+    for method, path in (("POST", "/v2/repository/index"), ("GET", "/v2/models/stats")):
+        url = f"{deployed.url}{path}"
+        refused = httpx.request(method, url, headers=deployed.auth("infer"))
+        assert refused.status_code == 403
+        assert "admin" in refused.json()["error"]
+        assert httpx.request(method, url, headers=deployed.auth("admin")).status_code == 200
+
+
+def test_a_replicas_own_port_needs_a_key_too(deployed: Deployed) -> None:
+    """The CNN replica's own HTTP port (HAProxy's backend, reachable inside the cluster) checks
+    keys itself: 401 without one, served with one."""
+    state = Path(deployed.cluster.env["RAY_SERVE_HAPROXY_CONFIG_FILE_LOC"]).parent
+    config = "".join(path.read_text() for path in state.glob("*/haproxy.cfg"))
+    backends = re.findall(r"server SERVE_REPLICA_shipyard_cnn-\S+ ([\d.]+:\d+)", config)
+    assert backends, config
+    url = f"http://{backends[0]}/v2/models/cnn/infer"
+    body = _infer_json(_image(6))
+    refused = httpx.post(url, json=body)
+    assert refused.status_code == 401
+    assert "API key" in refused.json()["error"]
+    assert httpx.post(url, json=body, headers=deployed.auth()).status_code == 200
+
+
+def _run_cli(argv: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, capture_output=True, text=True, env=env, timeout=120, check=False)
+
+
+def test_tls_on_the_haproxy_ingress_is_refused(deployed: Deployed, certs: Certificates) -> None:
+    """--tls-cert on a cluster whose ingress is HAProxy fails with the way out, no traceback."""
+    port = deployed.address.rsplit(":", 1)[1]
+    tls = ["--tls-cert", str(certs.cert), "--tls-key", str(certs.key)]
+    done = _run_cli([*deployed.argv, port, *tls], deployed.cluster.env)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert HAPROXY_NO_TLS in done.stderr
+    assert "Traceback" not in done.stdout + done.stderr
+
+
+def test_other_http_options_on_a_running_cluster_are_refused(deployed: Deployed) -> None:
+    """Serve's HTTP options are fixed once it runs: another port fails clearly (Ray would
+    ignore it and the command would print a URL nobody serves), and the cluster serves on."""
+    done = _run_cli([*deployed.argv, str(free_port())], deployed.cluster.env)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert f"already runs on this cluster on {deployed.address}" in done.stderr
+    assert "Traceback" not in done.stdout + done.stderr
+    assert httpx.get(f"{deployed.url}/v2/health/ready").status_code == 200
 
 
 def test_killed_replica_is_replaced_and_every_request_is_answered(deployed: Deployed) -> None:
@@ -137,7 +258,7 @@ def test_killed_replica_is_replaced_and_every_request_is_answered(deployed: Depl
     stop = threading.Event()
 
     def client() -> None:
-        with httpx.Client(timeout=30) as http:
+        with httpx.Client(timeout=30, headers=deployed.auth()) as http:
             while not stop.is_set():
                 try:
                     response = http.post(f"{deployed.url}/v2/models/cnn/infer", json=body)
@@ -194,7 +315,7 @@ def test_autoscaling_adds_a_replica_under_load(deployed: Deployed) -> None:
     answered: Counter[int] = Counter()
 
     def client() -> None:
-        with httpx.Client(timeout=60) as http:
+        with httpx.Client(timeout=60, headers=deployed.auth()) as http:
             while not stop.is_set():
                 answered[
                     http.post(f"{deployed.url}/v2/models/slow/infer", json=body).status_code

@@ -9,8 +9,9 @@ import click
 from shipyard import __version__
 from shipyard.cli.common import console, fail
 from shipyard.config import LOG_LEVELS
-from shipyard.errors import ShipyardError
+from shipyard.errors import ConfigError, ShipyardError
 from shipyard.log import configure_logging
+from shipyard.server.auth import AuthPolicy, load_keys
 
 __all__ = ["ray_group"]
 
@@ -37,6 +38,28 @@ def ray_group() -> None:
     default=None,
     help="Where each node caches a store URL REPOSITORY.",
 )
+# -- exposure (docs/ray.md, "Keys and TLS"): the same flags as `shipyard serve`, but no mutual TLS.
+@click.option(
+    "--tls-cert",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="PEM certificate chain: Ray's proxy serves HTTPS (with --tls-key; not with HAProxy).",
+)
+@click.option(
+    "--tls-key", type=click.Path(path_type=Path, dir_okay=False), default=None, help="PEM key."
+)
+@click.option(
+    "--api-keys",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="TOML file of API keys with roles (make one with `shipyard keys new`).",
+)
+@click.option(
+    "--metrics-auth",
+    is_flag=True,
+    default=False,
+    help="/metrics needs a key (role metrics or admin) [default: open].",
+)
 @click.option(
     "--detach", is_flag=True, help="Deploy and exit; the models keep serving on the cluster."
 )
@@ -54,6 +77,10 @@ def ray_serve(
     http_port: int,
     models: tuple[str, ...],
     cache_dir: Path | None,
+    tls_cert: Path | None,
+    tls_key: Path | None,
+    api_keys: Path | None,
+    metrics_auth: bool,
     detach: bool,
     log_level: str,
 ) -> None:
@@ -62,12 +89,20 @@ def ray_serve(
     REPOSITORY is a folder every node can read, or a store URL (s3://...). Each replica runs
     Shipyard's own service, backend and dynamic batcher; [scale] in model.toml sets replicas
     and autoscaling. Without --detach, Ctrl-C removes the deployments. Running it again rolls
-    out changed models. gRPC is not served through Ray (see docs/ray.md).
+    out changed models. gRPC is not served through Ray (see docs/ray.md). API keys are checked in
+    every replica; TLS needs a cluster without HAProxy (docs/ray.md, "Keys and TLS").
     """
     from shipyard.cluster.deploy import ClusterSettings, deploy_repository, wait_then_remove
 
     configure_logging(log_level)
-    settings = ClusterSettings(address, host, http_port, models, cache_dir)
+    try:  # the files are checked here, before anything reaches the cluster
+        auth = _auth_policy(api_keys, metrics_auth)
+        _check_tls(tls_cert, tls_key)
+    except ShipyardError as exc:
+        fail(exc.message)
+    settings = ClusterSettings(
+        address, host, http_port, models, cache_dir, auth=auth, tls_cert=tls_cert, tls_key=tls_key
+    )
     try:
         with console.status("deploying on Ray..."):
             names = deploy_repository(repository, settings)
@@ -76,10 +111,34 @@ def ray_serve(
     except Exception as exc:  # Ray reports a replica that cannot start as a RuntimeError
         fail(f"deployment failed: {type(exc).__name__}: {exc}")
     url_host = f"[{host}]" if ":" in host else host
+    scheme = "https" if settings.tls else "http"
     console.print(f"Shipyard {__version__} on Ray serving {repository}")
-    console.print(f"  HTTP  http://{url_host}:{http_port}   (Open Inference Protocol v2)")
+    console.print(f"  HTTP  {scheme}://{url_host}:{http_port}   (Open Inference Protocol v2)")
     console.print(f"  models: {', '.join(names)}")
+    if auth is None:
+        console.print("  Access: no API keys: every call is open (--api-keys FILE to require keys)")
+    else:
+        console.print(f"  Access: {auth.describe()}")
     if detach:
         return
     console.print("Press Ctrl-C to remove the deployments.")
     wait_then_remove(names)
+
+
+def _auth_policy(api_keys: Path | None, metrics_auth: bool) -> AuthPolicy | None:
+    """The key policy of ``--api-keys`` (its file read now), or None without a key file."""
+    if api_keys is None:
+        if metrics_auth:
+            raise ConfigError("--metrics-auth needs API keys to check: give --api-keys FILE")
+        return None
+    return AuthPolicy(load_keys(api_keys), metrics_auth)
+
+
+def _check_tls(cert: Path | None, key: Path | None) -> None:
+    """Refuse a certificate without its key (or the reverse) and files that do not load."""
+    from shipyard.server.tls import server_context
+
+    if (cert is None) != (key is None):
+        raise ConfigError("--tls-cert and --tls-key go together: give both")
+    if cert is not None and key is not None:
+        server_context(cert, key, None, ["http/1.1"])  # ConfigError naming the file

@@ -5,6 +5,10 @@ Each model becomes its own Serve application, routed at ``/v2/models/<name>``, w
 answers the server-level routes. Ray's ingress forwards a request straight to a replica of the
 model it names, so the only hop is Ray's own proxy (or HAProxy, see docs/ray.md). Replica counts
 and autoscaling come from ``[scale]`` in each model.toml.
+
+API keys travel to every replica in :class:`~shipyard.cluster.replica.ReplicaSpec` (digests
+only). TLS is Ray's own: ``ssl_certfile``/``ssl_keyfile`` in Serve's HTTP options, which only Ray's
+Python proxy serves (its HAProxy ingress has none, so :func:`connect` refuses TLS there).
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import os
 import signal
 import threading
 from dataclasses import dataclass
@@ -23,14 +28,17 @@ from shipyard.config import ModelConfig, ScaleConfig
 from shipyard.errors import ConfigError
 from shipyard.repository.layout import find_model, scan_repository
 from shipyard.repository.stores import open_repository
+from shipyard.server.auth import AuthPolicy
 
 __all__ = [
+    "HAPROXY_NO_TLS",
     "ROOT_APP",
     "ClusterSettings",
     "app_name",
     "connect",
     "deploy_repository",
     "deployment_options",
+    "head_node_env",
     "remove_repository",
     "wait_then_remove",
 ]
@@ -40,6 +48,16 @@ log = logging.getLogger(__name__)
 #: The Serve application answering health, server metadata and the repository index.
 ROOT_APP = "shipyard:root"
 _HINT = "pip install 'shipyard[ray]'"
+#: Why TLS is refused on a cluster whose ingress is HAProxy.
+HAPROXY_NO_TLS = (
+    "Ray's HAProxy ingress has no TLS: terminate TLS at a load balancer in front of it, or "
+    "start the cluster without RAY_SERVE_ENABLE_HA_PROXY to let Ray's proxy serve HTTPS "
+    "(slower: docs/ray.md)"
+)
+#: A custom resource only the head node has (Ray's ``HEAD_NODE_RESOURCE_NAME``).
+_HEAD_NODE = "node:__internal_head__"
+#: Seconds the head node has to answer :func:`head_node_env`.
+_HEAD_TIMEOUT_S = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +75,26 @@ class ClusterSettings:
     max_request_bytes: int = 64 * 1024 * 1024
     max_tensor_elements: int = 64 * 1024 * 1024
     drain_timeout_s: float = 30.0
+    #: API keys checked by every replica; None: no key file, every call is open.
+    auth: AuthPolicy | None = None
+    #: PEM certificate chain and key: Ray's proxy serves HTTPS (read on the head node).
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+
+    @property
+    def tls(self) -> bool:
+        """Whether Ray's proxy serves HTTPS."""
+        return self.tls_cert is not None and self.tls_key is not None
+
+    def http_options(self) -> dict[str, Any]:
+        """Serve's HTTP options for these settings (certificate paths made absolute)."""
+        cert, key = (self.tls_cert, self.tls_key) if self.tls else (None, None)
+        return {
+            "host": self.host,
+            "port": self.http_port,
+            "ssl_certfile": None if cert is None else str(cert.absolute()),
+            "ssl_keyfile": None if key is None else str(key.absolute()),
+        }
 
 
 def app_name(model: str) -> str:
@@ -114,11 +152,54 @@ def connect(settings: ClusterSettings) -> Any:
             f"cannot connect to the Ray cluster at {settings.address!r}: {exc}; start one with "
             "`ray start --head`, or pass --address ray://HOST:10001"
         ) from exc
-    serve.start(
-        proxy_location="HeadOnly",
-        http_options={"host": settings.host, "port": settings.http_port},
-    )
+    wanted = settings.http_options()
+    if settings.tls and head_node_env("RAY_SERVE_ENABLE_HA_PROXY") == "1":
+        raise ConfigError(HAPROXY_NO_TLS)
+    serve.start(proxy_location="HeadOnly", http_options=wanted)
+    _check_running_options(wanted)
     return serve
+
+
+def head_node_env(name: str) -> str | None:
+    """The environment variable ``name`` as Ray's workers on the head node see it: what the
+    Serve controller, which runs there and picks the ingress, reads its settings from."""
+    import ray
+
+    def read() -> str | None:  # a closure: sent by value, the head needs no Shipyard import
+        return os.environ.get(name)
+
+    task = ray.remote(num_cpus=0, resources={_HEAD_NODE: 0.001})(read)
+    try:
+        value: str | None = ray.get(task.remote(), timeout=_HEAD_TIMEOUT_S)
+    except TimeoutError as exc:  # Ray's GetTimeoutError
+        raise ConfigError(
+            f"the Ray cluster's head node did not run a task within {_HEAD_TIMEOUT_S:.0f} s "
+            "(needed to check its ingress before serving TLS)"
+        ) from exc
+    return value
+
+
+def _check_running_options(wanted: dict[str, Any]) -> None:
+    """Raise ConfigError when Serve already ran on the cluster with other HTTP options.
+
+    Ray fixes them when Serve first starts on a cluster and ignores new ones afterwards (with
+    only a log line), so the command would otherwise print a URL nobody serves.
+    """
+    from ray.serve.context import _get_global_client  # no public API reads them (Ray 2.60)
+
+    client = _get_global_client()
+    if client is None:  # raised rather than returned when no controller runs
+        raise ConfigError("Ray Serve did not start on the cluster")
+    running = client.http_config
+    if all(getattr(running, key) == value for key, value in wanted.items()):
+        return
+    tls = f"HTTPS with {running.ssl_certfile}" if running.ssl_certfile else "plain HTTP"
+    raise ConfigError(
+        f"Ray Serve already runs on this cluster on {running.host}:{running.port} with {tls}; "
+        "its HTTP options are fixed when Serve first starts on a cluster and Ray ignores new "
+        "ones: deploy with those (--host, --http-port, --tls-cert/--tls-key), or shut Serve "
+        "down first (`serve shutdown`; it removes every application) and deploy again"
+    )
 
 
 def _generation(store_root: Path, name: str) -> str:
@@ -159,6 +240,7 @@ def deploy_repository(repository: str, settings: ClusterSettings) -> list[str]:
             settings.max_request_bytes,
             settings.max_tensor_elements,
             settings.drain_timeout_s,
+            auth=settings.auth,
         )
         deployment = serve.deployment(replica_class).options(
             name=name,
@@ -171,7 +253,7 @@ def deploy_repository(repository: str, settings: ClusterSettings) -> list[str]:
         name="root", num_replicas=1, ray_actor_options={"num_cpus": 0}
     )
     models = {name: (app_name(name), name) for name in configs}
-    serve.run(root.bind(models), name=ROOT_APP, route_prefix="/")
+    serve.run(root.bind(models, auth=settings.auth), name=ROOT_APP, route_prefix="/")
     return names
 
 

@@ -6,6 +6,10 @@ batcher batches inside the replica) and answers the V2 REST routes under
 ``/v2/models/<name>`` with the same Starlette app as ``shipyard serve``. :class:`RootIngress`
 answers the server-level routes (health, server metadata, repository index) by asking every
 model's deployment. Neither imports Ray: :mod:`~shipyard.cluster.deploy` wraps them.
+
+With API keys, both check every request with :class:`~shipyard.server.auth.HttpAuth`, as
+``shipyard serve`` does: the policy travels in :class:`ReplicaSpec` and holds only the keys'
+SHA-256 digests, so no key crosses the cluster in clear.
 """
 
 from __future__ import annotations
@@ -29,8 +33,9 @@ from shipyard.protocol.rest import encode_repository_index, encode_statistics
 from shipyard.repository.registry import ModelRegistry
 from shipyard.repository.stores import open_repository
 from shipyard.server.admission import Admission
+from shipyard.server.auth import AuthPolicy, HttpAuth
 from shipyard.server.decoding import DecodePool
-from shipyard.server.http import HttpLimits, create_http_app
+from shipyard.server.http import HTTP_STATUS, HttpLimits, create_http_app
 from shipyard.server.observe import Observer
 from shipyard.server.service import EXTENSIONS, InferenceService
 from shipyard.types import JSONObject
@@ -46,7 +51,8 @@ _ASGI = Callable[[_Scope, Callable[[], Awaitable[Any]], Callable[[Any], Awaitabl
 
 @dataclass(frozen=True, slots=True)
 class ReplicaSpec:
-    """What a replica needs to start: where the repository is, which model, the limits."""
+    """What a replica needs to start: where the repository is, which model, the limits, who
+    may call it."""
 
     #: A folder every node can read, or a store URL (each node caches it in ``cache_dir``).
     repository: str
@@ -55,6 +61,8 @@ class ReplicaSpec:
     max_request_bytes: int = 64 * 1024 * 1024
     max_tensor_elements: int = 64 * 1024 * 1024
     drain_timeout_s: float = 30.0
+    #: API keys (digests only) checked on every request; None: no key file, every call open.
+    auth: AuthPolicy | None = None
 
 
 def full_path(app: _ASGI) -> _ASGI:
@@ -108,7 +116,7 @@ class ModelReplica:
         )
         self._decoder = DecodePool(defaults.decode_workers, defaults.decode_inline_bytes)
         limits = HttpLimits(spec.max_request_bytes, admission, self._decoder)
-        app = create_http_app(service, limits, metrics, Observer(registry.metrics))
+        app = create_http_app(service, limits, metrics, Observer(registry.metrics), auth=spec.auth)
         return full_path(app)
 
     async def reconfigure(self, user_config: dict[str, Any]) -> None:
@@ -154,14 +162,22 @@ class ModelReplica:
 class RootIngress:
     """The server-level V2 routes of the cluster: health, metadata, repository index."""
 
-    def __init__(self, models: dict[str, tuple[str, str]], timeout_s: float = 10.0) -> None:
+    def __init__(
+        self,
+        models: dict[str, tuple[str, str]],
+        timeout_s: float = 10.0,
+        auth: AuthPolicy | None = None,
+    ) -> None:
         #: ``{model: (Ray application, deployment)}``
         self.models = models
         self.timeout_s = timeout_s
+        #: API keys checked on every request but health; None: every call open (the loopback
+        #: rule of ``shipyard serve`` does not apply: behind HAProxy every peer is loopback).
+        self.auth = auth
 
-    def __serve_build_asgi_app__(self) -> Starlette:
+    def __serve_build_asgi_app__(self) -> _ASGI:
         """Return the root ASGI app (Ray calls this once the replica is constructed)."""
-        return Starlette(
+        app = Starlette(
             routes=[
                 Route("/v2/health/live", self._live, methods=["GET"]),
                 Route("/v2/health/ready", self._ready, methods=["GET"]),
@@ -173,6 +189,9 @@ class RootIngress:
             ],
             exception_handlers={404: self._not_found, 405: self._not_found},
         )
+        if self.auth is None or self.auth.keys is None:
+            return app
+        return HttpAuth(app, self.auth, HTTP_STATUS)
 
     async def _stats(self, request: Request) -> Response:
         try:
