@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from shipyard.cli import main
-from shipyard.cluster.deploy import ClusterSettings
+from shipyard.cluster.deploy import ClusterSettings, unreachable_replicas
 from shipyard.cluster.replica import ReplicaSpec, RootIngress
 from shipyard.server.auth import Access, ApiKey, AuthPolicy, Role, hash_key, new_key
 
@@ -141,3 +141,26 @@ def test_cli_refuses_flags_that_cannot_work(args: tuple[str, ...], message: str)
     code, output = ray_serve(*args)
     assert code == 2
     assert message in output
+
+
+def test_loopback_host_on_a_multi_node_haproxy_cluster_is_refused_with_the_fix() -> None:
+    """--host 127.0.0.1 with HAProxy and nodes at two addresses: replicas on the other node
+    would listen on loopback where HAProxy cannot reach them; the message says what to pass."""
+    problem = unreachable_replicas("127.0.0.1", True, {"10.0.0.5", "10.0.0.6"})
+    assert problem is not None
+    assert "--host 0.0.0.0" in problem
+    assert "10.0.0.6" in problem
+
+
+@pytest.mark.parametrize(
+    ("host", "haproxy", "nodes"),
+    [
+        ("127.0.0.1", True, {"127.0.0.1"}),  # every node on this machine (the tests' cluster)
+        ("127.0.0.1", True, {"10.0.0.5"}),  # one node: HAProxy reaches it over loopback
+        ("127.0.0.1", False, {"10.0.0.5", "10.0.0.6"}),  # Ray's proxy calls replicas over Ray
+        ("0.0.0.0", True, {"10.0.0.5", "10.0.0.6"}),
+    ],
+)
+def test_reachable_replicas_are_not_refused(host: str, haproxy: bool, nodes: set[str]) -> None:
+    """Only the loopback-host, HAProxy, several-addresses case is refused."""
+    assert unreachable_replicas(host, haproxy, nodes) is None

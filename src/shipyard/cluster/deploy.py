@@ -28,7 +28,7 @@ from shipyard.config import ModelConfig, ScaleConfig
 from shipyard.errors import ConfigError
 from shipyard.repository.layout import find_model, scan_repository
 from shipyard.repository.stores import open_repository
-from shipyard.server.auth import AuthPolicy
+from shipyard.server.auth import AuthPolicy, is_loopback
 
 __all__ = [
     "HAPROXY_NO_TLS",
@@ -40,6 +40,7 @@ __all__ = [
     "deployment_options",
     "head_node_env",
     "remove_repository",
+    "unreachable_replicas",
     "wait_then_remove",
 ]
 
@@ -153,11 +154,36 @@ def connect(settings: ClusterSettings) -> Any:
             "`ray start --head`, or pass --address ray://HOST:10001"
         ) from exc
     wanted = settings.http_options()
-    if settings.tls and head_node_env("RAY_SERVE_ENABLE_HA_PROXY") == "1":
-        raise ConfigError(HAPROXY_NO_TLS)
+    if settings.tls or is_loopback(settings.host):
+        haproxy = head_node_env("RAY_SERVE_ENABLE_HA_PROXY") == "1"
+        if haproxy and settings.tls:
+            raise ConfigError(HAPROXY_NO_TLS)
+        alive = [node for node in ray.nodes() if node.get("Alive")]  # type: ignore[no-untyped-call]
+        nodes = {str(node["NodeManagerAddress"]) for node in alive}
+        problem = unreachable_replicas(settings.host, haproxy, nodes)
+        if problem:
+            raise ConfigError(problem)
     serve.start(proxy_location="HeadOnly", http_options=wanted)
     _check_running_options(wanted)
     return serve
+
+
+def unreachable_replicas(host: str, haproxy: bool, node_addresses: set[str]) -> str | None:
+    """Why HAProxy could not reach every replica with ``--host host``, or None.
+
+    With HAProxy, each replica serves HTTP itself on Serve's ``host``; HAProxy reaches the
+    replicas of its own node over loopback but those of other nodes at their node's address,
+    which a replica listening on loopback does not answer.
+    """
+    if not haproxy or not is_loopback(host) or len(node_addresses) < 2:
+        return None
+    return (
+        f"--host {host} makes every replica listen on loopback only, but this cluster's nodes "
+        f"have {len(node_addresses)} addresses ({', '.join(sorted(node_addresses))}) and Ray's "
+        "HAProxy ingress reaches replicas on other nodes at their address: pass --host 0.0.0.0 "
+        "(HAProxy and the replicas then listen on every interface; keep the replicas' ports "
+        "30000-31000 inside the cluster's network, docs/ray.md)"
+    )
 
 
 def head_node_env(name: str) -> str | None:
