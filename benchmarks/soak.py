@@ -2,8 +2,9 @@
 
 Serves an MNIST-sized CNN with ``shipyard serve`` (HTTP and gRPC) in a subprocess, measures
 its capacity for the mix it offers (closed loop, concurrency 32, HTTP binary and gRPC at the
-same time, each from its own process), then drives both transports at once, open loop, each at
-``--load`` (70%) of its share of that capacity, for
+same time, each from its own process), then what of it an open loop sustains (steps of 40% to
+100% of it, see :func:`open_loop_share`), then drives both transports at once, open loop, each at
+``--load`` (70%) of its share of that open-loop capacity, for
 ``--minutes`` (10), in windows of ``--window`` seconds. Each window is one ``shipyard bench``
 run per transport (separate processes, so the load generator never shares the server's
 CPU accounting) and one reading of the server's resident memory and CPU time.
@@ -13,8 +14,10 @@ by default the last quarter of this process's CPUs, at least one, drive the load
 serve). Sharing cores, the generators take CPU from the server as the load grows, so the
 capacity measured in a closed loop is not what the server can sustain under an open loop, and
 "70% of capacity" would saturate the machine, not the server. Each window records how busy the
-server's cores were (``server CPU``: CPU seconds per second, 1.0 = one core), which says what
-share of its capacity the server really ran at.
+server's cores were (``server CPU``: CPU seconds per second, 1.0 = one core); it is not
+proportional to the load, since a server with time to spare runs smaller batches, which cost
+more per request. The open-loop generators send on a 1 ms tick
+(``--tick``): without one they spin between sends, keeping a core busy (docs/bench.md).
 
 It checks, and exits 1 when one fails:
 
@@ -110,7 +113,13 @@ def free_port() -> int:
 
 
 def bench(
-    url: str, protocol: str, seconds: float, concurrency: int, rate: float = 0, warmup: float = 2
+    url: str,
+    protocol: str,
+    seconds: float,
+    concurrency: int,
+    rate: float = 0,
+    warmup: float = 2,
+    tick_ms: float = 1,
 ) -> Any:
     """Start one ``shipyard bench --json`` run; returns the process (read with :func:`row`).
 
@@ -123,8 +132,8 @@ def bench(
     argv += ["--duration", str(seconds), "--warmup", f"{warmup:g}"]
     if protocol == "http":
         argv.append("--binary")
-    if rate:
-        argv += ["--rate", f"{rate:.1f}"]
+    if rate:  # a tick: without one the generator spins between sends (docs/bench.md)
+        argv += ["--rate", f"{rate:.1f}", "--tick", f"{tick_ms:g}"]
     return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -143,8 +152,54 @@ class Capacity:
 
     rps: dict[str, float]
     server_cpu: float
+    #: The two load generators' CPU seconds per second during the probe (near 1.0 per core
+    #: they have: the generators, not the server, may have set the capacity).
+    load_cpu: float
     #: ``server CPUs / client CPUs`` as pinned, or "shared".
     placement: str
+    #: The open-loop capacity as a share of the closed-loop one (:func:`open_loop_share`).
+    open_share: float
+
+
+#: The shares of the closed-loop capacity the open-loop probe offers, one step each.
+STEPS = (0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+
+
+def open_loop_share(
+    http_url: str,
+    grpc_url: str,
+    rps: dict[str, float],
+    pace: tuple[float, float],
+    args: argparse.Namespace,
+) -> float:
+    """The highest share of the closed-loop capacity the server sustains in an open loop.
+
+    A closed loop at concurrency 32 keeps the queue full, so requests batch well; an open loop
+    at the same rate sends them spread out, in smaller batches that cost more each. The soak is
+    an open loop, so its 70% is of what an open loop sustains: steps of :data:`STEPS` times the
+    closed-loop rates, both transports at once, each ``--step`` seconds; a step is sustained
+    when nothing failed or was missed and both p99s are at most ``--sustained-p99`` ms. The
+    first step that is not ends the probe (0 when not even the first is).
+    """
+    sustained = 0.0
+    for share in STEPS:
+        runs = {
+            "http": bench(http_url, "http", args.step, 64, share * rps["http"], *pace),
+            "grpc": bench(grpc_url, "grpc", args.step, 64, share * rps["grpc"], *pace),
+        }
+        done = {name: row(process) for name, process in runs.items()}
+        worst = max(float(side["p99_ms"] or 0) for side in done.values())
+        failed = sum(
+            int(side["error_count"]) + int(side.get("missed") or 0) for side in done.values()
+        )
+        ok = failed == 0 and worst <= args.sustained_p99
+        print(f"  open loop at {share:.1f}: p99 {worst:.1f} ms, failed or missed {failed}")
+        if not ok:
+            break
+        sustained = share
+    if sustained == 0:
+        raise SystemExit("soak: the server sustains not even the first open-loop step")
+    return sustained
 
 
 def soak(args: argparse.Namespace) -> tuple[list[Window], Capacity]:
@@ -171,15 +226,24 @@ def soak(args: argparse.Namespace) -> tuple[list[Window], Capacity]:
                 "http": bench(server.url, "http", args.probe, 32),
                 "grpc": bench(grpc_url, "grpc", args.probe, 32),
             }
-            rps = {name: row(process)["rps"] for name, process in probes.items()}
+            probed = {name: row(process) for name, process in probes.items()}
+            rps = {name: float(side["rps"]) for name, side in probed.items()}
+            load_cpu = sum(float(side["client_cpu"]) for side in probed.values())
             # The probe's 2 s warm-up is in the CPU reading too: the server is busy throughout.
             probe_cpu = (cpu_seconds(server.pid) - cpu0) / (time.monotonic() - wall0)
-            capacity = Capacity(rps, probe_cpu, placement)
-            rates = {name: args.load * value for name, value in rps.items()}
             print(
-                f"{placement}; capacity, both at once: HTTP binary {rps['http']:,.0f} req/s, "
-                f"gRPC {rps['grpc']:,.0f} req/s (server CPU {probe_cpu:.2f}); soak at "
-                f"{rates['http']:,.0f} + {rates['grpc']:,.0f} req/s for {args.minutes:g} min",
+                f"{placement}; closed-loop capacity, both at once: HTTP binary "
+                f"{rps['http']:,.0f} req/s, gRPC {rps['grpc']:,.0f} req/s (server CPU "
+                f"{probe_cpu:.2f}, load CPU {load_cpu:.2f})",
+                flush=True,
+            )
+            pace = (args.warmup, args.tick)
+            share = open_loop_share(server.url, grpc_url, rps, pace, args)
+            capacity = Capacity(rps, probe_cpu, load_cpu, placement, share)
+            rates = {name: args.load * share * value for name, value in rps.items()}
+            print(
+                f"open-loop capacity: {share:.1f} of it; soak at {rates['http']:,.0f} + "
+                f"{rates['grpc']:,.0f} req/s for {args.minutes:g} min",
                 flush=True,
             )
             windows: list[Window] = []
@@ -188,8 +252,8 @@ def soak(args: argparse.Namespace) -> tuple[list[Window], Capacity]:
             for _ in range(count):
                 cpu0, wall0 = cpu_seconds(server.pid), time.monotonic()
                 runs = {
-                    "http": bench(server.url, "http", args.window, 64, rates["http"], args.warmup),
-                    "grpc": bench(grpc_url, "grpc", args.window, 64, rates["grpc"], args.warmup),
+                    "http": bench(server.url, "http", args.window, 64, rates["http"], *pace),
+                    "grpc": bench(grpc_url, "grpc", args.window, 64, rates["grpc"], *pace),
                 }
                 done = {name: row(process) for name, process in runs.items()}
                 server_cpu = (cpu_seconds(server.pid) - cpu0) / (time.monotonic() - wall0)
@@ -230,8 +294,12 @@ def _client_cpu(window: Window) -> float:
 
 
 def _errors(window: Window) -> int:
-    """Requests that failed (any status but OK, or no answer)."""
-    return sum(int(side["error_count"]) for side in (window.http, window.grpc))
+    """Requests that failed (any status but OK, or no answer), in the window or in its
+    uncounted warm-up and drain."""
+    return sum(
+        int(side["error_count"]) + int(side.get("errors_outside") or 0)
+        for side in (window.http, window.grpc)
+    )
 
 
 def _missed(window: Window) -> int:
@@ -279,9 +347,14 @@ def report(
     rps = capacity.rps
     lines = [
         f"Run {when} on {platform.machine()} ({os.cpu_count()} CPUs; {capacity.placement}), "
-        f"{windows[-1].end_s / 60:.1f} min at `--load {args.load:g}`; capacity HTTP binary "
+        f"{windows[-1].end_s / 60:.1f} min at `--load {args.load:g}` (send tick {args.tick:g} ms); "
+        "capacity HTTP binary "
         f"{rps['http']:,.0f} req/s, gRPC {rps['grpc']:,.0f} req/s (both at once, closed loop, "
-        f"concurrency 32 each; server CPU {capacity.server_cpu:.2f}). Server CPU: CPU seconds "
+        f"concurrency 32 each; server CPU {capacity.server_cpu:.2f}, load CPU "
+        f"{capacity.load_cpu:.2f}); open-loop capacity {capacity.open_share:.1f} of that (the "
+        f"highest step sustained with p99 <= {args.sustained_p99:g} ms), so the soak offers "
+        f"{args.load:g} x {capacity.open_share:.1f} of the closed-loop rates. Server CPU: CPU "
+        "seconds "
         "per second over the window (1.00 = one core busy); load CPU: the same for the two load "
         "generators together.",
         "",
@@ -321,6 +394,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--probe", type=float, default=10.0, help="seconds per capacity run")
     parser.add_argument(
         "--warmup", type=float, default=2.0, help="seconds driven but not counted per window"
+    )
+    parser.add_argument(
+        "--tick", type=float, default=1.0, help="ms: the load generators' send tick (0: spin)"
+    )
+    parser.add_argument("--step", type=float, default=6.0, help="seconds per open-loop step")
+    parser.add_argument(
+        "--sustained-p99", type=float, default=50.0, help="ms: the p99 an open-loop step may reach"
     )
     parser.add_argument("--max-rss-growth", type=float, default=0.05)
     parser.add_argument("--max-p99-drift", type=float, default=3.0)

@@ -207,7 +207,9 @@ def test_repository_index_needs_an_admin_key(deployed: Deployed) -> None:
 
 def test_a_replicas_own_port_needs_a_key_too(deployed: Deployed) -> None:
     """The CNN replica's own HTTP port (HAProxy's backend, reachable inside the cluster) checks
-    keys itself: 401 without one, served with one."""
+    keys itself: 401 without one, served with one. It serves only its model's routes: an
+    unload there, even with an admin key, and /metrics are 404 (Ray's routing), and the model
+    keeps serving."""
     state = Path(deployed.cluster.env["RAY_SERVE_HAPROXY_CONFIG_FILE_LOC"]).parent
     config = "".join(path.read_text() for path in state.glob("*/haproxy.cfg"))
     backends = re.findall(r"server SERVE_REPLICA_shipyard_cnn-\S+ ([\d.]+:\d+)", config)
@@ -217,6 +219,11 @@ def test_a_replicas_own_port_needs_a_key_too(deployed: Deployed) -> None:
     refused = httpx.post(url, json=body)
     assert refused.status_code == 401
     assert "API key" in refused.json()["error"]
+    assert httpx.post(url, json=body, headers=deployed.auth()).status_code == 200
+    unload = f"http://{backends[0]}/v2/repository/models/cnn/unload"
+    assert httpx.post(unload, headers=deployed.auth("admin")).status_code == 404
+    metrics = httpx.get(f"http://{backends[0]}/metrics", headers=deployed.auth("admin"))
+    assert metrics.status_code == 404
     assert httpx.post(url, json=body, headers=deployed.auth()).status_code == 200
 
 

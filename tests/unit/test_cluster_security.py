@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import pickle
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -13,7 +14,7 @@ from click.testing import CliRunner
 
 from shipyard.cli import main
 from shipyard.cluster.deploy import ClusterSettings, unreachable_replicas
-from shipyard.cluster.replica import ReplicaSpec, RootIngress
+from shipyard.cluster.replica import ReplicaSpec, RootIngress, no_repository_control
 from shipyard.server.auth import Access, ApiKey, AuthPolicy, Role, hash_key, new_key
 
 KEYS = {name: new_key() for name in ("infer", "admin", "metrics")}
@@ -72,13 +73,11 @@ def test_root_without_keys_keeps_no_loopback_rule() -> None:
     assert root_call(None, "POST", "/v2/repository/models/cnn/load").status_code == 501
 
 
-def test_replica_spec_carries_digests_not_keys() -> None:
-    """The policy pickled to each replica checks the same keys and holds none of them in clear."""
+def test_replica_spec_policy_survives_the_trip_to_a_replica() -> None:
+    """The policy pickled to each replica (digests only: the key file holds no clear key)
+    checks the same keys and roles there."""
     spec = ReplicaSpec("repo", "cnn", auth=POLICY)
-    sent = pickle.dumps(spec)
-    for key in KEYS.values():
-        assert key.encode() not in sent
-    received = pickle.loads(sent)
+    received = pickle.loads(pickle.dumps(spec))
     assert received.auth is not None
     assert (
         received.auth.authorize(Access.INFER, f"Bearer {KEYS['infer']}", loopback=False).name
@@ -143,6 +142,15 @@ def test_cli_refuses_flags_that_cannot_work(args: tuple[str, ...], message: str)
     assert message in output
 
 
+def test_one_nodes_address_on_a_multi_node_haproxy_cluster_is_refused() -> None:
+    """--host set to one node's address: HAProxy reaches that node's replicas over loopback
+    and the others' replicas cannot listen there; refused with the same fix."""
+    problem = unreachable_replicas("10.0.0.5", True, {"10.0.0.5", "10.0.0.6"})
+    assert problem is not None
+    assert "10.0.0.5 only" in problem
+    assert "--host 0.0.0.0" in problem
+
+
 def test_loopback_host_on_a_multi_node_haproxy_cluster_is_refused_with_the_fix() -> None:
     """--host 127.0.0.1 with HAProxy and nodes at two addresses: replicas on the other node
     would listen on loopback where HAProxy cannot reach them; the message says what to pass."""
@@ -159,8 +167,33 @@ def test_loopback_host_on_a_multi_node_haproxy_cluster_is_refused_with_the_fix()
         ("127.0.0.1", True, {"10.0.0.5"}),  # one node: HAProxy reaches it over loopback
         ("127.0.0.1", False, {"10.0.0.5", "10.0.0.6"}),  # Ray's proxy calls replicas over Ray
         ("0.0.0.0", True, {"10.0.0.5", "10.0.0.6"}),
+        ("::", True, {"10.0.0.5", "10.0.0.6"}),
     ],
 )
 def test_reachable_replicas_are_not_refused(host: str, haproxy: bool, nodes: set[str]) -> None:
-    """Only the loopback-host, HAProxy, several-addresses case is refused."""
+    """Only a host short of every interface, with HAProxy and several addresses, is refused."""
     assert unreachable_replicas(host, haproxy, nodes) is None
+
+
+def test_a_replica_refuses_repository_control_on_its_own_port() -> None:
+    """A replica's app answers load/unload with the cluster's 501 (a replica's model changes
+    only by a rollout) and passes every other request to Shipyard's app."""
+    seen: list[str] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        seen.append(scope["path"])
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    transport = httpx.ASGITransport(app=no_repository_control(app))
+
+    async def call(path: str) -> httpx.Response:
+        async with httpx.AsyncClient(transport=transport, base_url="http://replica") as client:
+            return await client.post(path)
+
+    for action in ("load", "unload"):
+        refused = asyncio.run(call(f"/v2/repository/models/cnn/{action}"))
+        assert refused.status_code == 501
+        assert f"repository {action} of 'cnn'" in refused.json()["error"]
+    assert asyncio.run(call("/v2/models/cnn/infer")).status_code == 200
+    assert seen == ["/v2/models/cnn/infer"]

@@ -43,7 +43,8 @@ def test_percentile_matches_numpy_inverted_cdf(values: list[int], q: float) -> N
 
 
 def test_recorder_counts_only_the_window() -> None:
-    """Responses before the window (warm-up) or after it are left out of every figure."""
+    """Responses before the window (warm-up) or after it are left out of every figure; the
+    failures among them are counted apart (errors_outside)."""
     recorder = Recorder(start_ns=100 * MS, end_ns=1100 * MS)
     recorder.record(0, 50 * MS, OK)  # warm-up
     recorder.record(1100 * MS, 1200 * MS, OK)  # after the window
@@ -59,6 +60,7 @@ def test_recorder_counts_only_the_window() -> None:
     assert summary.max_ms == pytest.approx(4.0)
     assert summary.mean_ms == pytest.approx(2.5)
     assert summary.errors == {}
+    assert summary.errors_outside == 1
     assert summary.client_cpu == 0.25
 
 

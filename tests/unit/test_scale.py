@@ -18,8 +18,12 @@ def test_scale_defaults_to_one_fixed_replica() -> None:
     assert "autoscaling_config" not in options
     assert options["ray_actor_options"]["num_cpus"] == 1.0
     # Every replica in Ray's throughput mode, without Ray's per-request access log.
+    # (Throughput mode would also open an HTTP port on every replica behind Ray's proxy: off.)
     assert options["ray_actor_options"]["runtime_env"] == {
-        "env_vars": {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}
+        "env_vars": {
+            "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
+            "RAY_SERVE_ENABLE_DIRECT_INGRESS": "0",
+        }
     }
     assert options["logging_config"] == {"enable_access_log": False}
 

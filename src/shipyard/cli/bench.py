@@ -35,6 +35,15 @@ __all__ = ["bench_command"]
     "[default: 1,8,64; 64 with --rate].",
 )
 @click.option("--rate", default=None, metavar="R[,R...]", help="Open loop: requests/s.")
+@click.option(
+    "--tick",
+    type=float,
+    default=0.0,
+    show_default=True,
+    metavar="MS",
+    help="Open loop: wake at most every MS ms and send what is due; 0 sends each request at "
+    "its time, which keeps a core busy at thousands of req/s.",
+)
 @click.option("--duration", type=float, default=10.0, show_default=True, help="Seconds per row.")
 @click.option("--warmup", type=float, default=1.0, show_default=True, help="Seconds not recorded.")
 @click.option(
@@ -87,6 +96,7 @@ def bench_command(
             rates=rates,
             duration_s=options["duration"],
             warmup_s=options["warmup"],
+            tick_ms=options["tick"],
             binary=options["binary"],
             arrays_file=options["arrays_file"],
             shapes=parse_shapes(shapes),

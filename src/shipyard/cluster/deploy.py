@@ -106,7 +106,12 @@ def app_name(model: str) -> str:
 #: The environment of every replica process: Ray Serve's throughput mode runs the application
 #: on the replica's own event loop (not a second thread's) and keeps Serve's logs off stderr.
 #: Measured in benchmarks/RESULTS.md ("Ray Serve"): it is the larger part of the gain there.
-REPLICA_ENV = {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}
+#: Throughput mode would also give every replica an HTTP server of its own (direct ingress) on
+#: clusters that route through Ray's proxy; that stays off (a node in HAProxy mode still turns
+#: it on, which HAProxy needs).
+REPLICA_ENV = {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1", "RAY_SERVE_ENABLE_DIRECT_INGRESS": "0"}
+#: ``--host`` values on which a replica listens on every interface.
+_EVERY_INTERFACE = ("0.0.0.0", "::")
 
 
 def deployment_options(scale: ScaleConfig) -> dict[str, Any]:
@@ -154,8 +159,14 @@ def connect(settings: ClusterSettings) -> Any:
             "`ray start --head`, or pass --address ray://HOST:10001"
         ) from exc
     wanted = settings.http_options()
-    if settings.tls or is_loopback(settings.host):
-        haproxy = head_node_env("RAY_SERVE_ENABLE_HA_PROXY") == "1"
+    if settings.tls or settings.host not in _EVERY_INTERFACE:
+        try:
+            haproxy = head_node_env("RAY_SERVE_ENABLE_HA_PROXY") == "1"
+        except ConfigError as exc:
+            if settings.tls:  # TLS on HAProxy would serve nothing: do not guess
+                raise
+            log.warning("%s; deploying without checking --host against it", exc.message)
+            haproxy = False
         if haproxy and settings.tls:
             raise ConfigError(HAPROXY_NO_TLS)
         alive = [node for node in ray.nodes() if node.get("Alive")]  # type: ignore[no-untyped-call]
@@ -172,14 +183,16 @@ def unreachable_replicas(host: str, haproxy: bool, node_addresses: set[str]) -> 
     """Why HAProxy could not reach every replica with ``--host host``, or None.
 
     With HAProxy, each replica serves HTTP itself on Serve's ``host``; HAProxy reaches the
-    replicas of its own node over loopback but those of other nodes at their node's address,
-    which a replica listening on loopback does not answer.
+    replicas of its own node over loopback and those of other nodes at their node's address.
+    On nodes with several addresses only a host of every interface serves both (a loopback
+    host misses the other nodes, one node's address the loopback and the other nodes).
     """
-    if not haproxy or not is_loopback(host) or len(node_addresses) < 2:
+    if not haproxy or host in _EVERY_INTERFACE or len(node_addresses) < 2:
         return None
+    where = "loopback only" if is_loopback(host) else f"{host} only"
     return (
-        f"--host {host} makes every replica listen on loopback only, but this cluster's nodes "
-        f"have {len(node_addresses)} addresses ({', '.join(sorted(node_addresses))}) and Ray's "
+        f"--host {host} makes every replica listen on {where}, but this cluster's nodes have "
+        f"{len(node_addresses)} addresses ({', '.join(sorted(node_addresses))}) and Ray's "
         "HAProxy ingress reaches replicas on other nodes at their address: pass --host 0.0.0.0 "
         "(HAProxy and the replicas then listen on every interface; keep the replicas' ports "
         "30000-31000 inside the cluster's network, docs/ray.md)"
@@ -200,7 +213,7 @@ def head_node_env(name: str) -> str | None:
     except TimeoutError as exc:  # Ray's GetTimeoutError
         raise ConfigError(
             f"the Ray cluster's head node did not run a task within {_HEAD_TIMEOUT_S:.0f} s "
-            "(needed to check its ingress before serving TLS)"
+            "(needed to check which ingress it runs: Ray's proxy or HAProxy)"
         ) from exc
     return value
 
@@ -211,12 +224,16 @@ def _check_running_options(wanted: dict[str, Any]) -> None:
     Ray fixes them when Serve first starts on a cluster and ignores new ones afterwards (with
     only a log line), so the command would otherwise print a URL nobody serves.
     """
-    from ray.serve.context import _get_global_client  # no public API reads them (Ray 2.60)
+    try:  # no public API reads them (Ray 2.60): a later Ray may move this
+        from ray.serve.context import _get_global_client
 
-    client = _get_global_client()
-    if client is None:  # raised rather than returned when no controller runs
+        client = _get_global_client()
+        running = None if client is None else client.http_config
+    except (ImportError, AttributeError) as exc:
+        log.warning("cannot read Serve's running HTTP options (%s): not checked", exc)
+        return
+    if running is None:
         raise ConfigError("Ray Serve did not start on the cluster")
-    running = client.http_config
     if all(getattr(running, key) == value for key, value in wanted.items()):
         return
     tls = f"HTTPS with {running.ssl_certfile}" if running.ssl_certfile else "plain HTTP"

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import json
+import re
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,7 +42,15 @@ from shipyard.server.observe import Observer
 from shipyard.server.service import EXTENSIONS, InferenceService
 from shipyard.types import JSONObject
 
-__all__ = ["CLUSTER_EXTENSIONS", "ModelReplica", "ReplicaSpec", "RootIngress", "full_path"]
+__all__ = [
+    "CLUSTER_EXTENSIONS",
+    "ModelReplica",
+    "ReplicaSpec",
+    "RootIngress",
+    "control_refusal",
+    "full_path",
+    "no_repository_control",
+]
 
 #: Through Ray, repository load/unload are not offered (a rollout replaces replicas instead).
 CLUSTER_EXTENSIONS = tuple(e for e in EXTENSIONS if e != "model_repository")
@@ -75,6 +85,37 @@ def full_path(app: _ASGI) -> _ASGI:
             path = scope["path"] if scope["path"].startswith(root) else root + scope["path"]
             scope = {**scope, "root_path": "", "path": path}
         await app(scope, receive, send)
+
+    return wrapped
+
+
+def control_refusal(name: str, action: str) -> JSONObject:
+    """The answer to repository load/unload through Ray (501): what to do instead."""
+    return {
+        "error": f"repository {action} of {name!r} is not available through Ray Serve: run "
+        "`shipyard ray serve` again to roll out new versions (each replica reloads), or change "
+        "[scale] in model.toml"
+    }
+
+
+_CONTROL_PATH = re.compile(r"/v2/repository/models/([^/]+)/(load|unload)")
+
+
+def no_repository_control(app: _ASGI) -> _ASGI:
+    """Wrap a replica's app so that repository load/unload answer 501 as the cluster URL does:
+    a replica's model changes only by a rollout, never by a call that one replica would obey and
+    the others not. (Ray 2.60's routing sends a replica only its model's paths, so this is for
+    whatever path a later Ray would let through.)"""
+
+    async def wrapped(scope: _Scope, receive: Any, send: Any) -> None:
+        match = _CONTROL_PATH.fullmatch(scope.get("path", "")) if scope["type"] == "http" else None
+        if match is None:
+            await app(scope, receive, send)
+            return
+        body = json.dumps(control_refusal(match.group(1), match.group(2))).encode()
+        headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+        await send({"type": "http.response.start", "status": 501, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
 
     return wrapped
 
@@ -117,7 +158,7 @@ class ModelReplica:
         self._decoder = DecodePool(defaults.decode_workers, defaults.decode_inline_bytes)
         limits = HttpLimits(spec.max_request_bytes, admission, self._decoder)
         app = create_http_app(service, limits, metrics, Observer(registry.metrics), auth=spec.auth)
-        return full_path(app)
+        return full_path(no_repository_control(app))
 
     async def reconfigure(self, user_config: dict[str, Any]) -> None:
         """Reload the model when the deployment's ``generation`` changes (a rollout)."""
@@ -251,12 +292,5 @@ class RootIngress:
         return JSONResponse(rows)
 
     async def _control(self, request: Request) -> Response:
-        name = request.path_params["name"]
-        return JSONResponse(
-            {
-                "error": f"repository {request.path_params['action']} of {name!r} is not "
-                "available through Ray Serve: run `shipyard ray serve` again to roll out new "
-                "versions (each replica reloads), or change [scale] in model.toml"
-            },
-            501,
-        )
+        params = request.path_params
+        return JSONResponse(control_refusal(params["name"], params["action"]), 501)

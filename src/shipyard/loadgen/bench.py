@@ -34,6 +34,8 @@ class BenchPlan:
     binary: bool = False
     concurrency: tuple[int, ...] = (1, 8, 64)
     rates: tuple[float, ...] = ()  # empty: closed loop
+    #: Open loop: wake at most once per tick and send what is due (0: each at its time).
+    tick_ms: float = 0.0
     duration_s: float = 10.0
     warmup_s: float = 1.0
     arrays_file: Path | None = None
@@ -71,6 +73,7 @@ class BenchResult:
             "warmup_s": self.plan.warmup_s,
             "duration_s": self.plan.duration_s,
             "mode": "open" if self.plan.rates else "closed",
+            "tick_ms": self.plan.tick_ms,
             "rows": [row.to_dict() for row in self.rows],
         }
 
@@ -86,6 +89,8 @@ def _check(plan: BenchPlan) -> None:
         raise LoadGeneratorError("--rate takes positive requests/s, e.g. 100 or 100,500")
     if not plan.duration_s > 0 or plan.warmup_s < 0:
         raise LoadGeneratorError("--duration must be positive and --warmup not negative")
+    if not 0 <= plan.tick_ms <= 1000:
+        raise LoadGeneratorError(f"--tick takes 0 to 1000 ms, not {plan.tick_ms:g}")
 
 
 def _prepare(plan: BenchPlan) -> tuple[str, list[Input], Callable[[], Transport]]:
@@ -132,7 +137,14 @@ def run_bench(plan: BenchPlan, progress: Callable[[str], None] | None = None) ->
                 )
                 progress(f"{target}: {load}")
             rows.append(
-                await measure(transport(), concurrency, plan.warmup_s, plan.duration_s, rate)
+                await measure(
+                    transport(),
+                    concurrency,
+                    plan.warmup_s,
+                    plan.duration_s,
+                    rate,
+                    plan.tick_ms / 1000,
+                )
             )
         return rows
 

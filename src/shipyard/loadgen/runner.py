@@ -129,8 +129,17 @@ class Driver:
         return self.drained
 
 
-async def _schedule(driver: Driver, rate: float, first_ns: int, end_ns: int) -> tuple[int, int]:
+async def _schedule(
+    driver: Driver, rate: float, first_ns: int, end_ns: int, tick_ns: int = 0
+) -> tuple[int, int]:
     """Dispatch ``rate`` requests per second from ``first_ns`` until ``end_ns``.
+
+    With ``tick_ns`` 0 each request leaves at its time. The event loop's timers have a
+    resolution of about a millisecond (uvloop's are libuv's), so between requests less than
+    that apart the loop does not sleep but spins, and at thousands of requests per second the
+    generator keeps a whole core busy. With a ``tick_ns`` the generator wakes at most once per
+    tick and sends every request that has come due; each one's latency still counts from its
+    scheduled time, so the send delay (up to one tick) is part of the figures, not hidden.
 
     Returns how many requests the schedule holds, and how many of them were dispatched (sent
     or queued in the backlog). The caller counts what was never dispatched from this same
@@ -144,7 +153,7 @@ async def _schedule(driver: Driver, rate: float, first_ns: int, end_ns: int) -> 
         now = clock()
         due = first_ns + int(sent * interval_ns)
         if due > now:
-            await asyncio.sleep((due - now) / 1e9)
+            await asyncio.sleep(max(due - now, tick_ns) / 1e9)
             continue
         while sent < total and due <= now:  # catch up on everything due since the last wake-up
             driver.dispatch(due)
@@ -203,11 +212,13 @@ async def measure(
     warmup_s: float,
     duration_s: float,
     rate: float | None = None,
+    tick_s: float = 0.0,
 ) -> Summary:
     """One measurement: open the slots, drive them, drain, summarize.
 
     ``concurrency`` is the number of slots: requests in flight in a closed loop, the max
-    outstanding in an open loop. Connecting happens before the clock starts.
+    outstanding in an open loop. Connecting happens before the clock starts. ``tick_s``: see
+    :func:`_schedule` (open loop only).
     """
     if concurrency < 1:
         raise LoadGeneratorError(f"concurrency must be at least 1, not {concurrency}")
@@ -215,6 +226,8 @@ async def measure(
         raise LoadGeneratorError(f"rate must be a positive number of requests/s, not {rate}")
     if warmup_s < 0 or not duration_s > 0:
         raise LoadGeneratorError("duration must be positive and warm-up not negative")
+    if not 0 <= tick_s <= 1:
+        raise LoadGeneratorError(f"the tick must be between 0 and 1 s, not {tick_s}")
     recorder = Recorder(0, 0)
     driver = Driver(recorder, closed_loop=rate is None)
     slots = await transport.open(concurrency, driver)
@@ -229,7 +242,8 @@ async def measure(
             await asyncio.sleep(max(0.0, (recorder.end_ns - clock()) / 1e9))
         else:
             driver.idle = list(slots)
-            total, scheduled = await _schedule(driver, rate, now, recorder.end_ns)
+            tick_ns = int(tick_s * 1e9)
+            total, scheduled = await _schedule(driver, rate, now, recorder.end_ns, tick_ns)
             await asyncio.sleep(max(0.0, (recorder.end_ns - clock()) / 1e9))
         cpu = (time.process_time() - cpu0) / ((clock() - now) / 1e9)
         missed = len(driver.backlog) + max(0, total - scheduled)

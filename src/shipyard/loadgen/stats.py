@@ -44,7 +44,8 @@ class Summary:
     request completed. ``client_cpu`` is the load generator's own CPU time over wall time
     (1.0 = one core busy). In an open loop ``rate`` is the offered rate and ``missed`` counts
     scheduled requests that never went out because ``max_outstanding`` were in flight until
-    the window closed.
+    the window closed. ``errors_outside`` counts failed responses that completed outside the
+    window (warm-up, drain): in no other figure, but not lost from sight.
     """
 
     concurrency: int
@@ -61,6 +62,7 @@ class Summary:
     client_cpu: float
     rate: float | None = None
     missed: int = 0
+    errors_outside: int = 0
 
     @property
     def error_count(self) -> int:
@@ -86,10 +88,13 @@ class Recorder:
         self.requests = 0
         self.errors: dict[str, int] = {}
         self.first_error = ""
+        self.errors_outside = 0
 
     def record(self, intended_ns: int, done_ns: int, status: str, detail: str = "") -> None:
-        """Record one response; outside the window it is not counted."""
+        """Record one response; outside the window only a failure is counted, apart."""
         if not self.start_ns <= done_ns <= self.end_ns:
+            if status != OK:
+                self.errors_outside += 1
             return
         if status == OK:
             self.requests += 1
@@ -129,4 +134,5 @@ class Recorder:
             client_cpu=client_cpu,
             rate=rate,
             missed=missed,
+            errors_outside=self.errors_outside,
         )

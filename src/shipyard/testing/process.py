@@ -125,8 +125,12 @@ class ServeProcess:
         else:
             raise RuntimeError(f"{self.url} did not become ready within {timeout_s} s")
         while not any(BANNER_END in line for line in self.stdout):
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"no '{BANNER_END}' printed; stdout={self.stdout}")
+            if time.monotonic() > deadline or self.process.poll() is not None:
+                for reader in self._readers:  # all it printed, when it has exited
+                    reader.join(timeout=5)
+                raise RuntimeError(
+                    f"no '{BANNER_END}' printed; stdout={self.stdout} stderr={self.stderr}"
+                )
             time.sleep(0.01)
         return self.url
 
