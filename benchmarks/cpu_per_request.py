@@ -27,14 +27,9 @@ import numpy as np
 import serve_overhead as so
 
 from shipyard.testing.models import cnn_model, write_model
+from shipyard.testing.process import cpu_seconds
 
 SHIPYARD = Path(sys.executable).with_name("shipyard")
-
-
-def server_cpu_s(pid: int) -> float:
-    """User + system CPU seconds of process ``pid`` (all its threads)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def measure(
@@ -71,9 +66,9 @@ def measure(
             return result
 
         load(2.0)  # warm-up
-        before = server_cpu_s(server.pid)
+        before = cpu_seconds(server.pid)
         result = load(seconds)
-        used = server_cpu_s(server.pid) - before
+        used = cpu_seconds(server.pid) - before
         return result["rps"], used / result["requests"] * 1e6
     finally:
         server.terminate()

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -39,6 +38,7 @@ from shipyard.backends.python import PythonBackend, WorkerSpec
 from shipyard.loadgen.grpc import encode_request as grpc_request
 from shipyard.loadgen.http import raw_request
 from shipyard.testing import identity_model, write_model, write_python_model
+from shipyard.testing.process import cpu_seconds
 from shipyard.types import DataType, TensorSpec
 
 HERE = Path(__file__).resolve().parent
@@ -51,7 +51,6 @@ RESULTS = HERE / "RESULTS.md"
 BEGIN = "<!-- python_models: begin (written by benchmarks/python_models.py) -->"
 END = "<!-- python_models: end -->"
 HOST = "127.0.0.1"
-TICKS = os.sysconf("SC_CLK_TCK")
 
 IDENTITY = """\
 import shipyard
@@ -144,8 +143,7 @@ def process_cpu_s(pid: int) -> float:
     while stack:
         current = stack.pop()
         with contextlib.suppress(OSError):
-            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / TICKS
+            total += cpu_seconds(current)
             for task in Path(f"/proc/{current}/task").iterdir():
                 stack.extend(int(c) for c in (task / "children").read_text().split())
     return total

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -38,6 +37,7 @@ import numpy as np
 import serve_overhead as so
 
 from shipyard.testing.models import cnn_model, write_model
+from shipyard.testing.process import cpu_seconds
 from shipyard.testing.raycluster import free_port, local_ray_cluster
 
 PATH = f"/v2/models/{so.MODEL}/infer"
@@ -68,17 +68,17 @@ _ROLES = (
 )
 
 
-def cpu_seconds(pids: list[int]) -> dict[int, tuple[str, float]]:
+def cpu_by_pid(pids: list[int]) -> dict[int, tuple[str, float]]:
     """Each live process's role (see :data:`_ROLES`, else "other Ray") and CPU seconds."""
     found: dict[int, tuple[str, float]] = {}
     for pid in pids:
         try:
-            stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
             line = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+            seconds = cpu_seconds(pid)
         except (OSError, UnicodeDecodeError):
             continue
         role = next((name for name, mark in _ROLES if mark in line), "other Ray")
-        found[pid] = (role, (int(stat[11]) + int(stat[12])) / os.sysconf("SC_CLK_TCK"))
+        found[pid] = (role, seconds)
     return found
 
 
@@ -99,7 +99,7 @@ def haproxy_pids() -> list[int]:
 def cpu_share(
     before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]], wall_s: float
 ) -> dict[str, float]:
-    """CPU seconds per second of each role between two :func:`cpu_seconds` readings."""
+    """CPU seconds per second of each role between two :func:`cpu_by_pid` readings."""
     share: dict[str, float] = {}
     for pid, (role, seconds) in after.items():
         used = seconds - before.get(pid, (role, 0.0))[1]
@@ -162,9 +162,9 @@ def ray_row(args: argparse.Namespace, scratch: Path, haproxy: bool) -> dict[str,
             raise RuntimeError(f"shipyard ray serve failed:\n{done.stdout}\n{done.stderr}")
         ready_s = time.monotonic() - started
         pids = cluster.process_ids("") + haproxy_pids()
-        before, wall0 = cpu_seconds(pids), time.monotonic()
+        before, wall0 = cpu_by_pid(pids), time.monotonic()
         result = measure(port, args, scratch)
-        result["cpu"] = cpu_share(before, cpu_seconds(pids), time.monotonic() - wall0)
+        result["cpu"] = cpu_share(before, cpu_by_pid(pids), time.monotonic() - wall0)
         result["rss_mb"] = rss_mb(cluster.process_ids(""))
         result["replica_rss_mb"] = rss_mb(cluster.process_ids("ServeReplica:shipyard:"))
     result["ready_s"] = ready_s

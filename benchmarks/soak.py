@@ -50,6 +50,7 @@ from typing import Any
 
 from shipyard.testing import serve_process, write_model
 from shipyard.testing.models import cnn_model
+from shipyard.testing.process import cpu_seconds
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "RESULTS.md"
@@ -70,12 +71,6 @@ class Window:
     rss_bytes: int
     #: The server's CPU seconds per wall second over the window (1.0 = one core busy).
     server_cpu: float
-
-
-def cpu_seconds(pid: int) -> float:
-    """CPU time (user + system, every thread) the process ``pid`` has used (Linux ``/proc``)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def parse_cpus(text: str) -> set[int]:

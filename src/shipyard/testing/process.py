@@ -21,13 +21,19 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO
 
-__all__ = ["ServeProcess", "serve_process"]
+__all__ = ["ServeProcess", "cpu_seconds", "serve_process"]
 
 _URL = re.compile(r"HTTP\s+(https?://127\.0\.0\.1:(\d+))")
 _GRPC = re.compile(r"gRPC\s+grpc://(127\.0\.0\.1:\d+)")
 #: The last line of serve's start-up banner: it is printed after the port is open, so a test
 #: that reads the banner (the models table) waits for this line, not only for health.
 BANNER_END = "Press Ctrl-C to stop."
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system, every thread) the process ``pid`` has used (Linux ``/proc``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 class ServeProcess:
