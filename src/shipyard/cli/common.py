@@ -13,7 +13,9 @@ from rich.console import Console
 from rich.table import Table
 
 __all__ = [
+    "API_KEYS_OPTION",
     "GUARD_OPTIONS",
+    "TLS_KEY_OPTION",
     "console",
     "fail",
     "guard_options",
@@ -26,6 +28,18 @@ __all__ = [
 console = Console(stderr=False, highlight=False, soft_wrap=True)
 
 _F = TypeVar("_F", bound=Callable[..., Any])
+
+#: ``--api-keys`` and ``--tls-key``: the same files, read the same way, for ``serve`` and
+#: ``ray serve`` (docs/security.md, docs/ray.md).
+API_KEYS_OPTION = click.option(
+    "--api-keys",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="TOML file of API keys with roles (make one with `shipyard keys new`).",
+)
+TLS_KEY_OPTION = click.option(
+    "--tls-key", type=click.Path(path_type=Path, dir_okay=False), default=None, help="PEM key."
+)
 
 #: The accuracy guard's options, shared by ``optimize`` and ``tune`` (same names, same rules).
 GUARD_OPTIONS = (

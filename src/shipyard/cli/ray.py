@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from shipyard import __version__
-from shipyard.cli.common import console, fail
+from shipyard.cli.common import API_KEYS_OPTION, TLS_KEY_OPTION, console, fail
 from shipyard.config import LOG_LEVELS
 from shipyard.errors import ConfigError, ShipyardError
 from shipyard.log import configure_logging
@@ -45,15 +45,8 @@ def ray_group() -> None:
     default=None,
     help="PEM certificate chain: Ray's proxy serves HTTPS (with --tls-key; not with HAProxy).",
 )
-@click.option(
-    "--tls-key", type=click.Path(path_type=Path, dir_okay=False), default=None, help="PEM key."
-)
-@click.option(
-    "--api-keys",
-    type=click.Path(path_type=Path, dir_okay=False),
-    default=None,
-    help="TOML file of API keys with roles (make one with `shipyard keys new`).",
-)
+@TLS_KEY_OPTION
+@API_KEYS_OPTION
 @click.option(
     "--metrics-auth",
     is_flag=True,

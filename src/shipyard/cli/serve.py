@@ -11,7 +11,13 @@ from typing import Any
 import click
 
 from shipyard import __version__, eventloop
-from shipyard.cli.common import console, fail, print_model_table
+from shipyard.cli.common import (
+    API_KEYS_OPTION,
+    TLS_KEY_OPTION,
+    console,
+    fail,
+    print_model_table,
+)
 from shipyard.config import LOG_FORMATS, LOG_LEVELS, ServerConfig
 from shipyard.errors import ShipyardError
 from shipyard.log import configure_logging
@@ -69,21 +75,14 @@ __all__ = ["serve"]
     default=None,
     help="PEM certificate chain: serve HTTPS and gRPC over TLS (with --tls-key).",
 )
-@click.option(
-    "--tls-key", type=click.Path(path_type=Path, dir_okay=False), default=None, help="PEM key."
-)
+@TLS_KEY_OPTION
 @click.option(
     "--tls-client-ca",
     type=click.Path(path_type=Path, dir_okay=False),
     default=None,
     help="PEM CA: require client certificates it signed (mutual TLS).",
 )
-@click.option(
-    "--api-keys",
-    type=click.Path(path_type=Path, dir_okay=False),
-    default=None,
-    help="TOML file of API keys with roles (make one with `shipyard keys new`).",
-)
+@API_KEYS_OPTION
 @click.option(
     "--metrics-auth",
     is_flag=True,
