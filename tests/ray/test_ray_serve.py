@@ -6,8 +6,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -27,6 +25,7 @@ from shipyard.server.auth import hash_key, new_key
 from shipyard.testing import cnn_model, slow_model, wait_until_blocking, write_model
 from shipyard.testing.raycluster import RayCluster, free_port, local_ray_cluster
 from tests.ray.certificates import Certificates
+from tests.ray.cli import run_ray_serve
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(600)]
 
@@ -44,8 +43,9 @@ ROLES = ("infer", "admin", "metrics")
 
 @dataclass
 class Deployed:
-    """The cluster, the URL of its ingress, the CNN's file (for the oracle), the CLI's command
-    line and the API keys by role."""
+    """The cluster, the URL of its ingress, the CNN's file (for the oracle), the arguments it
+    was deployed with (``shipyard ray serve ARGS``, up to ``--http-port``) and the API keys by
+    role."""
 
     cluster: RayCluster
     url: str
@@ -83,17 +83,9 @@ def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployed]:
     fast_metrics = {"RAY_SERVE_REPLICA_AUTOSCALING_METRIC_PUSH_INTERVAL_S": "0.5"}
     with local_ray_cluster(workdir, nodes=2, cpus_per_node=1, extra_env=fast_metrics) as cluster:
         port = free_port()
-        shipyard = str(Path(sys.executable).parent / "shipyard")
-        argv = [shipyard, "ray", "serve", str(repo), "--address", cluster.address, "--detach"]
+        argv = [str(repo), "--address", cluster.address, "--detach"]
         argv += ["--api-keys", str(workdir / "keys.toml")]
-        done = subprocess.run(
-            [*argv, "--http-port", str(port)],
-            capture_output=True,
-            text=True,
-            env=cluster.env,
-            timeout=300,
-            check=False,
-        )
+        done = run_ray_serve([*argv, "--http-port", str(port)], cluster.env)
         assert done.returncode == 0, done.stdout + done.stderr
         assert f"http://127.0.0.1:{port}" in done.stdout
         assert "API keys: 3 key(s)" in done.stdout
@@ -227,15 +219,11 @@ def test_a_replicas_own_port_needs_a_key_too(deployed: Deployed) -> None:
     assert httpx.post(url, json=body, headers=deployed.auth()).status_code == 200
 
 
-def _run_cli(argv: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(argv, capture_output=True, text=True, env=env, timeout=120, check=False)
-
-
 def test_tls_on_the_haproxy_ingress_is_refused(deployed: Deployed, certs: Certificates) -> None:
     """--tls-cert on a cluster whose ingress is HAProxy fails with the way out, no traceback."""
     port = deployed.address.rsplit(":", 1)[1]
     tls = ["--tls-cert", str(certs.cert), "--tls-key", str(certs.key)]
-    done = _run_cli([*deployed.argv, port, *tls], deployed.cluster.env)
+    done = run_ray_serve([*deployed.argv, port, *tls], deployed.cluster.env, timeout_s=120)
     assert done.returncode == 2, done.stdout + done.stderr
     assert HAPROXY_NO_TLS in done.stderr
     assert "Traceback" not in done.stdout + done.stderr
@@ -244,7 +232,7 @@ def test_tls_on_the_haproxy_ingress_is_refused(deployed: Deployed, certs: Certif
 def test_other_http_options_on_a_running_cluster_are_refused(deployed: Deployed) -> None:
     """Serve's HTTP options are fixed once it runs: another port fails clearly (Ray would
     ignore it and the command would print a URL nobody serves), and the cluster serves on."""
-    done = _run_cli([*deployed.argv, str(free_port())], deployed.cluster.env)
+    done = run_ray_serve([*deployed.argv, str(free_port())], deployed.cluster.env, timeout_s=120)
     assert done.returncode == 2, done.stdout + done.stderr
     assert f"already runs on this cluster on {deployed.address}" in done.stderr
     assert "Traceback" not in done.stdout + done.stderr

@@ -4,8 +4,6 @@ Ray's own proxy serves HTTPS with the certificate."""
 from __future__ import annotations
 
 import ssl
-import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +17,7 @@ import tritonclient.http as triton
 from shipyard.testing import cnn_model, wait_until_blocking, write_model
 from shipyard.testing.raycluster import free_port, local_ray_cluster
 from tests.ray.certificates import Certificates
+from tests.ray.cli import run_ray_serve
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(300)]
 
@@ -44,18 +43,10 @@ def deployed(tmp_path_factory: pytest.TempPathFactory, certs: Certificates) -> I
     cnn_file = write_model(workdir / "repo", "cnn", cnn_model(), config="[scale]\nnum_cpus = 0.5\n")
     with local_ray_cluster(workdir, nodes=1, cpus_per_node=1, haproxy=False) as cluster:
         port = free_port()
-        shipyard = str(Path(sys.executable).parent / "shipyard")
-        argv = [shipyard, "ray", "serve", str(workdir / "repo"), "--address", cluster.address]
+        argv = [str(workdir / "repo"), "--address", cluster.address]
         argv += ["--http-port", str(port), "--detach"]
         argv += ["--tls-cert", str(certs.cert), "--tls-key", str(certs.key)]
-        done = subprocess.run(
-            argv,
-            capture_output=True,
-            text=True,
-            env=cluster.env,
-            timeout=300,
-            check=False,
-        )
+        done = run_ray_serve(argv, cluster.env)
         assert done.returncode == 0, done.stdout + done.stderr
         url = f"https://127.0.0.1:{port}"
         assert url in done.stdout
