@@ -8,7 +8,9 @@ shipyard.loadgen``: closed loop, keep-alive HTTP/1.1, binary tensors) at one con
 2. ``shipyard ray serve`` on a one-node local Ray cluster with Ray Serve's default Python HTTP
    proxy (one replica, ``num_cpus = 1``);
 3. the same with Ray Serve's HAProxy ingress (``RAY_SERVE_ENABLE_HA_PROXY=1``: HAProxy, a C
-   process, forwards straight to the replica's own HTTP server; no Python proxy hop).
+   process, forwards to Ray's HTTP server in the replica; no Python proxy hop);
+4. ``--ingress shipyard`` (the default): Shipyard's front door, HAProxy straight to the
+   replica's own Shipyard HTTP server, none of Ray's per-request path.
 
 Replicas run as ``shipyard ray serve`` deploys them: in Ray's throughput mode and without Ray's
 per-request access log (``shipyard.cluster.deploy.deployment_options``). Under each table, the
@@ -33,6 +35,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 import serve_overhead as so
 
@@ -120,6 +123,21 @@ def measure(port: int, args: argparse.Namespace, scratch: Path) -> dict[str, Any
     return so.load(port, request, args.concurrency, args.warmup, args.duration, scratch)
 
 
+def model_ready(port: int, timeout_s: float = 60.0) -> None:
+    """Wait until the cluster URL answers the model's readiness with 200."""
+    url = f"http://127.0.0.1:{port}/v2/models/{so.MODEL}/ready"
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            if httpx.get(url, timeout=5).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{url} did not answer 200 within {timeout_s:g} s")
+        time.sleep(0.2)
+
+
 def shipyard_row(args: argparse.Namespace, scratch: Path) -> dict[str, Any]:
     """Row 1: ``shipyard serve`` in one process (HTTP only)."""
     shipyard = str(Path(sys.executable).parent / "shipyard")
@@ -142,14 +160,18 @@ def shipyard_row(args: argparse.Namespace, scratch: Path) -> dict[str, Any]:
     return result
 
 
-def ray_row(args: argparse.Namespace, scratch: Path, haproxy: bool) -> dict[str, Any]:
-    """Rows 2 and 3: a one-node cluster (``--cpus`` CPUs), one replica, ``shipyard ray serve``."""
+def ray_row(
+    args: argparse.Namespace, scratch: Path, haproxy: bool, ingress: str = "ray"
+) -> dict[str, Any]:
+    """Rows 2-4: a one-node cluster (``--cpus`` CPUs), one replica, ``shipyard ray serve
+    --ingress INGRESS``; ``haproxy``: the cluster runs Ray's HAProxy mode."""
     workdir = Path(tempfile.mkdtemp(dir=scratch))
     started = time.monotonic()
     with local_ray_cluster(workdir, nodes=1, cpus_per_node=args.cpus, haproxy=haproxy) as cluster:
         port = free_port()
         shipyard = str(Path(sys.executable).parent / "shipyard")
         argv = [shipyard, "ray", "serve", str(scratch / "repo"), "--address", cluster.address]
+        argv += ["--ingress", ingress]
         done = subprocess.run(
             [*argv, "--http-port", str(port), "--detach"],
             capture_output=True,
@@ -160,6 +182,7 @@ def ray_row(args: argparse.Namespace, scratch: Path, haproxy: bool) -> dict[str,
         )
         if done.returncode != 0:
             raise RuntimeError(f"shipyard ray serve failed:\n{done.stdout}\n{done.stderr}")
+        model_ready(port)
         ready_s = time.monotonic() - started
         pids = cluster.process_ids("") + haproxy_pids()
         before, wall0 = cpu_by_pid(pids), time.monotonic()
@@ -180,8 +203,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--json", type=Path, help="Also write the rows as JSON here.")
     parser.add_argument(
         "--rows",
-        default="proxy,haproxy",
-        help="Ray rows to run besides `shipyard serve`: proxy, haproxy (comma-separated)",
+        default="proxy,haproxy,front",
+        help="Ray rows to run besides `shipyard serve`: proxy, haproxy, front (comma-separated)",
     )
     args = parser.parse_args(argv)
     chosen = set(args.rows.split(","))
@@ -195,6 +218,10 @@ def main(argv: list[str] | None = None) -> None:
             rows["ray serve, Ray's HTTP proxy"] = ray_row(args, scratch, haproxy=False)
         if "haproxy" in chosen:
             rows["ray serve, HAProxy ingress"] = ray_row(args, scratch, haproxy=True)
+        if "front" in chosen:
+            rows["ray serve, Shipyard front door"] = ray_row(
+                args, scratch, haproxy=False, ingress="shipyard"
+            )
     reference = rows["shipyard serve (1 process)"]["rps"]
     print(f"\nseed CNN, binary tensors, concurrency {args.concurrency}, {args.duration:g} s rows")
     print(

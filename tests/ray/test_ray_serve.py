@@ -1,8 +1,11 @@
-"""`shipyard ray serve` on a real local Ray cluster: a head and a worker node, 1 CPU each,
-HAProxy ingress, deployed with API keys (TLS through Ray's own proxy: test_ray_tls.py)."""
+"""`shipyard ray serve` on a real local Ray cluster: a head and a worker node, 1 CPU each, in
+Ray's HAProxy mode, deployed with API keys, once per ingress (the ``deployed`` fixture's
+parameter): ``ray`` (Ray's HAProxy ingress) and ``shipyard`` (Shipyard's front door). TLS:
+test_ray_tls.py."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import signal
@@ -21,6 +24,8 @@ import pytest
 import tritonclient.http as triton
 
 from shipyard.cluster.deploy import HAPROXY_NO_TLS
+from shipyard.cluster.front import state_dir
+from shipyard.cluster.haproxy import HaproxyAdmin
 from shipyard.server.auth import hash_key, new_key
 from shipyard.testing import cnn_model, slow_model, wait_until_blocking, write_model
 from shipyard.testing.raycluster import RayCluster, free_port, local_ray_cluster
@@ -53,6 +58,7 @@ class Deployed:
     cnn_file: Path
     argv: list[str]
     keys: dict[str, str]
+    ingress: str
 
     def auth(self, role: str = "infer") -> dict[str, str]:
         """The ``Authorization`` header of the key with ``role``."""
@@ -71,11 +77,19 @@ def write_keys(path: Path) -> dict[str, str]:
     return keys
 
 
-@pytest.fixture(scope="module")
-def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployed]:
+#: Run only against one ingress (the module runs against both).
+ONLY_RAY = pytest.mark.parametrize("deployed", ["ray"], indirect=True)
+ONLY_SHIPYARD = pytest.mark.parametrize("deployed", ["shipyard"], indirect=True)
+
+
+@pytest.fixture(scope="module", params=["ray", "shipyard"])
+def deployed(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Deployed]:
     """A 2-node cluster with the CNN and the slow model deployed by the CLI (--detach), with
-    API keys."""
-    workdir = tmp_path_factory.mktemp("ray")
+    API keys, through the ingress of the parameter."""
+    ingress = request.param
+    workdir = tmp_path_factory.mktemp(f"ray-{ingress}")
     keys = write_keys(workdir / "keys.toml")
     repo = workdir / "repo"
     cnn_file = write_model(repo, "cnn", cnn_model(), config=_CNN_TOML)
@@ -83,14 +97,20 @@ def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployed]:
     fast_metrics = {"RAY_SERVE_REPLICA_AUTOSCALING_METRIC_PUSH_INTERVAL_S": "0.5"}
     with local_ray_cluster(workdir, nodes=2, cpus_per_node=1, extra_env=fast_metrics) as cluster:
         port = free_port()
-        argv = [str(repo), "--address", cluster.address, "--detach"]
+        argv = [str(repo), "--address", cluster.address, "--detach", "--ingress", ingress]
         argv += ["--api-keys", str(workdir / "keys.toml")]
         done = run_ray_serve([*argv, "--http-port", str(port)], cluster.env)
         assert done.returncode == 0, done.stdout + done.stderr
         assert f"http://127.0.0.1:{port}" in done.stdout
         assert "API keys: 3 key(s)" in done.stdout
         url = f"http://127.0.0.1:{port}"
-        yield Deployed(cluster, url, f"127.0.0.1:{port}", cnn_file, [*argv, "--http-port"], keys)
+        wait_until_blocking(
+            lambda: httpx.get(f"{url}/v2/health/ready").status_code == 200,
+            "the cluster is ready",
+            timeout_s=60,
+        )
+        argv = [*argv, "--http-port"]
+        yield Deployed(cluster, url, f"127.0.0.1:{port}", cnn_file, argv, keys, ingress)
 
 
 def _image(seed: int) -> np.ndarray:
@@ -197,15 +217,33 @@ def test_repository_index_needs_an_admin_key(deployed: Deployed) -> None:
         assert httpx.request(method, url, headers=deployed.auth("admin")).status_code == 200
 
 
+def replica_addresses(deployed: Deployed, model: str) -> list[str]:
+    """``host:port`` of each replica of ``model`` that the ingress's HAProxy sends requests to:
+    from Ray's HAProxy configuration, or from the front door's HAProxy (its admin socket)."""
+    port = int(deployed.address.rsplit(":", 1)[1])
+    if deployed.ingress == "ray":
+        state = Path(deployed.cluster.env["RAY_SERVE_HAPROXY_CONFIG_FILE_LOC"]).parent
+        config = "".join(path.read_text() for path in state.glob("*/haproxy.cfg"))
+        return re.findall(rf"server SERVE_REPLICA_shipyard_{model}-\S+ ([\d.]+:\d+)", config)
+    (socket_path,) = state_dir(port).glob("*/admin.sock")
+    states = asyncio.run(HaproxyAdmin(socket_path).command("show servers state"))
+    backend = {"cnn": "model_0", "slow": "model_1"}[model]
+    found = []
+    for line in states.splitlines():
+        fields = line.split()
+        # be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state ... srv_port
+        if len(fields) > 18 and fields[1] == backend and fields[5] == "2":  # running (UP)
+            found.append(f"{fields[4]}:{fields[18]}")
+    return found
+
+
 def test_a_replicas_own_port_needs_a_key_too(deployed: Deployed) -> None:
     """The CNN replica's own HTTP port (HAProxy's backend, reachable inside the cluster) checks
-    keys itself: 401 without one, served with one. It serves only its model's routes: an
-    unload there, even with an admin key, and /metrics are 404 (Ray's routing), and the model
-    keeps serving."""
-    state = Path(deployed.cluster.env["RAY_SERVE_HAPROXY_CONFIG_FILE_LOC"]).parent
-    config = "".join(path.read_text() for path in state.glob("*/haproxy.cfg"))
-    backends = re.findall(r"server SERVE_REPLICA_shipyard_cnn-\S+ ([\d.]+:\d+)", config)
-    assert backends, config
+    keys itself: 401 without one, served with one. Repository unload there, even with an admin
+    key, is refused (404 from Ray's routing, 501 from Shipyard's server) and the model keeps
+    serving."""
+    backends = replica_addresses(deployed, "cnn")
+    assert len(backends) == 1, backends
     url = f"http://{backends[0]}/v2/models/cnn/infer"
     body = _infer_json(_image(6))
     refused = httpx.post(url, json=body)
@@ -213,12 +251,15 @@ def test_a_replicas_own_port_needs_a_key_too(deployed: Deployed) -> None:
     assert "API key" in refused.json()["error"]
     assert httpx.post(url, json=body, headers=deployed.auth()).status_code == 200
     unload = f"http://{backends[0]}/v2/repository/models/cnn/unload"
-    assert httpx.post(unload, headers=deployed.auth("admin")).status_code == 404
-    metrics = httpx.get(f"http://{backends[0]}/metrics", headers=deployed.auth("admin"))
-    assert metrics.status_code == 404
+    answer = httpx.post(unload, headers=deployed.auth("admin"))
+    assert answer.status_code == (404 if deployed.ingress == "ray" else 501), answer.text
+    if deployed.ingress == "ray":  # Ray's routing serves only the model's routes there
+        metrics = httpx.get(f"http://{backends[0]}/metrics", headers=deployed.auth("admin"))
+        assert metrics.status_code == 404
     assert httpx.post(url, json=body, headers=deployed.auth()).status_code == 200
 
 
+@ONLY_RAY
 def test_tls_on_the_haproxy_ingress_is_refused(deployed: Deployed, certs: Certificates) -> None:
     """--tls-cert on a cluster whose ingress is HAProxy fails with the way out, no traceback."""
     port = deployed.address.rsplit(":", 1)[1]
@@ -229,6 +270,7 @@ def test_tls_on_the_haproxy_ingress_is_refused(deployed: Deployed, certs: Certif
     assert "Traceback" not in done.stdout + done.stderr
 
 
+@ONLY_RAY
 def test_other_http_options_on_a_running_cluster_are_refused(deployed: Deployed) -> None:
     """Serve's HTTP options are fixed once it runs: another port fails clearly (Ray would
     ignore it and the command would print a URL nobody serves), and the cluster serves on."""
@@ -268,6 +310,8 @@ def test_killed_replica_is_replaced_and_every_request_is_answered(deployed: Depl
                         kind = "ok" if ok else "wrong answer"
                     else:
                         kind = f"HTTP {response.status_code}"
+                        if "error" not in _json_or_empty(response):
+                            kind += " without an {error} body"
                 with lock:
                     outcomes[kind] += 1
 
@@ -297,6 +341,16 @@ def test_killed_replica_is_replaced_and_every_request_is_answered(deployed: Depl
     assert outcomes["wrong answer"] == 0, outcomes
     clean_errors = {k for k in outcomes if k.startswith(("HTTP 5", "connection"))}
     assert set(outcomes) <= {"ok", *clean_errors}, outcomes
+    if deployed.ingress == "shipyard":  # HAProxy's own errors carry JSON, as Shipyard's do
+        assert not any("without" in kind for kind in outcomes), outcomes
+
+
+def _json_or_empty(response: httpx.Response) -> dict[str, object]:
+    try:
+        body = response.json()
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}
 
 
 def test_autoscaling_adds_a_replica_under_load(deployed: Deployed) -> None:
@@ -331,3 +385,44 @@ def test_autoscaling_adds_a_replica_under_load(deployed: Deployed) -> None:
     assert answered[200] > 0
     assert set(answered) == {200}, answered
     assert time.monotonic() - started < 150
+
+
+def _pid_state(pid: int) -> str | None:
+    """The state letter of process ``pid`` (Z: a zombie), None once it is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return None
+
+
+@ONLY_SHIPYARD
+def test_a_killed_front_door_is_replaced_and_its_haproxy_stopped(deployed: Deployed) -> None:
+    """kill -9 of the front door's replica: Ray starts another on the head node, which stops
+    the HAProxy the killed one left (if it still runs) and serves the cluster URL again, keys
+    and all. (Runs last in the module: it takes the URL away for a while.)"""
+    title = "ServeReplica:shipyard:front"
+    (front,) = deployed.cluster.process_ids(title)
+    pid_file = state_dir(int(deployed.address.rsplit(":", 1)[1])) / "haproxy.pid"
+    old_haproxy = int(pid_file.read_text())
+    assert _pid_state(old_haproxy) not in (None, "Z")
+    os.kill(front, signal.SIGKILL)
+    wait_until_blocking(
+        lambda: deployed.cluster.process_ids(title) not in ([], [front]),
+        "Ray starts another front door",
+        timeout_s=120,
+    )
+
+    def serves() -> bool:
+        try:
+            answer = httpx.get(f"{deployed.url}/v2/health/ready", timeout=5)
+        except httpx.TransportError:
+            return False
+        return answer.status_code == 200
+
+    wait_until_blocking(serves, "the new front door serves the cluster URL", timeout_s=120)
+    assert int(pid_file.read_text()) != old_haproxy
+    assert _pid_state(old_haproxy) in (None, "Z")
+    body = _infer_json(_image(7))
+    answer = httpx.post(f"{deployed.url}/v2/models/cnn/infer", json=body, headers=deployed.auth())
+    assert answer.status_code == 200, answer.text
+    assert httpx.post(f"{deployed.url}/v2/models/cnn/infer", json=body).status_code == 401

@@ -1,5 +1,6 @@
-"""`shipyard ray serve --tls-cert/--tls-key` on a real 1-node Ray cluster without HAProxy:
-Ray's own proxy serves HTTPS with the certificate."""
+"""`shipyard ray serve --tls-cert/--tls-key` on a real 1-node Ray cluster without Ray's HAProxy
+mode, once per ingress: Ray's own proxy (``--ingress ray``) and Shipyard's front door
+(``--ingress shipyard``: HAProxy terminates TLS) serve HTTPS with the certificate."""
 
 from __future__ import annotations
 
@@ -36,15 +37,18 @@ class Deployed:
         return ssl.create_default_context(cafile=str(self.ca))
 
 
-@pytest.fixture(scope="module")
-def deployed(tmp_path_factory: pytest.TempPathFactory, certs: Certificates) -> Iterator[Deployed]:
-    """A 1-node cluster with Ray's proxy (no HAProxy) and the CNN deployed over HTTPS."""
-    workdir = tmp_path_factory.mktemp("ray-tls")
+@pytest.fixture(scope="module", params=["ray", "shipyard"])
+def deployed(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, certs: Certificates
+) -> Iterator[Deployed]:
+    """A 1-node cluster (no Ray HAProxy mode) with the CNN deployed over HTTPS through the
+    ingress of the parameter."""
+    workdir = tmp_path_factory.mktemp(f"ray-tls-{request.param}")
     cnn_file = write_model(workdir / "repo", "cnn", cnn_model(), config="[scale]\nnum_cpus = 0.5\n")
     with local_ray_cluster(workdir, nodes=1, cpus_per_node=1, haproxy=False) as cluster:
         port = free_port()
         argv = [str(workdir / "repo"), "--address", cluster.address]
-        argv += ["--http-port", str(port), "--detach"]
+        argv += ["--http-port", str(port), "--detach", "--ingress", request.param]
         argv += ["--tls-cert", str(certs.cert), "--tls-key", str(certs.key)]
         done = run_ray_serve(argv, cluster.env)
         assert done.returncode == 0, done.stdout + done.stderr
@@ -52,16 +56,16 @@ def deployed(tmp_path_factory: pytest.TempPathFactory, certs: Certificates) -> I
         assert url in done.stdout
         running = Deployed(url, f"127.0.0.1:{port}", cnn_file, certs.ca)
 
-        def ready() -> bool:  # Ray's proxy learns the routes a moment after the deployment
+        def ready() -> bool:  # the ingress learns the routes a moment after the deployment
             with httpx.Client(verify=running.verified(), timeout=10) as http:
                 return http.get(f"{url}/v2/health/ready").status_code == 200
 
-        wait_until_blocking(ready, "Ray's proxy serves the models over HTTPS", timeout_s=60)
+        wait_until_blocking(ready, "the ingress serves the models over HTTPS", timeout_s=60)
         yield running
 
 
-def test_unmodified_tritonclient_over_https_through_rays_proxy(deployed: Deployed) -> None:
-    """tritonclient.http with ssl=True and the CA verifies the proxy and gets ORT's answer."""
+def test_unmodified_tritonclient_over_https_through_the_ingress(deployed: Deployed) -> None:
+    """tritonclient.http with ssl=True and the CA verifies the ingress and gets ORT's answer."""
     client = triton.InferenceServerClient(
         deployed.address, ssl=True, ssl_options={"ca_certs": str(deployed.ca)}
     )

@@ -1,6 +1,9 @@
-"""`[scale]` in model.toml and the Ray Serve deployment options it becomes (no Ray needed)."""
+"""`[scale]` in model.toml and the Ray Serve deployment options it becomes (Ray only checks
+one autoscaling config)."""
 
 from __future__ import annotations
+
+import warnings
 
 import pytest
 
@@ -44,6 +47,24 @@ def test_scale_with_a_range_autoscales() -> None:
     assert options["autoscaling_config"]["target_ongoing_requests"] == 4.0
     assert options["autoscaling_config"]["upscale_delay_s"] == 0.0
     assert options["ray_actor_options"]["num_cpus"] == 0.5
+    assert "policy" not in options["autoscaling_config"]  # Ray's default policy
+
+
+def test_own_metric_autoscaling_uses_shipyards_policy_that_ray_can_load() -> None:
+    """With --ingress shipyard (own_metric) the autoscaling config names Shipyard's policy by
+    an import path Ray's config accepts; fixed replica counts need no policy."""
+    with warnings.catch_warnings():  # Ray's own pydantic models warn on import
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from ray.serve.config import AutoscalingConfig
+
+    table = {"scale": {"min_replicas": 1, "max_replicas": 2, "target_ongoing_requests": 2}}
+    options = deployment_options(parse_model_config("m", table).scale, own_metric=True)
+    policy = options["autoscaling_config"]["policy"]
+    assert policy == {"policy_function": "shipyard.cluster.autoscale:ongoing_requests_policy"}
+    config = AutoscalingConfig(**options["autoscaling_config"])  # Ray imports and pickles it
+    assert config.policy.policy_function == policy["policy_function"]
+    fixed = deployment_options(parse_model_config("m", {}).scale, own_metric=True)
+    assert "autoscaling_config" not in fixed
 
 
 @pytest.mark.parametrize(

@@ -29,7 +29,20 @@ def ray_group() -> None:
     show_default=True,
     help="The cluster: auto (this machine's), ray://HOST:10001 or HOST:GCS_PORT.",
 )
-@click.option("--host", default="127.0.0.1", show_default=True, help="Ray Serve's HTTP address.")
+@click.option(
+    "--ingress",
+    type=click.Choice(["shipyard", "ray"]),
+    default="shipyard",
+    show_default=True,
+    help="shipyard: HAProxy on the head node straight to each replica's own Shipyard server "
+    "(fastest); ray: Ray Serve's proxy or its HAProxy mode (docs/ray.md).",
+)
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address of the cluster URL (on the head node) and of every replica's server.",
+)
 @click.option("--http-port", type=click.IntRange(1, 65535), default=8000, show_default=True)
 @click.option("--model", "models", multiple=True, help="Deploy only this model (repeatable).")
 @click.option(
@@ -43,7 +56,8 @@ def ray_group() -> None:
     "--tls-cert",
     type=click.Path(path_type=Path, dir_okay=False),
     default=None,
-    help="PEM certificate chain: Ray's proxy serves HTTPS (with --tls-key; not with HAProxy).",
+    help="PEM certificate chain: the cluster URL serves HTTPS (with --tls-key; with --ingress "
+    "ray only on Ray's proxy, not its HAProxy mode).",
 )
 @TLS_KEY_OPTION
 @API_KEYS_OPTION
@@ -66,6 +80,7 @@ def ray_group() -> None:
 def ray_serve(
     repository: str,
     address: str,
+    ingress: str,
     host: str,
     http_port: int,
     models: tuple[str, ...],
@@ -83,7 +98,7 @@ def ray_serve(
     Shipyard's own service, backend and dynamic batcher; [scale] in model.toml sets replicas
     and autoscaling. Without --detach, Ctrl-C removes the deployments. Running it again rolls
     out changed models. gRPC is not served through Ray (see docs/ray.md). API keys are checked in
-    every replica; TLS needs a cluster without HAProxy (docs/ray.md, "Keys and TLS").
+    every replica (docs/ray.md, "Keys and TLS").
     """
     from shipyard.cluster.deploy import ClusterSettings, deploy_repository, wait_then_remove
 
@@ -94,7 +109,15 @@ def ray_serve(
     except ShipyardError as exc:
         fail(exc.message)
     settings = ClusterSettings(
-        address, host, http_port, models, cache_dir, auth=auth, tls_cert=tls_cert, tls_key=tls_key
+        address,
+        host,
+        http_port,
+        models,
+        cache_dir,
+        auth=auth,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
+        ingress=ingress,
     )
     try:
         with console.status("deploying on Ray..."):

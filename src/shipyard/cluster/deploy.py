@@ -1,14 +1,22 @@
 """Deploy a model repository onto a Ray cluster with Ray Serve.
 
-Each model becomes its own Serve application, routed at ``/v2/models/<name>``, whose replicas run
-:class:`~shipyard.cluster.replica.ModelReplica`; the application ``shipyard:root`` at ``/``
-answers the server-level routes. Ray's ingress forwards a request straight to a replica of the
-model it names, so the only hop is Ray's own proxy (or HAProxy, see docs/ray.md). Replica counts
-and autoscaling come from ``[scale]`` in each model.toml.
+Each model becomes its own Serve application whose replicas run
+:class:`~shipyard.cluster.replica.ModelReplica`. Replica counts and autoscaling come from
+``[scale]`` in each model.toml. Two ingresses (``ClusterSettings.ingress``, docs/ray.md):
+
+* ``shipyard`` (the default, the fastest): every replica serves with Shipyard's own HTTP server
+  on a port of its node, and the front door (:mod:`~shipyard.cluster.front`, the application
+  ``shipyard:front`` on the head node) runs HAProxy on the cluster URL, routing each request
+  to a replica of the model it names. Ray places, restarts and scales the replicas; no request
+  passes through Ray. TLS is HAProxy's.
+* ``ray``: Ray Serve's own ingress routes ``/v2/models/<name>`` to the model's application and
+  ``/`` to ``shipyard:root`` (the server-level routes); the hop is Ray's Python proxy, or
+  HAProxy on clusters started with ``RAY_SERVE_ENABLE_HA_PROXY=1``.
 
 API keys travel to every replica in :class:`~shipyard.cluster.replica.ReplicaSpec` (digests
-only). TLS is Ray's own: ``ssl_certfile``/``ssl_keyfile`` in Serve's HTTP options, which only Ray's
-Python proxy serves (its HAProxy ingress has none, so :func:`connect` refuses TLS there).
+only). With ``--ingress ray``, TLS is Ray's own: ``ssl_certfile``/``ssl_keyfile`` in Serve's HTTP
+options, which only Ray's Python proxy serves (its HAProxy ingress has none, so :func:`connect`
+refuses TLS there).
 """
 
 from __future__ import annotations
@@ -17,13 +25,23 @@ import contextlib
 import hashlib
 import logging
 import os
+import re
 import signal
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from shipyard.cluster.replica import ModelReplica, ReplicaSpec, RootIngress
+from shipyard.cluster.autoscale import ongoing_requests_policy
+from shipyard.cluster.front import Front, FrontSpec
+from shipyard.cluster.haproxy import Backend
+from shipyard.cluster.replica import (
+    EVERY_INTERFACE,
+    FRONT_APP,
+    ModelReplica,
+    ReplicaSpec,
+    RootIngress,
+)
 from shipyard.config import ModelConfig, ScaleConfig
 from shipyard.errors import ConfigError
 from shipyard.repository.layout import find_model, scan_repository
@@ -32,6 +50,7 @@ from shipyard.server.auth import AuthPolicy, is_loopback
 
 __all__ = [
     "HAPROXY_NO_TLS",
+    "INGRESSES",
     "ROOT_APP",
     "ClusterSettings",
     "app_name",
@@ -55,6 +74,8 @@ HAPROXY_NO_TLS = (
     "start the cluster without RAY_SERVE_ENABLE_HA_PROXY to let Ray's proxy serve HTTPS "
     "(slower: docs/ray.md)"
 )
+#: The ways into the cluster (``--ingress``): Shipyard's front door, or Ray Serve's own.
+INGRESSES = ("shipyard", "ray")
 #: A custom resource only the head node has (Ray's ``HEAD_NODE_RESOURCE_NAME``).
 _HEAD_NODE = "node:__internal_head__"
 #: Seconds the head node has to answer :func:`head_node_env`.
@@ -81,6 +102,9 @@ class ClusterSettings:
     #: PEM certificate chain and key: Ray's proxy serves HTTPS (read on the head node).
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    #: ``shipyard``: HAProxy on the head node straight to each replica's own server;
+    #: ``ray``: Ray Serve's ingress (its proxy, or its HAProxy mode).
+    ingress: str = "shipyard"
 
     @property
     def tls(self) -> bool:
@@ -110,16 +134,15 @@ def app_name(model: str) -> str:
 #: clusters that route through Ray's proxy; that stays off (a node in HAProxy mode still turns
 #: it on, which HAProxy needs).
 REPLICA_ENV = {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1", "RAY_SERVE_ENABLE_DIRECT_INGRESS": "0"}
-#: ``--host`` values on which a replica listens on every interface.
-_EVERY_INTERFACE = ("0.0.0.0", "::")
 
 
-def deployment_options(scale: ScaleConfig) -> dict[str, Any]:
+def deployment_options(scale: ScaleConfig, own_metric: bool = False) -> dict[str, Any]:
     """Ray Serve deployment options for ``[scale]``: fixed replicas or autoscaling.
 
     Every replica runs in Ray's throughput mode (:data:`REPLICA_ENV`) and without Ray's
     per-request access log (a file write per request, like ``shipyard serve``'s access log,
-    which is off by default too).
+    which is off by default too). ``own_metric``: autoscale on the replicas' own count of
+    requests (``--ingress shipyard``, where Ray sees none of them).
     """
     options: dict[str, Any] = {
         "max_ongoing_requests": scale.max_ongoing_requests,
@@ -141,6 +164,9 @@ def deployment_options(scale: ScaleConfig) -> dict[str, Any]:
             "upscale_delay_s": scale.upscale_delay_s,
             "downscale_delay_s": scale.downscale_delay_s,
         }
+        if own_metric:
+            policy = f"{ongoing_requests_policy.__module__}:{ongoing_requests_policy.__name__}"
+            options["autoscaling_config"]["policy"] = {"policy_function": policy}
     return options
 
 
@@ -158,8 +184,15 @@ def connect(settings: ClusterSettings) -> Any:
             f"cannot connect to the Ray cluster at {settings.address!r}: {exc}; start one with "
             "`ray start --head`, or pass --address ray://HOST:10001"
         ) from exc
+    if settings.ingress == "shipyard":
+        if settings.host not in EVERY_INTERFACE:
+            problem = unreachable_replicas(settings.host, True, _node_addresses())
+            if problem:
+                raise ConfigError(problem)
+        serve.start(proxy_location="Disabled")  # the front door is the way in, not Ray's proxy
+        return serve
     wanted = settings.http_options()
-    if settings.tls or settings.host not in _EVERY_INTERFACE:
+    if settings.tls or settings.host not in EVERY_INTERFACE:
         try:
             haproxy = head_node_env("RAY_SERVE_ENABLE_HA_PROXY") == "1"
         except ConfigError as exc:
@@ -169,14 +202,20 @@ def connect(settings: ClusterSettings) -> Any:
             haproxy = False
         if haproxy and settings.tls:
             raise ConfigError(HAPROXY_NO_TLS)
-        alive = [node for node in ray.nodes() if node.get("Alive")]  # type: ignore[no-untyped-call]
-        nodes = {str(node["NodeManagerAddress"]) for node in alive}
-        problem = unreachable_replicas(settings.host, haproxy, nodes)
+        problem = unreachable_replicas(settings.host, haproxy, _node_addresses())
         if problem:
             raise ConfigError(problem)
     serve.start(proxy_location="HeadOnly", http_options=wanted)
     _check_running_options(wanted)
     return serve
+
+
+def _node_addresses() -> set[str]:
+    """The addresses of the cluster's live nodes."""
+    import ray
+
+    alive = [node for node in ray.nodes() if node.get("Alive")]  # type: ignore[no-untyped-call]
+    return {str(node["NodeManagerAddress"]) for node in alive}
 
 
 def unreachable_replicas(host: str, haproxy: bool, node_addresses: set[str]) -> str | None:
@@ -187,15 +226,15 @@ def unreachable_replicas(host: str, haproxy: bool, node_addresses: set[str]) -> 
     On nodes with several addresses only a host of every interface serves both (a loopback
     host misses the other nodes, one node's address the loopback and the other nodes).
     """
-    if not haproxy or host in _EVERY_INTERFACE or len(node_addresses) < 2:
+    if not haproxy or host in EVERY_INTERFACE or len(node_addresses) < 2:
         return None
     where = "loopback only" if is_loopback(host) else f"{host} only"
     return (
         f"--host {host} makes every replica listen on {where}, but this cluster's nodes have "
-        f"{len(node_addresses)} addresses ({', '.join(sorted(node_addresses))}) and Ray's "
-        "HAProxy ingress reaches replicas on other nodes at their address: pass --host 0.0.0.0 "
-        "(HAProxy and the replicas then listen on every interface; keep the replicas' ports "
-        "30000-31000 inside the cluster's network, docs/ray.md)"
+        f"{len(node_addresses)} addresses ({', '.join(sorted(node_addresses))}) and HAProxy "
+        "reaches replicas on other nodes at their address: pass --host 0.0.0.0 (HAProxy and "
+        "the replicas then listen on every interface; keep the replicas' ports inside the "
+        "cluster's network, docs/ray.md)"
     )
 
 
@@ -273,6 +312,10 @@ def deploy_repository(repository: str, settings: ClusterSettings) -> list[str]:
         name: find_model(store.root, name).config() for name in names
     }
     serve = connect(settings)
+    own = settings.ingress == "shipyard"
+    models = {name: (app_name(name), name) for name in configs}
+    if own:  # first the front door: replicas announce themselves to it as they start
+        _deploy_front(serve, settings, configs, models)
     replica_class = serve.ingress()(ModelReplica)
     cache = str(settings.cache_dir) if settings.cache_dir else None
     for name, config in configs.items():
@@ -284,31 +327,91 @@ def deploy_repository(repository: str, settings: ClusterSettings) -> list[str]:
             settings.max_tensor_elements,
             settings.drain_timeout_s,
             auth=settings.auth,
+            listen_host=settings.host if own else None,
         )
         deployment = serve.deployment(replica_class).options(
             name=name,
             user_config={"generation": _generation(store.root, name)},
-            **deployment_options(config.scale),
+            **deployment_options(config.scale, own_metric=own),
         )
         log.info("deploying %s (%s)", name, config.scale)
-        serve.run(deployment.bind(spec), name=app_name(name), route_prefix=f"/v2/models/{name}")
-    root = serve.deployment(serve.ingress()(RootIngress)).options(
-        name="root", num_replicas=1, ray_actor_options={"num_cpus": 0}
-    )
-    models = {name: (app_name(name), name) for name in configs}
-    serve.run(root.bind(models, auth=settings.auth), name=ROOT_APP, route_prefix="/")
+        _run(serve, deployment.bind(spec), app_name(name), f"/v2/models/{name}")
+    if not own:
+        root = serve.deployment(serve.ingress()(RootIngress)).options(
+            name="root", num_replicas=1, ray_actor_options={"num_cpus": 0}
+        )
+        serve.run(root.bind(models, auth=settings.auth), name=ROOT_APP, route_prefix="/")
     return names
 
 
+def _deploy_front(
+    serve: Any,
+    settings: ClusterSettings,
+    configs: dict[str, ModelConfig],
+    models: dict[str, tuple[str, str]],
+) -> None:
+    """Deploy the front door (HAProxy and the root routes) on the head node."""
+    backends = tuple(
+        # Room for every replica autoscaling may start, plus those replacing others.
+        Backend(name, index, 2 * config.scale.max_replicas + 2, config.scale.max_ongoing_requests)
+        for index, (name, config) in enumerate(configs.items())
+    )
+    cert, key = (settings.tls_cert, settings.tls_key) if settings.tls else (None, None)
+    spec = FrontSpec(
+        settings.host,
+        settings.http_port,
+        backends,
+        models,
+        settings.auth,
+        None if cert is None else str(cert.absolute()),
+        None if key is None else str(key.absolute()),
+    )
+    front = serve.deployment(serve.ingress()(Front)).options(
+        name="front",
+        num_replicas=1,
+        ray_actor_options={"num_cpus": 0, "resources": {_HEAD_NODE: 0.001}},
+        health_check_period_s=2.0,
+        logging_config={"enable_access_log": False},
+    )
+    _run(serve, front.bind(spec), FRONT_APP, "/")
+
+
+def _run(serve: Any, bound: Any, app: str, route_prefix: str) -> None:
+    """``serve.run``, whose failure names the replicas' own error (Ray's says only "failed
+    to update the deployments")."""
+    try:
+        serve.run(bound, name=app, route_prefix=route_prefix)
+    except RuntimeError as exc:
+        raise RuntimeError(f"{exc} {_failure_reason(serve, app)}".strip()) from exc
+
+
+#: The last line of a Python traceback: the exception and its message.
+_RAISED = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception): ")
+
+
+def _failure_reason(serve: Any, app: str) -> str:
+    """The error a deployment of ``app`` failed with, from Serve's status ("" if none)."""
+    try:
+        deployments = serve.status().applications[app].deployments.values()
+    except Exception:  # the status itself is unavailable: Ray's message has to do
+        return ""
+    for deployment in deployments:
+        lines = str(deployment.message).splitlines()
+        raised = [i for i, line in enumerate(lines) if _RAISED.match(line)]
+        if raised:
+            return "\n".join(lines[raised[-1] :]).strip()
+    return ""
+
+
 def remove_repository(names: list[str]) -> None:
-    """Delete the applications of ``names`` and the root application from the cluster."""
+    """Delete the applications of ``names``, the root application and the front door."""
     from ray import serve
 
-    for name in [*names, None]:
+    for app in [*map(app_name, names), ROOT_APP, FRONT_APP]:
         try:
-            serve.delete(app_name(name) if name else ROOT_APP)
+            serve.delete(app)
         except Exception as exc:  # the cluster may be gone already: say so, do not fail
-            log.warning("could not delete %s: %s", name or ROOT_APP, exc)
+            log.warning("could not delete %s: %s", app, exc)
 
 
 def wait_then_remove(names: list[str]) -> None:

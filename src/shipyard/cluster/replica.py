@@ -10,13 +10,21 @@ model's deployment. Neither imports Ray: :mod:`~shipyard.cluster.deploy` wraps t
 With API keys, both check every request with :class:`~shipyard.server.auth.HttpAuth`, as
 ``shipyard serve`` does: the policy travels in :class:`ReplicaSpec` and holds only the keys'
 SHA-256 digests, so no key crosses the cluster in clear.
+
+With ``--ingress shipyard`` (``ReplicaSpec.listen_host`` set) Ray's HTTP path is bypassed: the
+replica serves the same app with ``shipyard serve``'s own HTTP server on a port of its node and
+announces that address to the front door (:mod:`~shipyard.cluster.front`) every second; it
+reports the requests it serves to Ray's autoscaler itself
+(:data:`~shipyard.cluster.autoscale.ONGOING_METRIC`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import json
+import logging
 import re
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
@@ -29,6 +37,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from shipyard import __version__
+from shipyard.cluster.autoscale import ONGOING_METRIC
+from shipyard.cluster.listener import Listener, start_listener
 from shipyard.config import ServerConfig
 from shipyard.metrics import build_metrics_registry
 from shipyard.protocol.rest import encode_repository_index, encode_statistics
@@ -44,6 +54,7 @@ from shipyard.types import JSONObject
 
 __all__ = [
     "CLUSTER_EXTENSIONS",
+    "FRONT_APP",
     "ModelReplica",
     "ReplicaSpec",
     "RootIngress",
@@ -51,6 +62,15 @@ __all__ = [
     "full_path",
     "no_repository_control",
 ]
+
+log = logging.getLogger(__name__)
+
+#: The Serve application of the front door (``--ingress shipyard``); its deployment is "front".
+FRONT_APP = "shipyard:front"
+#: Seconds between a replica's announcements of its address to the front door.
+ANNOUNCE_EVERY_S = 1.0
+#: ``listen_host`` values that mean every interface (the replica announces its node's address).
+EVERY_INTERFACE = ("0.0.0.0", "::")
 
 #: Through Ray, repository load/unload are not offered (a rollout replaces replicas instead).
 CLUSTER_EXTENSIONS = tuple(e for e in EXTENSIONS if e != "model_repository")
@@ -73,6 +93,9 @@ class ReplicaSpec:
     drain_timeout_s: float = 30.0
     #: API keys (digests only) checked on every request; None: no key file, every call open.
     auth: AuthPolicy | None = None
+    #: ``--ingress shipyard``: serve on this host (a free port) and announce it to the front
+    #: door; None: Ray's ingress (its proxy or HAProxy) is the only way in.
+    listen_host: str | None = None
 
 
 def full_path(app: _ASGI) -> _ASGI:
@@ -129,6 +152,9 @@ class ModelReplica:
         self.service: InferenceService | None = None
         self._generation: object = None
         self._decoder: DecodePool | None = None
+        self._listener: Listener | None = None
+        self._announcer: asyncio.Task[None] | None = None
+        self._replica_id = ""
 
     async def __serve_build_asgi_app__(self) -> _ASGI:
         """Sync the repository, load the model and return the replica's ASGI app.
@@ -157,8 +183,46 @@ class ModelReplica:
         )
         self._decoder = DecodePool(defaults.decode_workers, defaults.decode_inline_bytes)
         limits = HttpLimits(spec.max_request_bytes, admission, self._decoder)
-        app = create_http_app(service, limits, metrics, Observer(registry.metrics), auth=spec.auth)
-        return full_path(no_repository_control(app))
+        app = full_path(
+            no_repository_control(
+                create_http_app(
+                    service, limits, metrics, Observer(registry.metrics), auth=spec.auth
+                )
+            )
+        )
+        if spec.listen_host is not None:
+            self._listener = await start_listener(app, spec.listen_host)
+            self._announcer = asyncio.get_running_loop().create_task(
+                self._announce(spec.listen_host, self._listener.port)
+            )
+        return app
+
+    async def _announce(self, host: str, port: int) -> None:
+        """Tell the front door where this replica serves, every ANNOUNCE_EVERY_S, for as long as
+        it runs (the front door forgets a replica that falls silent)."""
+        import ray
+        from ray import serve
+
+        if host in EVERY_INTERFACE:
+            host = ray.util.get_node_ip_address()  # type: ignore[no-untyped-call]
+        self._replica_id = str(serve.get_replica_context().replica_id)
+        front = serve.get_deployment_handle("front", app_name=FRONT_APP)
+        failed = False
+        while True:
+            try:
+                await front.announce.remote(self.spec.model, self._replica_id, host, port)
+                failed = False
+            except Exception as exc:  # the front door restarts: keep announcing
+                if not failed:
+                    log.warning("cannot announce %s:%d to the front door: %s", host, port, exc)
+                failed = True
+            await asyncio.sleep(ANNOUNCE_EVERY_S)
+
+    async def record_autoscaling_stats(self) -> dict[str, float]:
+        """Ray's autoscaler reads this (``--ingress shipyard``: Ray sees none of the requests)."""
+        if self.registry is None:
+            return {ONGOING_METRIC: 0.0}
+        return {ONGOING_METRIC: float(sum(m.inflight for m in self.registry.metrics.versions()))}
 
     async def reconfigure(self, user_config: dict[str, Any]) -> None:
         """Reload the model when the deployment's ``generation`` changes (a rollout)."""
@@ -188,6 +252,15 @@ class ModelReplica:
 
     async def __del__(self) -> None:
         """Release the model (drain in-flight requests) when Ray stops the replica."""
+        if self._announcer is not None:
+            self._announcer.cancel()
+            with contextlib.suppress(Exception):  # the front door may be gone already
+                from ray import serve
+
+                front = serve.get_deployment_handle("front", app_name=FRONT_APP)
+                await asyncio.wait_for(front.withdraw.remote(self._replica_id), 5.0)
+        if self._listener is not None:
+            await self._listener.stop()  # no new requests; in-flight ones finish
         if self.service is not None and self.registry is not None:
             self.service.start_draining()
             await self.registry.close()

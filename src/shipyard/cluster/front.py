@@ -1,0 +1,224 @@
+"""The front door of ``shipyard ray serve --ingress shipyard``: one Serve replica on the head node.
+
+It runs HAProxy on the cluster URL (:mod:`~shipyard.cluster.haproxy`), serves the root routes
+(health, server metadata, repository index: :class:`~shipyard.cluster.replica.RootIngress`)
+with Shipyard's HTTP server on a loopback port behind it, and keeps HAProxy's backends in step
+with the replicas that announce themselves. Requests then go client -> HAProxy -> a replica's
+own Shipyard server: no Python proxy and none of Ray's per-request machinery on the way, which
+is what makes this ingress fast (benchmarks/RESULTS.md, "Scaling out").
+
+HAProxy is a child process of this replica. Should the replica be killed outright, its HAProxy
+would live on holding the port, so the next front door on that node stops it first (its pid
+file is kept in a folder named after the port; so does a front door that replaces another
+during a rollout). TLS, when asked for, is HAProxy's
+(``bind ... ssl``) with the certificate and key files read on the head node.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from shipyard.cluster.haproxy import (
+    Backend,
+    EndpointTable,
+    HaproxyAdmin,
+    SlotChange,
+    find_haproxy,
+    render_config,
+)
+from shipyard.cluster.listener import Listener, start_listener
+from shipyard.cluster.replica import RootIngress
+from shipyard.server.auth import AuthPolicy
+
+__all__ = ["Front", "FrontSpec", "state_dir"]
+
+log = logging.getLogger(__name__)
+
+#: Seconds HAProxy has to open its admin socket after it starts.
+_START_TIMEOUT_S = 15.0
+
+
+@dataclass(frozen=True, slots=True)
+class FrontSpec:
+    """Where the front door listens and what it routes."""
+
+    host: str
+    port: int
+    backends: tuple[Backend, ...]
+    #: ``{model: (Ray application, deployment)}`` for the root routes.
+    models: dict[str, tuple[str, str]]
+    auth: AuthPolicy | None = None
+    #: PEM certificate chain and key, read on the head node: HAProxy serves HTTPS.
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    request_timeout_s: float = 300.0
+
+
+def state_dir(port: int) -> Path:
+    """The folder of the front door on ``port`` (configuration, admin socket, pid, log)."""
+    return Path(tempfile.gettempdir()) / f"shipyard-front-{os.getuid()}-{port}"
+
+
+class Front(RootIngress):
+    """HAProxy on the cluster URL, the root routes behind it, and the live backend table."""
+
+    def __init__(self, spec: FrontSpec) -> None:
+        super().__init__(spec.models, auth=spec.auth)
+        self.spec = spec
+        self.table = EndpointTable({b.model: b for b in spec.backends})
+        # Per instance: during a rollout the old front door must not steer the new HAProxy.
+        self._dir = state_dir(spec.port) / uuid.uuid4().hex[:8]
+        self._pid_file = state_dir(spec.port) / "haproxy.pid"
+        self._admin = HaproxyAdmin(self._dir / "admin.sock")
+        self._lock = asyncio.Lock()
+        self._haproxy: subprocess.Popen[bytes] | None = None
+        self._root: Listener | None = None
+        self._expiry: asyncio.Task[None] | None = None
+
+    async def __serve_build_asgi_app__(self) -> Any:  # type: ignore[override]
+        """Start the root routes' server and HAProxy (Ray calls this once the replica runs)."""
+        app = super().__serve_build_asgi_app__()
+        self._root = await start_listener(app, "127.0.0.1")
+        await asyncio.to_thread(self._start_haproxy, self._root.port)
+        self._expiry = asyncio.get_running_loop().create_task(self._expire_silent())
+        return app
+
+    def _start_haproxy(self, root_port: int) -> None:
+        spec = self.spec
+        self._dir.parent.mkdir(mode=0o700, exist_ok=True)
+        self._dir.mkdir(mode=0o700)
+        _stop_leftover(self._pid_file, self._dir.parent)
+        for old in self._dir.parent.iterdir():  # what stopped front doors left behind
+            if old.is_dir() and old != self._dir:
+                shutil.rmtree(old, ignore_errors=True)
+        pem = None
+        if spec.tls_cert is not None and spec.tls_key is not None:
+            pem = self._dir / "tls.pem"
+            fd = os.open(pem, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "wb") as out:
+                for part in (spec.tls_cert, spec.tls_key):
+                    data = Path(part).read_bytes()
+                    out.write(data if data.endswith(b"\n") else data + b"\n")
+        config = self._dir / "haproxy.cfg"
+        config.write_text(
+            render_config(
+                host=spec.host,
+                port=spec.port,
+                backends=spec.backends,
+                root_port=root_port,
+                admin_socket=self._admin.socket_path,
+                tls_pem=pem,
+                request_timeout_s=spec.request_timeout_s,
+            )
+        )
+        self._admin.socket_path.unlink(missing_ok=True)
+        logfile = self._dir / "haproxy.log"
+        with logfile.open("wb") as out:
+            self._haproxy = subprocess.Popen(
+                [find_haproxy(), "-db", "-f", str(config)],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        self._pid_file.write_text(f"{self._haproxy.pid}\n")
+        deadline = time.monotonic() + _START_TIMEOUT_S
+        while not self._admin.socket_path.exists():
+            if self._haproxy.poll() is not None or time.monotonic() > deadline:
+                output = logfile.read_text(errors="replace")[-2000:]
+                raise RuntimeError(
+                    f"HAProxy did not start on {spec.host}:{spec.port}: {output.strip()}"
+                )
+            time.sleep(0.05)
+        log.info("front door: HAProxy %d on %s:%d", self._haproxy.pid, spec.host, spec.port)
+
+    async def announce(self, model: str, replica: str, host: str, port: int) -> None:
+        """A replica of ``model`` serves at ``host:port`` (every second, as a heartbeat)."""
+        async with self._lock:
+            changes = self.table.announce(model, replica, (host, port), time.monotonic())
+            await self._apply(changes)
+
+    async def withdraw(self, replica: str) -> None:
+        """A replica stops (it drains): send it no new requests."""
+        async with self._lock:
+            await self._apply(self.table.withdraw(replica))
+
+    async def _ready(self, request: Request) -> Response:
+        """Ready once every model's deployment is, and HAProxy has a replica of each."""
+        if any(not self.table.addresses(model) for model in self.models):
+            return Response(status_code=503)
+        return await super()._ready(request)
+
+    def addresses(self, model: str) -> list[tuple[str, int]]:
+        """Where the replicas of ``model`` serve, as announced (tests, diagnostics)."""
+        return self.table.addresses(model)
+
+    async def _apply(self, changes: list[SlotChange]) -> None:
+        for change in changes:
+            log.info("front door: %s slot %d -> %s", change.backend, change.slot, change.address)
+        await self._admin.apply(changes)
+
+    async def _expire_silent(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            try:
+                async with self._lock:
+                    await self._apply(self.table.expire(time.monotonic()))
+            except Exception:  # HAProxy gone: check_health fails the replica
+                log.exception("front door: cannot update HAProxy")
+
+    def check_health(self) -> None:
+        """Raise when HAProxy has exited, so Ray replaces the front door."""
+        if self._haproxy is not None and self._haproxy.poll() is not None:
+            raise RuntimeError(f"HAProxy exited with {self._haproxy.returncode}")
+
+    async def __del__(self) -> None:
+        """Stop HAProxy and the root routes when Ray stops the front door."""
+        if self._expiry is not None:
+            self._expiry.cancel()
+        if self._haproxy is not None and self._haproxy.poll() is None:
+            self._haproxy.terminate()
+            try:
+                await asyncio.to_thread(self._haproxy.wait, 10)
+            except subprocess.TimeoutExpired:
+                self._haproxy.kill()
+            with contextlib.suppress(OSError):
+                if self._pid_file.read_text().split() == [str(self._haproxy.pid)]:
+                    self._pid_file.unlink()
+        shutil.rmtree(self._dir, ignore_errors=True)
+        if self._root is not None:
+            await self._root.stop()
+
+
+def _stop_leftover(pid_file: Path, folder: Path) -> None:
+    """Stop the HAProxy a killed (or replaced) front door on this port left running: the pid
+    file names it, and its command line names a configuration in ``folder``."""
+    try:
+        pid = int(pid_file.read_text().split()[0])
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+    except (OSError, ValueError, IndexError):
+        return
+    if "haproxy" not in cmdline or f"{folder}/" not in cmdline:
+        return
+    log.warning("front door: stopping the HAProxy %d a previous front door left running", pid)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 5.0
+    while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
