@@ -314,6 +314,7 @@ def deploy_repository(repository: str, settings: ClusterSettings) -> list[str]:
     serve = connect(settings)
     own = settings.ingress == "shipyard"
     models = {name: (app_name(name), name) for name in configs}
+    _remove_app(serve, ROOT_APP if own else FRONT_APP)  # the other ingress's, if deployed
     if own:  # first the front door: replicas announce themselves to it as they start
         _deploy_front(serve, settings, configs, models)
     replica_class = serve.ingress()(ModelReplica)
@@ -373,10 +374,17 @@ def _deploy_front(
         health_check_period_s=2.0,
         logging_config={"enable_access_log": False},
     )
-    _run(serve, front.bind(spec), FRONT_APP, "/")
+    _run(serve, front.bind(spec), FRONT_APP, None)
 
 
-def _run(serve: Any, bound: Any, app: str, route_prefix: str) -> None:
+def _remove_app(serve: Any, app: str) -> None:
+    """Delete ``app`` if the cluster runs it (switching ``--ingress`` on a running cluster)."""
+    if app in serve.status().applications:
+        log.info("removing %s (the other ingress)", app)
+        serve.delete(app)
+
+
+def _run(serve: Any, bound: Any, app: str, route_prefix: str | None) -> None:
     """``serve.run``, whose failure names the replicas' own error (Ray's says only "failed
     to update the deployments")."""
     try:

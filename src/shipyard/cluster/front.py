@@ -22,6 +22,7 @@ import logging
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import tempfile
 import time
@@ -100,7 +101,7 @@ class Front(RootIngress):
 
     def _start_haproxy(self, root_port: int) -> None:
         spec = self.spec
-        self._dir.parent.mkdir(mode=0o700, exist_ok=True)
+        _private_folder(self._dir.parent)
         self._dir.mkdir(mode=0o700)
         _stop_leftover(self._pid_file, self._dir.parent)
         for old in self._dir.parent.iterdir():  # what stopped front doors left behind
@@ -150,7 +151,11 @@ class Front(RootIngress):
         """A replica of ``model`` serves at ``host:port`` (every second, as a heartbeat)."""
         async with self._lock:
             changes = self.table.announce(model, replica, (host, port), time.monotonic())
-            await self._apply(changes)
+            try:
+                await self._apply(changes)
+            except BaseException:
+                self.table.withdraw(replica)  # not in HAProxy: the next announcement retries
+                raise
 
     async def withdraw(self, replica: str) -> None:
         """A replica stops (it drains): send it no new requests."""
@@ -202,6 +207,18 @@ class Front(RootIngress):
         shutil.rmtree(self._dir, ignore_errors=True)
         if self._root is not None:
             await self._root.stop()
+
+
+def _private_folder(path: Path) -> None:
+    """Make ``path`` a folder only this user can enter, or refuse one that is not (in the
+    shared temporary folder, another user could have made it first)."""
+    path.mkdir(mode=0o700, exist_ok=True)
+    found = os.lstat(path)
+    if not stat.S_ISDIR(found.st_mode) or found.st_uid != os.getuid() or found.st_mode & 0o077:
+        raise RuntimeError(
+            f"{path} is not a private folder of this user (owner uid {found.st_uid}, mode "
+            f"{stat.S_IMODE(found.st_mode):o}): remove it and deploy again"
+        )
 
 
 def _stop_leftover(pid_file: Path, folder: Path) -> None:

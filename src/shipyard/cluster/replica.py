@@ -29,6 +29,7 @@ import re
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
+from socket import SOCK_STREAM
 from typing import Any
 
 from starlette.applications import Starlette
@@ -205,6 +206,9 @@ class ModelReplica:
 
         if host in EVERY_INTERFACE:
             host = ray.util.get_node_ip_address()  # type: ignore[no-untyped-call]
+        else:  # HAProxy's runtime API takes addresses, not names ("localhost")
+            found = await asyncio.get_running_loop().getaddrinfo(host, port, type=SOCK_STREAM)
+            host = str(found[0][4][0])
         self._replica_id = str(serve.get_replica_context().replica_id)
         front = serve.get_deployment_handle("front", app_name=FRONT_APP)
         failed = False
@@ -232,9 +236,12 @@ class ModelReplica:
         self._generation = generation
 
     def check_health(self) -> None:
-        """Raise when the model is not serving, so Ray replaces this replica."""
+        """Raise when the model is not serving (or, with ``--ingress shipyard``, its HTTP server
+        has stopped), so Ray replaces this replica."""
         if self.service is not None and not self.service.ready():
             raise RuntimeError(f"model {self.spec.model!r} is not ready")
+        if self._listener is not None and self._listener.task.done():
+            raise RuntimeError(f"the HTTP server of model {self.spec.model!r} has stopped")
 
     def ready(self) -> bool:
         """Whether this replica's model is ready (for the cluster's readiness route)."""
