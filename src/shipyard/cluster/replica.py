@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import inspect
 import json
 import logging
@@ -191,6 +192,9 @@ class ModelReplica:
                 )
             )
         )
+        # What is loaded by now (Ray's worker, the model) lives as long as the replica: keep it
+        # out of the cyclic GC's scans, as `shipyard serve` does (cli/serve.py).
+        gc.freeze()
         if spec.listen_host is not None:
             self._listener = await start_listener(app, spec.listen_host)
             self._announcer = asyncio.get_running_loop().create_task(
