@@ -17,7 +17,7 @@ import tritonclient.http as triton
 
 from shipyard.testing import cnn_model, wait_until_blocking, write_model
 from shipyard.testing.raycluster import free_port, local_ray_cluster
-from tests.ray.certificates import Certificates
+from tests.ray.certificates import Certificates, write_certificates
 from tests.ray.cli import run_ray_serve
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(300)]
@@ -25,12 +25,15 @@ pytestmark = [pytest.mark.ray, pytest.mark.timeout(300)]
 
 @dataclass
 class Deployed:
-    """The URL and address of the cluster's HTTPS ingress, the CNN's file and the CA."""
+    """The URL and address of the cluster's HTTPS ingress, the CNN's file, the CA, and the
+    command's arguments and environment (to deploy again)."""
 
     url: str
     address: str
     cnn_file: Path
     ca: Path
+    argv: list[str]
+    env: dict[str, str]
 
     def verified(self) -> ssl.SSLContext:
         """A client context that trusts the test CA only."""
@@ -54,7 +57,7 @@ def deployed(
         assert done.returncode == 0, done.stdout + done.stderr
         url = f"https://127.0.0.1:{port}"
         assert url in done.stdout
-        running = Deployed(url, f"127.0.0.1:{port}", cnn_file, certs.ca)
+        running = Deployed(url, f"127.0.0.1:{port}", cnn_file, certs.ca, argv, cluster.env)
 
         def ready() -> bool:  # the ingress learns the routes a moment after the deployment
             with httpx.Client(verify=running.verified(), timeout=10) as http:
@@ -97,3 +100,40 @@ def test_plain_http_is_refused(deployed: Deployed) -> None:
     with httpx.Client(timeout=30) as http, pytest.raises(httpx.TransportError) as caught:
         http.get(f"{plain}/v2/health/ready")
     assert not isinstance(caught.value, httpx.TimeoutException)
+
+
+@pytest.mark.parametrize("deployed", ["shipyard"], indirect=True)
+def test_mutual_tls_through_the_front_door(deployed: Deployed, tmp_path: Path) -> None:
+    """Deploying again with --tls-client-ca (a rollout of the front door): a client without a
+    certificate that CA signed fails the handshake, one with it gets answers, tritonclient
+    included. (Last in the module: the deployment keeps requiring client certificates.)"""
+    client = write_certificates(tmp_path)  # a CA of the clients, and a certificate it signed
+    done = run_ray_serve([*deployed.argv, "--tls-client-ca", str(client.ca)], deployed.env)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+    def refused_without_certificate() -> bool:
+        with httpx.Client(verify=deployed.verified(), timeout=10) as http:
+            try:
+                http.get(f"{deployed.url}/v2/health/ready")
+            except httpx.TransportError:
+                return True
+            return False
+
+    wait_until_blocking(refused_without_certificate, "mutual TLS is required", timeout_s=60)
+    mutual = deployed.verified()
+    mutual.load_cert_chain(client.cert, client.key)
+    with httpx.Client(verify=mutual, timeout=30) as http:
+        assert http.get(f"{deployed.url}/v2/models/cnn").json()["name"] == "cnn"
+    triton_client = triton.InferenceServerClient(
+        deployed.address,
+        ssl=True,
+        ssl_options={
+            "ca_certs": str(deployed.ca),
+            "certfile": str(client.cert),
+            "keyfile": str(client.key),
+        },
+    )
+    try:
+        assert triton_client.is_model_ready("cnn")
+    finally:
+        triton_client.close()

@@ -148,6 +148,7 @@ def running_haproxy(
     backends: list[Backend],
     root_port: int,
     tls_pem: Path | None = None,
+    tls_client_ca: Path | None = None,
 ) -> Iterator[Front]:
     """``haproxy -db`` on a free port of 127.0.0.1 with :func:`render_config`'s configuration,
     once its runtime API answers; terminated (then killed) on exit."""
@@ -162,6 +163,7 @@ def running_haproxy(
             root_port=root_port,
             admin_socket=admin.socket_path,
             tls_pem=tls_pem,
+            tls_client_ca=tls_client_ca,
         )
     )
     log = workdir / "haproxy.log"
@@ -656,6 +658,36 @@ def test_front_door_serves_tls_with_the_given_pem(workdir: Path, root: JsonServe
         unready = https.get("/v2/models/cnn/infer")
     assert unready.status_code == 503
     assert "'cnn'" in unready.json()["error"]
+
+
+def test_front_door_with_a_client_ca_requires_client_certificates(
+    workdir: Path, root: JsonServer
+) -> None:
+    """With a client CA (mutual TLS) HAProxy starts with the configuration, refuses a
+    client without a certificate (or with one another CA signed) and serves one the CA signed."""
+    ca, clients, strangers = trustme.CA(), trustme.CA(), trustme.CA()
+    pem, client_ca = workdir / "tls.pem", workdir / "client-ca.pem"
+    ca.issue_cert("127.0.0.1").private_key_and_cert_chain_pem.write_to_path(pem)
+    clients.cert_pem.write_to_path(client_ca)
+
+    def context(signer: trustme.CA | None) -> ssl.SSLContext:
+        made = ssl.create_default_context()
+        ca.configure_trust(made)
+        if signer is not None:
+            signer.issue_cert("client@example.com").configure_cert(made)
+        return made
+
+    with running_haproxy(
+        workdir, [CNN], root.server_port, tls_pem=pem, tls_client_ca=client_ca
+    ) as running:
+        for stranger in (None, strangers):
+            with (
+                httpx.Client(base_url=running.url, verify=context(stranger)) as https,
+                pytest.raises(httpx.TransportError),
+            ):
+                https.get("/v2")
+        with httpx.Client(base_url=running.url, verify=context(clients)) as https:
+            assert served_by("root")(https.get("/v2"))
 
 
 # --- the autoscaling policy --------------------------------------------------------------------

@@ -126,17 +126,25 @@ def test_cli_names_a_certificate_that_does_not_load(tmp_path: Path) -> None:
     assert "no-such-repo" not in output
 
 
+MUTUAL_TLS_THROUGH_RAY = (
+    *("--tls-cert", "c.pem", "--tls-key", "k.pem"),
+    *("--tls-client-ca", "ca.pem", "--ingress", "ray"),
+)
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
         (("--tls-cert", "c.pem"), "--tls-cert and --tls-key go together"),
         (("--metrics-auth",), "--metrics-auth needs API keys"),
-        (("--tls-client-ca", "ca.pem"), "No such option"),
+        (("--tls-client-ca", "ca.pem"), "--tls-client-ca (mutual TLS) needs TLS itself"),
+        (MUTUAL_TLS_THROUGH_RAY, "--tls-client-ca needs --ingress shipyard"),
     ],
 )
 def test_cli_refuses_flags_that_cannot_work(args: tuple[str, ...], message: str) -> None:
-    """A certificate without a key, --metrics-auth without keys and mutual TLS (not offered
-    through Ray) are refused with a one-line error."""
+    """A certificate without a key, --metrics-auth without keys, a client CA without TLS and
+    mutual TLS through Ray's ingress (which would not require client certificates) are refused
+    with a one-line error."""
     code, output = ray_serve(*args)
     assert code == 2
     assert message in output

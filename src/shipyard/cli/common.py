@@ -15,6 +15,7 @@ from rich.table import Table
 __all__ = [
     "API_KEYS_OPTION",
     "GUARD_OPTIONS",
+    "TLS_CLIENT_CA_OPTION",
     "TLS_KEY_OPTION",
     "console",
     "fail",
@@ -29,8 +30,8 @@ console = Console(stderr=False, highlight=False, soft_wrap=True)
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
-#: ``--api-keys`` and ``--tls-key``: the same files, read the same way, for ``serve`` and
-#: ``ray serve`` (docs/security.md, docs/ray.md).
+#: ``--api-keys``, ``--tls-key`` and ``--tls-client-ca``: the same files, read the same way,
+#: for ``serve`` and ``ray serve`` (docs/security.md, docs/ray.md).
 API_KEYS_OPTION = click.option(
     "--api-keys",
     type=click.Path(path_type=Path, dir_okay=False),
@@ -39,6 +40,12 @@ API_KEYS_OPTION = click.option(
 )
 TLS_KEY_OPTION = click.option(
     "--tls-key", type=click.Path(path_type=Path, dir_okay=False), default=None, help="PEM key."
+)
+TLS_CLIENT_CA_OPTION = click.option(
+    "--tls-client-ca",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="PEM CA: require client certificates it signed (mutual TLS).",
 )
 
 #: The accuracy guard's options, shared by ``optimize`` and ``tune`` (same names, same rules).

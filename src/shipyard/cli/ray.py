@@ -7,7 +7,13 @@ from pathlib import Path
 import click
 
 from shipyard import __version__
-from shipyard.cli.common import API_KEYS_OPTION, TLS_KEY_OPTION, console, fail
+from shipyard.cli.common import (
+    API_KEYS_OPTION,
+    TLS_CLIENT_CA_OPTION,
+    TLS_KEY_OPTION,
+    console,
+    fail,
+)
 from shipyard.config import LOG_LEVELS
 from shipyard.errors import ConfigError, ShipyardError
 from shipyard.log import configure_logging
@@ -51,7 +57,8 @@ def ray_group() -> None:
     default=None,
     help="Where each node caches a store URL REPOSITORY.",
 )
-# -- exposure (docs/ray.md, "Keys and TLS"): the same flags as `shipyard serve`, but no mutual TLS.
+# -- exposure (docs/ray.md, "Keys and TLS"): the flags of `shipyard serve` (mutual TLS only
+# through the front door).
 @click.option(
     "--tls-cert",
     type=click.Path(path_type=Path, dir_okay=False),
@@ -60,6 +67,7 @@ def ray_group() -> None:
     "ray only on Ray's proxy, not its HAProxy mode).",
 )
 @TLS_KEY_OPTION
+@TLS_CLIENT_CA_OPTION
 @API_KEYS_OPTION
 @click.option(
     "--metrics-auth",
@@ -87,6 +95,7 @@ def ray_serve(
     cache_dir: Path | None,
     tls_cert: Path | None,
     tls_key: Path | None,
+    tls_client_ca: Path | None,
     api_keys: Path | None,
     metrics_auth: bool,
     detach: bool,
@@ -105,7 +114,7 @@ def ray_serve(
     configure_logging(log_level)
     try:  # the files are checked here, before anything reaches the cluster
         auth = _auth_policy(api_keys, metrics_auth)
-        _check_tls(tls_cert, tls_key)
+        _check_tls(tls_cert, tls_key, tls_client_ca, ingress)
     except ShipyardError as exc:
         fail(exc.message)
     settings = ClusterSettings(
@@ -117,6 +126,7 @@ def ray_serve(
         auth=auth,
         tls_cert=tls_cert,
         tls_key=tls_key,
+        tls_client_ca=tls_client_ca,
         ingress=ingress,
     )
     try:
@@ -150,11 +160,21 @@ def _auth_policy(api_keys: Path | None, metrics_auth: bool) -> AuthPolicy | None
     return AuthPolicy(load_keys(api_keys), metrics_auth)
 
 
-def _check_tls(cert: Path | None, key: Path | None) -> None:
-    """Refuse a certificate without its key (or the reverse) and files that do not load."""
+def _check_tls(cert: Path | None, key: Path | None, client_ca: Path | None, ingress: str) -> None:
+    """Refuse a certificate without its key (or the reverse), a client CA without TLS or with
+    Ray's ingress, and files that do not load."""
     from shipyard.server.tls import server_context
 
     if (cert is None) != (key is None):
         raise ConfigError("--tls-cert and --tls-key go together: give both")
+    if client_ca is not None and cert is None:
+        raise ConfigError(
+            "--tls-client-ca (mutual TLS) needs TLS itself: give --tls-cert and --tls-key"
+        )
+    if client_ca is not None and ingress != "shipyard":
+        raise ConfigError(
+            "--tls-client-ca needs --ingress shipyard: Ray's proxy would take the CA without "
+            'requiring client certificates (docs/ray.md, "Keys and TLS")'
+        )
     if cert is not None and key is not None:
-        server_context(cert, key, None, ["http/1.1"])  # ConfigError naming the file
+        server_context(cert, key, client_ca, ["http/1.1"])  # ConfigError naming the file

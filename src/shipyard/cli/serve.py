@@ -13,6 +13,7 @@ import click
 from shipyard import __version__, eventloop
 from shipyard.cli.common import (
     API_KEYS_OPTION,
+    TLS_CLIENT_CA_OPTION,
     TLS_KEY_OPTION,
     console,
     fail,
@@ -76,12 +77,7 @@ __all__ = ["serve"]
     help="PEM certificate chain: serve HTTPS and gRPC over TLS (with --tls-key).",
 )
 @TLS_KEY_OPTION
-@click.option(
-    "--tls-client-ca",
-    type=click.Path(path_type=Path, dir_okay=False),
-    default=None,
-    help="PEM CA: require client certificates it signed (mutual TLS).",
-)
+@TLS_CLIENT_CA_OPTION
 @API_KEYS_OPTION
 @click.option(
     "--metrics-auth",

@@ -102,6 +102,8 @@ class ClusterSettings:
     #: PEM certificate chain and key: Ray's proxy serves HTTPS (read on the head node).
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    #: PEM CA whose client certificates the front door requires (mutual TLS; ``shipyard`` only).
+    tls_client_ca: Path | None = None
     #: ``shipyard``: HAProxy on the head node straight to each replica's own server;
     #: ``ray``: Ray Serve's ingress (its proxy, or its HAProxy mode).
     ingress: str = "shipyard"
@@ -366,6 +368,7 @@ def _deploy_front(
         settings.auth,
         None if cert is None else str(cert.absolute()),
         None if key is None else str(key.absolute()),
+        None if settings.tls_client_ca is None else str(settings.tls_client_ca.absolute()),
     )
     front = serve.deployment(serve.ingress()(Front)).options(
         name="front",

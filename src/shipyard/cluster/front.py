@@ -11,7 +11,8 @@ HAProxy is a child process of this replica. Should the replica be killed outrigh
 would live on holding the port, so the next front door on that node stops it first (its pid
 file is kept in a folder named after the port; so does a front door that replaces another
 during a rollout). TLS, when asked for, is HAProxy's
-(``bind ... ssl``) with the certificate and key files read on the head node.
+(``bind ... ssl``, and ``verify required`` with a client CA: mutual TLS) with the files read on
+the head node.
 """
 
 from __future__ import annotations
@@ -67,6 +68,8 @@ class FrontSpec:
     #: PEM certificate chain and key, read on the head node: HAProxy serves HTTPS.
     tls_cert: str | None = None
     tls_key: str | None = None
+    #: PEM CA, read on the head node: HAProxy requires client certificates it signed.
+    tls_client_ca: str | None = None
     request_timeout_s: float = 300.0
 
 
@@ -115,6 +118,10 @@ class Front(RootIngress):
                 for part in (spec.tls_cert, spec.tls_key):
                     data = Path(part).read_bytes()
                     out.write(data if data.endswith(b"\n") else data + b"\n")
+        client_ca = None
+        if pem is not None and spec.tls_client_ca is not None:
+            client_ca = self._dir / "client-ca.pem"
+            client_ca.write_bytes(Path(spec.tls_client_ca).read_bytes())
         config = self._dir / "haproxy.cfg"
         config.write_text(
             render_config(
@@ -124,6 +131,7 @@ class Front(RootIngress):
                 root_port=root_port,
                 admin_socket=self._admin.socket_path,
                 tls_pem=pem,
+                tls_client_ca=client_ca,
                 request_timeout_s=spec.request_timeout_s,
             )
         )

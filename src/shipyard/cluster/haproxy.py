@@ -83,6 +83,7 @@ def render_config(
     root_port: int,
     admin_socket: Path,
     tls_pem: Path | None = None,
+    tls_client_ca: Path | None = None,
     request_timeout_s: float = 300.0,
     idle_timeout_s: float = 60.0,
 ) -> str:
@@ -95,6 +96,8 @@ def render_config(
     """
     bind = f"[{host}]" if ":" in host else host
     tls = f" ssl crt {tls_pem} alpn http/1.1" if tls_pem is not None else ""
+    if tls and tls_client_ca is not None:  # mutual TLS: no certificate it signed, no request
+        tls += f" ca-file {tls_client_ca} verify required"
     lines = [
         "global",
         f"  stats socket {admin_socket} mode 600 level admin",
