@@ -281,6 +281,19 @@ def test_other_http_options_on_a_running_cluster_are_refused(deployed: Deployed)
     assert httpx.get(f"{deployed.url}/v2/health/ready").status_code == 200
 
 
+@ONLY_SHIPYARD
+def test_rays_ingress_on_a_cluster_serving_the_front_door_is_refused(deployed: Deployed) -> None:
+    """--ingress ray where Serve runs without its proxy (the front door's) fails with the way
+    out, and the front door serves on."""
+    port = deployed.address.rsplit(":", 1)[1]
+    argv = [*deployed.argv, port, "--ingress", "ray"]  # the last --ingress counts
+    done = run_ray_serve(argv, deployed.cluster.env, timeout_s=120)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "without its HTTP proxy" in done.stderr
+    assert "Traceback" not in done.stdout + done.stderr
+    assert httpx.get(f"{deployed.url}/v2/health/ready").status_code == 200
+
+
 def test_killed_replica_is_replaced_and_every_request_is_answered(deployed: Deployed) -> None:
     """Killing the CNN's replica under load: Ray starts another; each request gets an answer
     (correct output) or a clean error, none hangs, and requests succeed again afterwards."""
@@ -387,6 +400,19 @@ def test_autoscaling_adds_a_replica_under_load(deployed: Deployed) -> None:
     assert time.monotonic() - started < 150
 
 
+def test_deploying_again_unchanged_leaves_every_replica_serving(deployed: Deployed) -> None:
+    """Running the same command again changes nothing: no replica (front door included) is
+    replaced (Ray 2.60 would replace them all on every serve.run). (After the autoscaling
+    test: Ray's handle calls count as ongoing requests of the slow model, target 1.)"""
+    port = deployed.address.rsplit(":", 1)[1]
+    before = sorted(deployed.cluster.process_ids("ServeReplica:shipyard"))
+    assert before
+    done = run_ray_serve([*deployed.argv, port], deployed.cluster.env, timeout_s=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert sorted(deployed.cluster.process_ids("ServeReplica:shipyard")) == before
+    assert httpx.get(f"{deployed.url}/v2/health/ready").status_code == 200
+
+
 def _pid_state(pid: int) -> str | None:
     """The state letter of process ``pid`` (Z: a zombie), None once it is gone."""
     try:
@@ -397,10 +423,10 @@ def _pid_state(pid: int) -> str | None:
 
 @ONLY_SHIPYARD
 def test_a_killed_front_door_is_replaced_and_its_haproxy_stopped(deployed: Deployed) -> None:
-    """kill -9 of the front door's replica: Ray starts another on the head node, which stops
-    the HAProxy the killed one left (if it still runs) and serves the cluster URL again, keys
-    and all. (Runs last in the module: it takes the URL away for a while.)"""
-    title = "ServeReplica:shipyard:front"
+    """kill -9 of the front door's replica: Ray starts another on the head node, which takes
+    the port over from the HAProxy the killed one left (if it still runs), stops it softly and
+    serves the cluster URL again, keys and all. (Last in the module: the URL may fail a while.)"""
+    title = "ServeReplica:shipyard-front:front"
     (front,) = deployed.cluster.process_ids(title)
     pid_file = state_dir(int(deployed.address.rsplit(":", 1)[1])) / "haproxy.pid"
     old_haproxy = int(pid_file.read_text())
@@ -421,7 +447,9 @@ def test_a_killed_front_door_is_replaced_and_its_haproxy_stopped(deployed: Deplo
 
     wait_until_blocking(serves, "the new front door serves the cluster URL", timeout_s=120)
     assert int(pid_file.read_text()) != old_haproxy
-    assert _pid_state(old_haproxy) in (None, "Z")
+    wait_until_blocking(  # stopped softly: it exits once its connections are done
+        lambda: _pid_state(old_haproxy) in (None, "Z"), "the old HAProxy exits", timeout_s=30
+    )
     body = _infer_json(_image(7))
     answer = httpx.post(f"{deployed.url}/v2/models/cnn/infer", json=body, headers=deployed.auth())
     assert answer.status_code == 200, answer.text

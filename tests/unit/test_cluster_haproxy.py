@@ -448,8 +448,8 @@ def test_withdraw_empties_the_slot_for_the_next_replica() -> None:
     endpoints = table()
     endpoints.announce("cnn", "r-a", ("10.0.0.1", 9001), 0.0)
     endpoints.announce("cnn", "r-b", ("10.0.0.2", 9002), 0.0)
-    assert endpoints.withdraw("r-a") == [SlotChange("model_0", 1, None)]
-    assert endpoints.withdraw("r-a") == []
+    assert endpoints.withdraw("r-a", 0.5) == [SlotChange("model_0", 1, None)]
+    assert endpoints.withdraw("r-a", 0.5) == []
     assert endpoints.addresses("cnn") == [("10.0.0.2", 9002)]
     c = ("10.0.0.3", 9003)
     assert endpoints.announce("cnn", "r-c", c, 1.0) == [SlotChange("model_0", 1, c)]
@@ -519,6 +519,18 @@ def test_find_haproxy_without_any_raises_config_error(
         find_haproxy()
 
 
+def test_find_haproxy_obeys_rays_variable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """RAY_SERVE_HAPROXY_BINARY_PATH (Ray's own setting) wins; one that is not executable is a
+    ConfigError naming it, not a silent fall-back."""
+    chosen = tmp_path / "my-haproxy"
+    chosen.symlink_to(find_haproxy())
+    monkeypatch.setenv("RAY_SERVE_HAPROXY_BINARY_PATH", str(chosen))
+    assert find_haproxy() == str(chosen)
+    monkeypatch.setenv("RAY_SERVE_HAPROXY_BINARY_PATH", str(tmp_path / "missing"))
+    with pytest.raises(ConfigError, match="RAY_SERVE_HAPROXY_BINARY_PATH"):
+        find_haproxy()
+
+
 def test_admin_command_without_haproxy_raises_os_error(tmp_path: Path) -> None:
     """A runtime API command to a socket nobody serves raises OSError."""
     admin = HaproxyAdmin(tmp_path / "gone.sock", timeout_s=1.0)
@@ -552,7 +564,7 @@ def test_front_door_routes_a_model_to_its_announced_replica(
         assert served_by("replica-a")(response), (path, response.text)
     assert served_by("root")(client.get("/v2"))
 
-    front.apply(endpoints.withdraw("r-a"))
+    front.apply(endpoints.withdraw("r-a", 1.0))
     assert int(front.servers("model_0")["r1"]["srv_admin_state"]) & 1 == 1
     gone = poll(lambda: client.get("/v2/models/cnn/infer"), lambda r: r.status_code == 503)
     assert gone.status_code == 503
@@ -610,7 +622,7 @@ def test_front_door_spreads_a_model_over_its_replicas(
 
     poll(lambda: client.get("/v2/models/cnn/infer"), both)
     assert seen == {"replica-a", "replica-b"}
-    front.apply(endpoints.withdraw("r-a"))
+    front.apply(endpoints.withdraw("r-a", 1.0))
     answers = {client.get("/v2/models/cnn/infer").json()["server"] for _ in range(6)}
     assert answers == {"replica-b"}
 
@@ -755,31 +767,85 @@ def test_the_front_doors_folder_must_be_private(tmp_path: Path) -> None:
         _private_folder(link)  # a symbolic link, even to a private folder
 
 
-def test_a_leftover_haproxy_is_stopped_only_when_it_is_the_front_doors(tmp_path: Path) -> None:
-    """_stop_leftover stops the process its pid file names only if that is an HAProxy whose
-    command line names a configuration in the front door's folder."""
-    from shipyard.cluster.front import _stop_leftover
+def test_a_late_heartbeat_of_a_withdrawn_replica_is_ignored_for_a_while() -> None:
+    """After a replica withdraws, its heartbeats still on their way do not put it back (for
+    60 s); forget (a failed announcement) lets the same replica announce again."""
+    endpoints = table()
+    a = ("10.0.0.1", 9001)
+    endpoints.announce("cnn", "r-a", a, 0.0)
+    endpoints.withdraw("r-a", 1.0)
+    assert endpoints.announce("cnn", "r-a", a, 1.5) == []
+    assert endpoints.addresses("cnn") == []
+    endpoints.expire(62.0)  # the tombstone is dropped after 60 s
+    assert endpoints.announce("cnn", "r-a", a, 62.5) == [SlotChange("model_0", 1, a)]
+    assert endpoints.forget("r-a") == [SlotChange("model_0", 1, None)]
+    assert endpoints.announce("cnn", "r-a", a, 63.0) == [SlotChange("model_0", 1, a)]
 
-    folder = tmp_path / "state"
-    (folder / "abcd").mkdir(parents=True)
-    config = folder / "abcd" / "haproxy.cfg"
-    config.write_text(
-        "global\ndefaults\n  mode http\n  timeout client 1s\n  timeout server 1s\n"
-        "  timeout connect 1s\nfrontend f\n  bind 127.0.0.1:0\n"
-    )
-    pid_file = folder / "haproxy.pid"
-    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    haproxy = subprocess.Popen([find_haproxy(), "-db", "-f", str(config)])
+
+def test_a_seeded_replica_keeps_its_slot_when_it_announces_itself() -> None:
+    """A replica seeded from the previous front door's HAProxy takes a slot at once; when the
+    replica announces itself at that address it adopts the slot (no change); a seed nobody
+    adopts expires like a silent replica."""
+    endpoints = table()
+    a, b = ("10.0.0.1", 9001), ("10.0.0.2", 9002)
+    assert endpoints.seed("cnn", a, 0.0) == [SlotChange("model_0", 1, a)]
+    assert endpoints.seed("cnn", b, 0.0) == [SlotChange("model_0", 2, b)]
+    assert endpoints.announce("cnn", "r-a", a, 1.0) == []
+    assert endpoints.addresses("cnn") == [a, b]
+    assert endpoints.expire(6.5) == [SlotChange("model_0", 2, None)]  # b never announced
+    assert endpoints.addresses("cnn") == [a]
+
+
+def test_the_previous_haproxy_is_found_and_read_only_when_it_is_the_front_doors(
+    tmp_path: Path, root: JsonServer
+) -> None:
+    """A front door taking over finds the previous HAProxy by the pid file only if its command
+    line names a configuration in the port's folder, reads the replicas it has UP (by model),
+    and its soft stop lets it exit."""
+    from shipyard.cluster.front import _previous_haproxy, _serving_replicas, _soft_stop
+
+    folder = Path(tempfile.mkdtemp(prefix="sf"))  # the admin socket's path must stay short
     try:
-        pid_file.write_text(f"{other.pid}\n")  # not an HAProxy: left alone
-        _stop_leftover(pid_file, folder)
-        assert other.poll() is None
-        pid_file.write_text(f"{haproxy.pid}\n")
-        _stop_leftover(pid_file, tmp_path / "elsewhere")  # not this folder's: left alone
-        assert haproxy.poll() is None
-        _stop_leftover(pid_file, folder)
-        assert haproxy.wait(timeout=10) is not None
+        (folder / "old").mkdir()
+        pid_file = folder / "haproxy.pid"
+        other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+        try:
+            with (
+                json_server("replica") as replica,
+                running_haproxy(folder / "old", [CNN], root.server_port) as running,
+            ):
+                announced = ("127.0.0.1", replica.server_port)
+                running.apply(table().announce("cnn", "r-a", announced, 0.0))
+                pid = int(
+                    subprocess.run(
+                        ["pgrep", "-f", str(folder / "old" / "haproxy.cfg")],
+                        capture_output=True,
+                        text=True,
+                        check=True,
+                    ).stdout.split()[0]
+                )
+                pid_file.write_text(f"{other.pid}\n")  # not an HAProxy
+                assert _previous_haproxy(pid_file, folder) is None
+                pid_file.write_text(f"{pid}\n")
+                assert _previous_haproxy(pid_file, tmp_path) is None  # not this port's folder
+                assert _previous_haproxy(pid_file, folder) == (pid, folder / "old")
+                assert _serving_replicas(folder / "old") == [("cnn", announced)]
+                _soft_stop(pid)
+                deadline = time.monotonic() + WAIT_S
+                while _pid_alive(pid) and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                assert not _pid_alive(pid)
+        finally:
+            other.kill()
+            other.wait(timeout=10)
     finally:
-        for process in (other, haproxy):
-            process.kill()
-            process.wait(timeout=10)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _pid_alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie does not count)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"

@@ -205,3 +205,20 @@ def test_a_replica_refuses_repository_control_on_its_own_port() -> None:
         assert f"repository {action} of 'cnn'" in refused.json()["error"]
     assert asyncio.run(call("/v2/models/cnn/infer")).status_code == 200
     assert seen == ["/v2/models/cnn/infer"]
+
+
+def test_a_policys_repr_is_stable_and_holds_no_key() -> None:
+    """`shipyard ray serve` compares deployments by repr: equal policies give equal reprs
+    whatever the order of a key's roles, with digests but no object address or key."""
+    from shipyard.server.auth import ApiKey, AuthPolicy, Role, hash_key, new_key
+
+    key = new_key()
+    digest = bytes.fromhex(hash_key(key))
+    roles = (Role.METRICS, Role.ADMIN, Role.INFER)
+    one = AuthPolicy([ApiKey("ci", digest, frozenset(roles))])
+    other = AuthPolicy([ApiKey("ci", digest, frozenset(reversed(roles)))])
+    assert repr(one) == repr(other)
+    assert "['admin', 'infer', 'metrics']" in repr(one)
+    assert " at 0x" not in repr(one)
+    assert key not in repr(one)
+    assert repr(AuthPolicy(None)) == "AuthPolicy(keys=None, metrics_auth=False)"

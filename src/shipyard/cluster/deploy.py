@@ -6,11 +6,11 @@ Each model becomes its own Serve application whose replicas run
 
 * ``shipyard`` (the default, the fastest): every replica serves with Shipyard's own HTTP server
   on a port of its node, and the front door (:mod:`~shipyard.cluster.front`, the application
-  ``shipyard:front`` on the head node) runs HAProxy on the cluster URL, routing each request
+  ``shipyard-front`` on the head node) runs HAProxy on the cluster URL, routing each request
   to a replica of the model it names. Ray places, restarts and scales the replicas; no request
   passes through Ray. TLS is HAProxy's.
 * ``ray``: Ray Serve's own ingress routes ``/v2/models/<name>`` to the model's application and
-  ``/`` to ``shipyard:root`` (the server-level routes); the hop is Ray's Python proxy, or
+  ``/`` to ``shipyard-root`` (the server-level routes); the hop is Ray's Python proxy, or
   HAProxy on clusters started with ``RAY_SERVE_ENABLE_HA_PROXY=1``.
 
 API keys travel to every replica in :class:`~shipyard.cluster.replica.ReplicaSpec` (digests
@@ -66,7 +66,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 #: The Serve application answering health, server metadata and the repository index.
-ROOT_APP = "shipyard:root"
+ROOT_APP = "shipyard-root"  # no model's application can have it (theirs: shipyard:<model>)
 _HINT = "pip install 'shipyard[ray]'"
 #: Why TLS is refused on a cluster whose ingress is HAProxy.
 HAPROXY_NO_TLS = (
@@ -136,15 +136,21 @@ def app_name(model: str) -> str:
 #: clusters that route through Ray's proxy; that stays off (a node in HAProxy mode still turns
 #: it on, which HAProxy needs).
 REPLICA_ENV = {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1", "RAY_SERVE_ENABLE_DIRECT_INGRESS": "0"}
+#: Seconds a stopping replica needs besides its own drain (Ray's HAProxy mode waits 30 s first).
+_RAY_SHUTDOWN_STEPS_S = 40.0
 
 
-def deployment_options(scale: ScaleConfig, own_metric: bool = False) -> dict[str, Any]:
+def deployment_options(
+    scale: ScaleConfig, own_metric: bool = False, drain_timeout_s: float = 30.0
+) -> dict[str, Any]:
     """Ray Serve deployment options for ``[scale]``: fixed replicas or autoscaling.
 
     Every replica runs in Ray's throughput mode (:data:`REPLICA_ENV`) and without Ray's
     per-request access log (a file write per request, like ``shipyard serve``'s access log,
     which is off by default too). ``own_metric``: autoscale on the replicas' own count of
-    requests (``--ingress shipyard``, where Ray sees none of them).
+    requests (``--ingress shipyard``, where Ray sees none of them). A stopping replica has
+    ``drain_timeout_s`` for its requests, plus room for Ray's own steps (Ray's HAProxy mode
+    alone waits 30 s before the replica's shutdown starts), before Ray kills it.
     """
     options: dict[str, Any] = {
         "max_ongoing_requests": scale.max_ongoing_requests,
@@ -153,6 +159,7 @@ def deployment_options(scale: ScaleConfig, own_metric: bool = False) -> dict[str
             "runtime_env": {"env_vars": dict(REPLICA_ENV)},
         },
         "health_check_period_s": 2.0,
+        "graceful_shutdown_timeout_s": drain_timeout_s + _RAY_SHUTDOWN_STEPS_S,
         "logging_config": {"enable_access_log": False},
     }
     if scale.min_replicas == scale.max_replicas:
@@ -192,6 +199,7 @@ def connect(settings: ClusterSettings) -> Any:
             if problem:
                 raise ConfigError(problem)
         serve.start(proxy_location="Disabled")  # the front door is the way in, not Ray's proxy
+        _check_proxy_location("Disabled")
         return serve
     wanted = settings.http_options()
     if settings.tls or settings.host not in EVERY_INTERFACE:
@@ -208,6 +216,7 @@ def connect(settings: ClusterSettings) -> Any:
         if problem:
             raise ConfigError(problem)
     serve.start(proxy_location="HeadOnly", http_options=wanted)
+    _check_proxy_location("HeadOnly")
     _check_running_options(wanted)
     return serve
 
@@ -257,6 +266,37 @@ def head_node_env(name: str) -> str | None:
             "(needed to check which ingress it runs: Ray's proxy or HAProxy)"
         ) from exc
     return value
+
+
+def _check_proxy_location(wanted: str) -> None:
+    """Raise ConfigError when Serve already runs on the cluster with Ray's HTTP proxies and the
+    front door is wanted (they could share its port), or without them and Ray's ingress is."""
+    try:  # no public API reads it (Ray 2.60): a later Ray may move this
+        from ray.serve.context import _get_global_client
+
+        import ray
+
+        controller = getattr(_get_global_client(), "_controller", None)
+        if controller is None:
+            return
+        running = ray.get(controller.get_proxy_location.remote(), timeout=30)
+    except Exception as exc:
+        log.warning("cannot read where Serve runs its proxies (%s): not checked", exc)
+        return
+    location = str(getattr(running, "value", running))
+    if running is None or location == wanted:
+        return
+    if wanted == "Disabled":
+        raise ConfigError(
+            f"Ray Serve already runs on this cluster with its own HTTP proxies ({location}), "
+            "which would compete with the front door for its port: deploy with --ingress ray, "
+            "or shut Serve down first (`serve shutdown`; it removes every application)"
+        )
+    raise ConfigError(
+        "Ray Serve already runs on this cluster without its HTTP proxy (deployed with "
+        "--ingress shipyard), so Ray's ingress would serve nothing: deploy with --ingress "
+        "shipyard, or shut Serve down first (`serve shutdown`; it removes every application)"
+    )
 
 
 def _check_running_options(wanted: dict[str, Any]) -> None:
@@ -319,7 +359,6 @@ def deploy_repository(repository: str, settings: ClusterSettings) -> list[str]:
     _remove_app(serve, ROOT_APP if own else FRONT_APP)  # the other ingress's, if deployed
     if own:  # first the front door: replicas announce themselves to it as they start
         _deploy_front(serve, settings, configs, models)
-    replica_class = serve.ingress()(ModelReplica)
     cache = str(settings.cache_dir) if settings.cache_dir else None
     for name, config in configs.items():
         spec = ReplicaSpec(
@@ -332,18 +371,13 @@ def deploy_repository(repository: str, settings: ClusterSettings) -> list[str]:
             auth=settings.auth,
             listen_host=settings.host if own else None,
         )
-        deployment = serve.deployment(replica_class).options(
-            name=name,
-            user_config={"generation": _generation(store.root, name)},
-            **deployment_options(config.scale, own_metric=own),
-        )
+        options = deployment_options(config.scale, own, settings.drain_timeout_s)
+        options["user_config"] = {"generation": _generation(store.root, name)}
         log.info("deploying %s (%s)", name, config.scale)
-        _run(serve, deployment.bind(spec), app_name(name), f"/v2/models/{name}")
+        _deploy(serve, ModelReplica, name, options, (spec,), app_name(name), f"/v2/models/{name}")
     if not own:
-        root = serve.deployment(serve.ingress()(RootIngress)).options(
-            name="root", num_replicas=1, ray_actor_options={"num_cpus": 0}
-        )
-        serve.run(root.bind(models, auth=settings.auth), name=ROOT_APP, route_prefix="/")
+        options = {"num_replicas": 1, "ray_actor_options": {"num_cpus": 0}}
+        _deploy(serve, RootIngress, "root", options, (models, 10.0, settings.auth), ROOT_APP, "/")
     return names
 
 
@@ -370,14 +404,60 @@ def _deploy_front(
         None if key is None else str(key.absolute()),
         None if settings.tls_client_ca is None else str(settings.tls_client_ca.absolute()),
     )
-    front = serve.deployment(serve.ingress()(Front)).options(
-        name="front",
-        num_replicas=1,
-        ray_actor_options={"num_cpus": 0, "resources": {_HEAD_NODE: 0.001}},
-        health_check_period_s=2.0,
-        logging_config={"enable_access_log": False},
-    )
-    _run(serve, front.bind(spec), FRONT_APP, None)
+    options = {
+        "num_replicas": 1,
+        "ray_actor_options": {"num_cpus": 0, "resources": {_HEAD_NODE: 0.001}},
+        "health_check_period_s": 2.0,
+        # Every replica's heartbeat is a call: never make them queue behind Ray's default of 5.
+        "max_ongoing_requests": 1000,
+        # A new front door starts before the old one stops, and takes HAProxy over from it.
+        "max_surge_percent": 100,
+        "graceful_shutdown_timeout_s": settings.drain_timeout_s + _RAY_SHUTDOWN_STEPS_S,
+        "logging_config": {"enable_access_log": False},
+    }
+    _deploy(serve, Front, "front", options, (spec,), FRONT_APP, None)
+
+
+def _deploy(
+    serve: Any,
+    cls: type,
+    name: str,
+    options: dict[str, Any],
+    args: tuple[Any, ...],
+    app: str,
+    route_prefix: str | None,
+) -> None:
+    """Run ``app`` (deployment ``name`` of ``cls(*args)`` with ``options``) unless the cluster
+    runs it already with the same arguments and options.
+
+    Ray 2.60 gives every ``serve.run`` a new code version, which replaces every replica even
+    when nothing changed; the digest in the deployment's ``user_config`` (answered by the
+    replicas' ``deployed_digest``) lets a deploy that changes nothing leave them serving.
+    """
+    described = repr((cls.__qualname__, args, options))
+    digest = hashlib.sha256(described.encode()).hexdigest()[:16]
+    if " at 0x" in described:  # an object without a stable repr: never equal, so deploy
+        log.warning("%s cannot be compared with what runs: deploying it", app)
+    elif _running_digest(serve, app, name) == digest:
+        log.info("%s is deployed unchanged: left running", app)
+        return
+    options = {**options, "user_config": {**options.get("user_config", {}), "digest": digest}}
+    deployment = serve.deployment(serve.ingress()(cls)).options(name=name, **options)
+    _run(serve, deployment.bind(*args), app, route_prefix)
+
+
+def _running_digest(serve: Any, app: str, name: str) -> str | None:
+    """The digest the running deployment ``name`` of ``app`` was deployed with, or None."""
+    try:
+        status = serve.status().applications.get(app)
+        if status is None or str(getattr(status.status, "value", status.status)) != "RUNNING":
+            return None
+        handle = serve.get_deployment_handle(name, app)
+        digest = handle.deployed_digest.remote().result(timeout_s=30)
+    except Exception as exc:  # an older deployment, or one that does not answer: redeploy
+        log.info("cannot read the digest of %s (%s): deploying", app, exc)
+        return None
+    return digest if isinstance(digest, str) else None
 
 
 def _remove_app(serve: Any, app: str) -> None:

@@ -21,8 +21,10 @@ import asyncio
 import contextlib
 import logging
 import os
+import re
 import shutil
 import signal
+import socket
 import stat
 import subprocess
 import tempfile
@@ -93,22 +95,36 @@ class Front(RootIngress):
         self._haproxy: subprocess.Popen[bytes] | None = None
         self._root: Listener | None = None
         self._expiry: asyncio.Task[None] | None = None
+        #: The HAProxy this front door takes over from (its pid), stopped softly once this one
+        #: serves.
+        self._previous: int | None = None
 
     async def __serve_build_asgi_app__(self) -> Any:  # type: ignore[override]
         """Start the root routes' server and HAProxy (Ray calls this once the replica runs)."""
         app = super().__serve_build_asgi_app__()
         self._root = await start_listener(app, "127.0.0.1")
-        await asyncio.to_thread(self._start_haproxy, self._root.port)
+        seeds = await asyncio.to_thread(self._start_haproxy, self._root.port)
+        async with self._lock:  # the replicas the previous HAProxy was sending requests to
+            now = time.monotonic()
+            for model, address in seeds:
+                with contextlib.suppress(KeyError, OverflowError):
+                    await self._apply(self.table.seed(model, address, now))
+        if self._previous is not None:  # now that this HAProxy serves them: let it go
+            _soft_stop(self._previous)
         self._expiry = asyncio.get_running_loop().create_task(self._expire_silent())
         return app
 
-    def _start_haproxy(self, root_port: int) -> None:
+    def _start_haproxy(self, root_port: int) -> list[tuple[str, tuple[str, int]]]:
+        """Start HAProxy on the port beside the previous one (a front door being replaced, or
+        one a killed front door left running); return the replicas the previous one sends
+        requests to, by model, to seed the table with."""
         spec = self.spec
         _private_folder(self._dir.parent)
         self._dir.mkdir(mode=0o700)
-        _stop_leftover(self._pid_file, self._dir.parent)
+        previous = _previous_haproxy(self._pid_file, self._dir.parent)
+        seeds = [] if previous is None else _serving_replicas(previous[1])
         for old in self._dir.parent.iterdir():  # what stopped front doors left behind
-            if old.is_dir() and old != self._dir:
+            if old.is_dir() and old != self._dir and (previous is None or old != previous[1]):
                 shutil.rmtree(old, ignore_errors=True)
         pem = None
         if spec.tls_cert is not None and spec.tls_key is not None:
@@ -154,6 +170,8 @@ class Front(RootIngress):
                 )
             time.sleep(0.05)
         log.info("front door: HAProxy %d on %s:%d", self._haproxy.pid, spec.host, spec.port)
+        self._previous = None if previous is None else previous[0]
+        return seeds
 
     async def announce(self, model: str, replica: str, host: str, port: int) -> None:
         """A replica of ``model`` serves at ``host:port`` (every second, as a heartbeat)."""
@@ -162,13 +180,15 @@ class Front(RootIngress):
             try:
                 await self._apply(changes)
             except BaseException:
-                self.table.withdraw(replica)  # not in HAProxy: the next announcement retries
+                # Not (surely) in HAProxy: take it out, and let the next announcement retry.
+                with contextlib.suppress(Exception):
+                    await self._admin.apply(self.table.forget(replica))
                 raise
 
     async def withdraw(self, replica: str) -> None:
         """A replica stops (it drains): send it no new requests."""
         async with self._lock:
-            await self._apply(self.table.withdraw(replica))
+            await self._apply(self.table.withdraw(replica, time.monotonic()))
 
     async def _ready(self, request: Request) -> Response:
         """Ready once every model's deployment is, and HAProxy has a replica of each."""
@@ -204,9 +224,11 @@ class Front(RootIngress):
         if self._expiry is not None:
             self._expiry.cancel()
         if self._haproxy is not None and self._haproxy.poll() is None:
-            self._haproxy.terminate()
+            # Soft stop: no new connections, in-flight requests finish (a front door replacing
+            # this one has the port already); then stop waiting.
+            self._haproxy.send_signal(signal.SIGUSR1)
             try:
-                await asyncio.to_thread(self._haproxy.wait, 10)
+                await asyncio.to_thread(self._haproxy.wait, self.spec.request_timeout_s)
             except subprocess.TimeoutExpired:
                 self._haproxy.kill()
             with contextlib.suppress(OSError):
@@ -229,21 +251,51 @@ def _private_folder(path: Path) -> None:
         )
 
 
-def _stop_leftover(pid_file: Path, folder: Path) -> None:
-    """Stop the HAProxy a killed (or replaced) front door on this port left running: the pid
-    file names it, and its command line names a configuration in ``folder``."""
+def _previous_haproxy(pid_file: Path, folder: Path) -> tuple[int, Path] | None:
+    """The HAProxy a previous front door on this port started, if it still runs: its pid and
+    its folder (the pid file names it, and its command line names a configuration in a folder
+    of ``folder``)."""
     try:
         pid = int(pid_file.read_text().split()[0])
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
     except (OSError, ValueError, IndexError):
-        return
-    if "haproxy" not in cmdline or f"{folder}/" not in cmdline:
-        return
-    log.warning("front door: stopping the HAProxy %d a previous front door left running", pid)
+        return None
+    configs = [Path(arg) for arg in argv if arg.endswith("haproxy.cfg")]
+    if not argv or "haproxy" not in argv[0] or not configs or configs[0].parent.parent != folder:
+        return None
+    return pid, configs[0].parent
+
+
+#: ``acl model_3 path /v2/models/name`` in a front door's configuration.
+_MODEL_ACL = re.compile(r"^\s*acl (\S+) path /v2/models/(\S+)$", re.MULTILINE)
+
+
+def _serving_replicas(folder: Path) -> list[tuple[str, tuple[str, int]]]:
+    """``(model, address)`` of every replica the front door HAProxy of ``folder`` has UP (read
+    from its configuration and its runtime API); [] if it cannot tell."""
+    try:
+        backends = dict(_MODEL_ACL.findall((folder / "haproxy.cfg").read_text()))
+        with socket.socket(socket.AF_UNIX) as admin:
+            admin.settimeout(5.0)
+            admin.connect(os.fspath(folder / "admin.sock"))
+            admin.sendall(b"show servers state\n")
+            answer = b""
+            while chunk := admin.recv(65536):
+                answer += chunk
+    except OSError:
+        return []
+    found = []
+    for line in answer.decode(errors="replace").splitlines():
+        fields = line.split()
+        # be_id be_name srv_id srv_name srv_addr srv_op_state ... (index 18: srv_port)
+        if len(fields) > 18 and fields[1] in backends and fields[5] == "2":  # 2: UP
+            found.append((backends[fields[1]], (fields[4], int(fields[18]))))
+    return found
+
+
+def _soft_stop(pid: int) -> None:
+    """Ask HAProxy ``pid`` to stop softly: it closes its listeners and exits once its
+    connections' requests are answered (``hard-stop-after`` bounds the wait)."""
+    log.info("front door: the previous HAProxy %d stops softly", pid)
     with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + 5.0
-    while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGKILL)
+        os.kill(pid, signal.SIGUSR1)

