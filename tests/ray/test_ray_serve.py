@@ -5,7 +5,6 @@ test_ray_tls.py."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import re
 import signal
@@ -24,10 +23,10 @@ import pytest
 import tritonclient.http as triton
 
 from shipyard.cluster.deploy import HAPROXY_NO_TLS
-from shipyard.cluster.front import state_dir
-from shipyard.cluster.haproxy import HaproxyAdmin
+from shipyard.cluster.front import _serving_replicas, state_dir
 from shipyard.server.auth import hash_key, new_key
 from shipyard.testing import cnn_model, slow_model, wait_until_blocking, write_model
+from shipyard.testing.process import running
 from shipyard.testing.raycluster import RayCluster, free_port, local_ray_cluster
 from tests.ray.certificates import Certificates
 from tests.ray.cli import run_ray_serve
@@ -226,15 +225,7 @@ def replica_addresses(deployed: Deployed, model: str) -> list[str]:
         config = "".join(path.read_text() for path in state.glob("*/haproxy.cfg"))
         return re.findall(rf"server SERVE_REPLICA_shipyard_{model}-\S+ ([\d.]+:\d+)", config)
     (socket_path,) = state_dir(port).glob("*/admin.sock")
-    states = asyncio.run(HaproxyAdmin(socket_path).command("show servers state"))
-    backend = {"cnn": "model_0", "slow": "model_1"}[model]
-    found = []
-    for line in states.splitlines():
-        fields = line.split()
-        # be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state ... srv_port
-        if len(fields) > 18 and fields[1] == backend and fields[5] == "2":  # running (UP)
-            found.append(f"{fields[4]}:{fields[18]}")
-    return found
+    return [f"{h}:{p}" for m, (h, p) in _serving_replicas(socket_path.parent) if m == model]
 
 
 def test_a_replicas_own_port_needs_a_key_too(deployed: Deployed) -> None:
@@ -413,14 +404,6 @@ def test_deploying_again_unchanged_leaves_every_replica_serving(deployed: Deploy
     assert httpx.get(f"{deployed.url}/v2/health/ready").status_code == 200
 
 
-def _pid_state(pid: int) -> str | None:
-    """The state letter of process ``pid`` (Z: a zombie), None once it is gone."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return None
-
-
 @ONLY_SHIPYARD
 def test_a_killed_front_door_is_replaced_and_its_haproxy_stopped(deployed: Deployed) -> None:
     """kill -9 of the front door's replica: Ray starts another on the head node, which takes
@@ -430,7 +413,7 @@ def test_a_killed_front_door_is_replaced_and_its_haproxy_stopped(deployed: Deplo
     (front,) = deployed.cluster.process_ids(title)
     pid_file = state_dir(int(deployed.address.rsplit(":", 1)[1])) / "haproxy.pid"
     old_haproxy = int(pid_file.read_text())
-    assert _pid_state(old_haproxy) not in (None, "Z")
+    assert running(old_haproxy)
     os.kill(front, signal.SIGKILL)
     wait_until_blocking(
         lambda: deployed.cluster.process_ids(title) not in ([], [front]),
@@ -448,7 +431,7 @@ def test_a_killed_front_door_is_replaced_and_its_haproxy_stopped(deployed: Deplo
     wait_until_blocking(serves, "the new front door serves the cluster URL", timeout_s=120)
     assert int(pid_file.read_text()) != old_haproxy
     wait_until_blocking(  # stopped softly: it exits once its connections are done
-        lambda: _pid_state(old_haproxy) in (None, "Z"), "the old HAProxy exits", timeout_s=30
+        lambda: not running(old_haproxy), "the old HAProxy exits", timeout_s=30
     )
     body = _infer_json(_image(7))
     answer = httpx.post(f"{deployed.url}/v2/models/cnn/infer", json=body, headers=deployed.auth())

@@ -39,6 +39,7 @@ from shipyard.cluster.haproxy import (
     render_config,
 )
 from shipyard.errors import ConfigError
+from shipyard.testing import process
 
 CNN = Backend("cnn", 0, 3, 4)
 EMBED = Backend("text.embed-v2", 1, 1, 2)
@@ -812,10 +813,10 @@ def test_the_previous_haproxy_is_found_and_read_only_when_it_is_the_front_doors(
         try:
             with (
                 json_server("replica") as replica,
-                running_haproxy(folder / "old", [CNN], root.server_port) as running,
+                running_haproxy(folder / "old", [CNN], root.server_port) as old,
             ):
                 announced = ("127.0.0.1", replica.server_port)
-                running.apply(table().announce("cnn", "r-a", announced, 0.0))
+                old.apply(table().announce("cnn", "r-a", announced, 0.0))
                 pid = int(
                     subprocess.run(
                         ["pgrep", "-f", str(folder / "old" / "haproxy.cfg")],
@@ -832,20 +833,11 @@ def test_the_previous_haproxy_is_found_and_read_only_when_it_is_the_front_doors(
                 assert _serving_replicas(folder / "old") == [("cnn", announced)]
                 _soft_stop(pid)
                 deadline = time.monotonic() + WAIT_S
-                while _pid_alive(pid) and time.monotonic() < deadline:
+                while process.running(pid) and time.monotonic() < deadline:
                     time.sleep(0.05)
-                assert not _pid_alive(pid)
+                assert not process.running(pid)
         finally:
             other.kill()
             other.wait(timeout=10)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
-
-
-def _pid_alive(pid: int) -> bool:
-    """Whether ``pid`` runs (a zombie does not count)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state != "Z"

@@ -57,9 +57,7 @@ async def start_listener(
     """
     import uvicorn
 
-    from shipyard.server.http_connection import Http1Limits, http_protocol
-
-    config = config or ServerConfig()
+    from shipyard.server.http_connection import uvicorn_config
 
     class _Server(uvicorn.Server):
         @contextlib.contextmanager
@@ -67,19 +65,7 @@ async def start_listener(
             yield  # the process's signals belong to its owner (Ray), not to this server
 
     sock = bind_socket(host, port)
-    server = _Server(
-        uvicorn.Config(
-            app,
-            loop="none",
-            http=http_protocol(Http1Limits.from_config(config)),
-            lifespan="off",
-            access_log=False,
-            log_config=None,
-            server_header=False,
-            date_header=False,
-            timeout_graceful_shutdown=max(1, round(config.drain_timeout_s)),
-        )
-    )
+    server = _Server(uvicorn_config(app, config or ServerConfig()))
     task = asyncio.get_running_loop().create_task(server.serve(sockets=[sock]))
     while not server.started:
         if task.done():

@@ -147,7 +147,7 @@ class ShipyardServer:
         """
         import uvicorn
 
-        from shipyard.server.http_connection import Http1Limits, http_protocol
+        from shipyard.server.http_connection import uvicorn_config
 
         config = self.config
         # Keys and certificates are read before anything starts: a bad file fails fast.
@@ -233,21 +233,7 @@ class ShipyardServer:
                         self.force_exit = True  # a second Ctrl-C stops waiting for connections
                     self.should_exit = True
 
-            self._uvicorn = _Server(
-                uvicorn.Config(
-                    app,
-                    loop="none",
-                    # httptools' parser with Shipyard's time, header and connection limits.
-                    http=http_protocol(Http1Limits.from_config(config)),
-                    lifespan="off",
-                    access_log=False,
-                    log_config=None,
-                    server_header=False,
-                    date_header=False,
-                    timeout_graceful_shutdown=max(1, round(config.drain_timeout_s)),
-                    ssl_context_factory=None if tls is None else lambda _c, _d: tls[0],
-                )
-            )
+            self._uvicorn = _Server(uvicorn_config(app, config, None if tls is None else tls[0]))
             if self._grpc is not None:
                 await self._grpc.start()
                 grpc_started = True

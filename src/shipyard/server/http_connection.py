@@ -25,9 +25,11 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+import ssl
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from shipyard.config import ServerConfig
@@ -286,3 +288,24 @@ def _peer(client: tuple[str, int] | None) -> str:
 def http_protocol(limits: Http1Limits) -> type[LimitedHttpProtocol]:
     """A :class:`LimitedHttpProtocol` subclass for one server, to pass as uvicorn's ``http``."""
     return type("ShipyardHttpProtocol", (LimitedHttpProtocol,), {"watch": _Watch(limits)})
+
+
+def uvicorn_config(
+    app: Any, config: ServerConfig, ssl_context: ssl.SSLContext | None = None
+) -> uvicorn.Config:
+    """uvicorn's settings for a Shipyard HTTP server of ``app`` (``shipyard serve``, and each
+    replica under ``shipyard ray serve --ingress shipyard``): httptools' parser with ``config``'s
+    time, header and connection limits, its drain timeout, no lifespan, access log or
+    Server/Date headers, and TLS when ``ssl_context`` is given."""
+    return uvicorn.Config(
+        app,
+        loop="none",
+        http=http_protocol(Http1Limits.from_config(config)),
+        lifespan="off",
+        access_log=False,
+        log_config=None,
+        server_header=False,
+        date_header=False,
+        timeout_graceful_shutdown=max(1, round(config.drain_timeout_s)),
+        ssl_context_factory=None if ssl_context is None else lambda _c, _d: ssl_context,
+    )

@@ -21,7 +21,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO
 
-__all__ = ["ServeProcess", "cpu_seconds", "serve_process"]
+__all__ = ["ServeProcess", "cpu_seconds", "running", "serve_process"]
 
 _URL = re.compile(r"HTTP\s+(https?://127\.0\.0\.1:(\d+))")
 _GRPC = re.compile(r"gRPC\s+grpc://(127\.0\.0\.1:\d+)")
@@ -34,6 +34,15 @@ def cpu_seconds(pid: int) -> float:
     """CPU time (user + system, every thread) the process ``pid`` has used (Linux ``/proc``)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def running(pid: int) -> bool:
+    """Whether process ``pid`` exists and is not a zombie (Linux ``/proc``)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
 
 
 class ServeProcess:
