@@ -272,6 +272,19 @@ def test_other_http_options_on_a_running_cluster_are_refused(deployed: Deployed)
     assert httpx.get(f"{deployed.url}/v2/health/ready").status_code == 200
 
 
+@ONLY_RAY
+def test_the_front_door_on_a_cluster_serving_rays_proxy_is_refused(deployed: Deployed) -> None:
+    """--ingress shipyard where Serve runs with Ray's proxies (they would share its port) fails
+    with the way out, and Ray's ingress serves on."""
+    port = deployed.address.rsplit(":", 1)[1]
+    argv = [*deployed.argv, port, "--ingress", "shipyard"]  # the last --ingress counts
+    done = run_ray_serve(argv, deployed.cluster.env, timeout_s=120)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "with its own HTTP proxies" in done.stderr
+    assert "Traceback" not in done.stdout + done.stderr
+    assert httpx.get(f"{deployed.url}/v2/health/ready").status_code == 200
+
+
 @ONLY_SHIPYARD
 def test_rays_ingress_on_a_cluster_serving_the_front_door_is_refused(deployed: Deployed) -> None:
     """--ingress ray where Serve runs without its proxy (the front door's) fails with the way

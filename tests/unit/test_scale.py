@@ -48,6 +48,10 @@ def test_scale_with_a_range_autoscales() -> None:
     assert options["autoscaling_config"]["upscale_delay_s"] == 0.0
     assert options["ray_actor_options"]["num_cpus"] == 0.5
     assert "policy" not in options["autoscaling_config"]  # Ray's default policy
+    # Ray kills a stopping replica only after its drain and Ray's own steps (HAProxy mode: 30 s).
+    assert options["graceful_shutdown_timeout_s"] == 30.0 + 40.0
+    drained = deployment_options(parse_model_config("m", table).scale, drain_timeout_s=5.0)
+    assert drained["graceful_shutdown_timeout_s"] == 45.0
 
 
 def test_own_metric_autoscaling_uses_shipyards_policy_that_ray_can_load() -> None:
